@@ -1,0 +1,310 @@
+import { z } from "zod";
+import { isValidToken } from "./tokens.js";
+
+/**
+ * Every payload that crosses NATS. Each carries `v` (schema version) and, where a subject carries
+ * several kinds, a `type` discriminator. Decoding is msgpack + `safeParse` (see codec.ts); a message
+ * that fails is dropped and counted, never thrown.
+ */
+export const SCHEMA_VERSION = 1;
+
+const v = z.literal(SCHEMA_VERSION);
+const token = z.string().refine(isValidToken, { message: "must be a valid name (letters, digits, - and _)" });
+/** Epoch milliseconds. */
+const ts = z.number().int().nonnegative();
+/** Any IEEE double including NaN and ±Infinity: metrics can be NaN, as in Ray Tune. */
+const anyNumber = z.custom<number>((x) => typeof x === "number", { message: "must be a number" });
+const paramValue = z.union([z.string(), z.number(), z.boolean()]);
+
+export const TrialStatus = { completed: "completed", stopped: "stopped", failed: "failed" } as const;
+export type TrialStatus = (typeof TrialStatus)[keyof typeof TrialStatus];
+
+export const Decision = { CONTINUE: "CONTINUE", STOP: "STOP" } as const;
+export type Decision = (typeof Decision)[keyof typeof Decision];
+
+/** Why an attempt was stopped; one AbortController reason per trial carries one of these. */
+export const StopReason = {
+  schedulerStop: "scheduler-stop",
+  userStop: "user-stop",
+  agentShutdown: "agent-shutdown",
+  claimLost: "claim-lost",
+} as const;
+export type StopReason = (typeof StopReason)[keyof typeof StopReason];
+
+/** Why an agent refused an order without starting it. */
+export const RejectReason = {
+  malformed: "malformed",
+  unsigned: "unsigned",
+  badSignature: "bad-signature",
+  untrustedSigner: "untrusted-signer",
+  expired: "expired",
+  replayed: "replayed",
+  commandNotAllowed: "command-not-allowed",
+  cannotRun: "cannot-run",
+} as const;
+export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
+
+// ---------------------------------------------------------------------------------------------
+// Agent advert (KV rung-agents, key <agent>)
+
+export const GpuInfoSchema = z.object({
+  index: z.number().int().nonnegative(),
+  uuid: z.string(),
+  name: z.string(),
+  memoryTotalMiB: z.number().nonnegative(),
+  driver: z.string(),
+  fake: z.boolean().default(false),
+});
+export type GpuInfo = z.infer<typeof GpuInfoSchema>;
+
+export const HostInfoSchema = z.object({
+  hostname: z.string(),
+  cpuModel: z.string(),
+  cpuCores: z.number().int().nonnegative(),
+  memoryTotalBytes: z.number().nonnegative(),
+  os: z.string(),
+});
+export type HostInfo = z.infer<typeof HostInfoSchema>;
+
+export const AgentStateSchema = z.enum(["starting", "running", "draining", "stopped", "failed"]);
+export type AgentState = z.infer<typeof AgentStateSchema>;
+
+export const AgentAdvertSchema = z.object({
+  v,
+  type: z.literal("advert"),
+  agent: token,
+  state: AgentStateSchema,
+  host: HostInfoSchema,
+  gpus: z.array(
+    GpuInfoSchema.extend({
+      utilization: anyNumber.nullable().default(null),
+      memoryUsedMiB: anyNumber.nullable().default(null),
+      study: z.string().nullable().default(null),
+      trial: z.string().nullable().default(null),
+    }),
+  ),
+  /** CPU-only slots (machines without a GPU, `--cpu-slots`). */
+  cpuSlots: z.number().int().nonnegative(),
+  freeGpus: z.number().int().nonnegative(),
+  freeCpuSlots: z.number().int().nonnegative(),
+  labels: z.record(z.string(), z.string()),
+  pricePerGpuHour: z.number().nonnegative().nullable(),
+  version: z.string(),
+  startedAt: ts,
+  updatedAt: ts,
+});
+export type AgentAdvert = z.infer<typeof AgentAdvertSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Work order (stream RUNG_WORK, subject rung.work.<pool>)
+
+export const WorkOrderSchema = z.object({
+  v,
+  type: z.literal("order"),
+  study: token,
+  trial: token,
+  /** Attempt number of this order's first delivery; a redelivery runs attempt + deliveries - 1. */
+  attempt: z.number().int().positive(),
+  pool: token,
+  resources: z.object({ gpus: z.number().int().nonnegative(), cpus: z.number().int().nonnegative().default(0) }),
+  /** The exact argv to exec, parameters already substituted; never passed through a shell. */
+  argv: z.array(z.string()).min(1),
+  workdir: z.string(),
+  env: z.record(z.string(), z.string()),
+  /** Names in `env` whose values are never logged or shown. */
+  secretEnv: z.array(z.string()).default([]),
+  params: z.record(z.string(), paramValue),
+  /** Scheduler's time attribute and the metric names, so the agent can tag reports. */
+  timeAttr: z.string(),
+  issuedAt: ts,
+  expiresAt: ts,
+  /** Random per order, for replay detection. */
+  nonce: z.string().min(8),
+  /** Public key of the signer and the ed25519 signature over the canonical order (security issue). */
+  signer: z.string().optional(),
+  sig: z.string().optional(),
+});
+export type WorkOrder = z.infer<typeof WorkOrderSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>)
+
+const eventBase = { v, study: token, trial: token, ts };
+
+export const TrialEventSchema = z.discriminatedUnion("type", [
+  /** Coordinator: the trial exists, with its parameters and bracket. */
+  z.object({
+    ...eventBase,
+    type: z.literal("created"),
+    params: z.record(z.string(), paramValue),
+    bracket: z.number().int().nonnegative().nullable().default(null),
+  }),
+  /** Coordinator: an order for this attempt was published. */
+  z.object({ ...eventBase, type: z.literal("queued"), attempt: z.number().int().positive() }),
+  /** Agent: it holds the order and the GPUs. */
+  z.object({
+    ...eventBase,
+    type: z.literal("claimed"),
+    attempt: z.number().int().positive(),
+    agent: token,
+    gpus: z.array(z.number().int().nonnegative()),
+  }),
+  /** Agent: the process runs. */
+  z.object({
+    ...eventBase,
+    type: z.literal("started"),
+    attempt: z.number().int().positive(),
+    agent: token,
+    pid: z.number().int(),
+    gpus: z.array(z.number().int().nonnegative()),
+  }),
+  /** Agent: one line the trial reported, stamped. */
+  z.object({
+    ...eventBase,
+    type: z.literal("report"),
+    attempt: z.number().int().positive(),
+    agent: token,
+    seq: z.number().int().nonnegative(),
+    metrics: z.record(z.string(), anyNumber),
+  }),
+  /** Agent: the attempt ended. Exactly one per attempt. */
+  z.object({
+    ...eventBase,
+    type: z.literal("finished"),
+    attempt: z.number().int().positive(),
+    agent: token,
+    status: z.enum(["completed", "stopped", "failed"]),
+    exitCode: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    reason: z.string(),
+    logTail: z.array(z.string()).default([]),
+  }),
+  /** Agent: the order was refused and never started. */
+  z.object({
+    ...eventBase,
+    type: z.literal("rejected"),
+    attempt: z.number().int().positive().nullable(),
+    agent: token,
+    reason: z.enum(Object.values(RejectReason) as [RejectReason, ...RejectReason[]]),
+    detail: z.string(),
+    sender: z.string().nullable().default(null),
+  }),
+  /** Coordinator: a scheduler decision on a report. */
+  z.object({
+    ...eventBase,
+    type: z.literal("decision"),
+    attempt: z.number().int().positive(),
+    t: anyNumber,
+    value: anyNumber.nullable(),
+    decision: z.enum(["CONTINUE", "STOP"]),
+    by: z.string(),
+    rung: anyNumber.nullable().default(null),
+    cutoff: anyNumber.nullable().default(null),
+  }),
+  /** Coordinator: the trial's final state (after retries, stops and completion). */
+  z.object({
+    ...eventBase,
+    type: z.literal("ended"),
+    status: z.enum(["completed", "stopped", "failed", "cancelled"]),
+    reason: z.string(),
+    attempts: z.number().int().nonnegative(),
+  }),
+]);
+export type TrialEvent = z.infer<typeof TrialEventSchema>;
+export type TrialEventType = TrialEvent["type"];
+export type TrialEventOf<T extends TrialEventType> = Extract<TrialEvent, { type: T }>;
+
+// ---------------------------------------------------------------------------------------------
+// Telemetry (stream RUNG_TELEMETRY, subject rung.telemetry.<agent>)
+
+export const GpuSampleSchema = z.object({
+  index: z.number().int().nonnegative(),
+  uuid: z.string(),
+  utilizationGpu: anyNumber.nullable(),
+  utilizationMemory: anyNumber.nullable(),
+  memoryUsedMiB: anyNumber.nullable(),
+  memoryTotalMiB: anyNumber.nullable(),
+  powerW: anyNumber.nullable(),
+  temperatureC: anyNumber.nullable(),
+  smClockMHz: anyNumber.nullable(),
+  study: z.string().nullable(),
+  trial: z.string().nullable(),
+});
+export type GpuSample = z.infer<typeof GpuSampleSchema>;
+
+export const TelemetrySchema = z.discriminatedUnion("type", [
+  z.object({ v, type: z.literal("gpu"), agent: token, ts, fake: z.boolean(), gpus: z.array(GpuSampleSchema) }),
+  z.object({
+    v,
+    type: z.literal("host"),
+    agent: token,
+    ts,
+    cpuLoadPercent: anyNumber,
+    cpuCores: z.number().int().nonnegative(),
+    memoryUsedBytes: z.number().nonnegative(),
+    memoryTotalBytes: z.number().nonnegative(),
+  }),
+]);
+export type Telemetry = z.infer<typeof TelemetrySchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Control (KV rung-control, key <study>.<trial>)
+
+export const ControlSchema = z.object({
+  v,
+  type: z.literal("stop"),
+  study: token,
+  trial: token,
+  reason: z.enum(["scheduler-stop", "user-stop"]),
+  by: z.string(),
+  /** The rung (time attribute value) where the scheduler stopped the trial, when it did. */
+  rung: anyNumber.nullable().default(null),
+  ts,
+});
+export type Control = z.infer<typeof ControlSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Logs (stream RUNG_LOGS, subject rung.logs.<study>.<trial>.<attempt>)
+
+export const LogChunkSchema = z.object({
+  v,
+  type: z.literal("log"),
+  study: token,
+  trial: token,
+  attempt: z.number().int().positive(),
+  agent: token,
+  seq: z.number().int().nonnegative(),
+  ts,
+  /** Raw terminal bytes, escape sequences intact. */
+  data: z.instanceof(Uint8Array),
+  /** True on the last chunk of the attempt. */
+  eof: z.boolean().default(false),
+});
+export type LogChunk = z.infer<typeof LogChunkSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Studies (KV rung-studies, key <study> and <study>.lease)
+
+export const StudyRecordSchema = z.object({
+  v,
+  type: z.literal("study"),
+  name: token,
+  /** The validated spec as JSON; the coordinator owns its schema. */
+  spec: z.record(z.string(), z.unknown()),
+  specHash: z.string(),
+  createdAt: ts,
+  state: z.enum(["running", "completed", "stopped", "failed"]),
+  updatedAt: ts,
+});
+export type StudyRecord = z.infer<typeof StudyRecordSchema>;
+
+export const LeaseSchema = z.object({
+  v,
+  type: z.literal("lease"),
+  study: token,
+  holder: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  expiresAt: ts,
+});
+export type Lease = z.infer<typeof LeaseSchema>;
