@@ -42,7 +42,11 @@ export function decode<S extends z.ZodType>(schema: S, bytes: Uint8Array, schema
   if (bytes.byteLength > MAX_MESSAGE_BYTES) {
     return {
       ok: false,
-      error: new DecodeError("too-large", schemaName, `${schemaName}: ${bytes.byteLength} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`),
+      error: new DecodeError(
+        "too-large",
+        schemaName,
+        `${schemaName}: ${bytes.byteLength} bytes is over the ${MAX_MESSAGE_BYTES}-byte limit`,
+      ),
     };
   }
   let raw: unknown;
@@ -64,7 +68,9 @@ export function decode<S extends z.ZodType>(schema: S, bytes: Uint8Array, schema
     const where = first && first.path.length > 0 ? first.path.join(".") : "(root)";
     return {
       ok: false,
-      error: new DecodeError("schema", schemaName, `${schemaName}: ${where}: ${first?.message ?? "invalid"}`, { cause: parsed.error }),
+      error: new DecodeError("schema", schemaName, `${schemaName}: ${where}: ${first?.message ?? "invalid"}`, {
+        cause: parsed.error,
+      }),
     };
   }
   return { ok: true, value: parsed.data as z.infer<S> };
@@ -91,7 +97,11 @@ export class BadMessageCounter {
     const key = `${where}:${error.kind}`;
     const n = (this.#counts.get(key) ?? 0) + 1;
     this.#counts.set(key, n);
-    if (n === 1) this.#log?.warn({ where, kind: error.kind, err: error.message }, "dropped a malformed message (further ones of this kind are counted, not logged)");
+    if (n === 1)
+      this.#log?.warn(
+        { where, kind: error.kind, err: error.message },
+        "dropped a malformed message (further ones of this kind are counted, not logged)",
+      );
   }
 
   get total(): number {

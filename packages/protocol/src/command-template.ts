@@ -40,7 +40,8 @@ export function splitCommand(template: string): string[] {
   }
   if (quote) throw new CommandTemplateError(`command: unclosed ${quote} quote in ${JSON.stringify(template)}`);
   if (inWord) out.push(cur);
-  if (out.length === 0) throw new CommandTemplateError("command: is empty; give the program to run, e.g. python train.py --lr {lr}");
+  if (out.length === 0)
+    throw new CommandTemplateError("command: is empty; give the program to run, e.g. python train.py --lr {lr}");
   return out;
 }
 
@@ -57,7 +58,8 @@ export function renderArgv(argv: readonly string[], values: Readonly<Record<stri
   return argv.map((a) =>
     a.replace(PLACEHOLDER, (_, name: string) => {
       const v = values[name];
-      if (v === undefined) throw new CommandTemplateError(`command: {${name}} has no value; define it in search.space or scheduler`);
+      if (v === undefined)
+        throw new CommandTemplateError(`command: {${name}} has no value; define it in search.space or scheduler`);
       return String(v);
     }),
   );

@@ -17,10 +17,7 @@ export class NatsUnreachableError extends Error {
     readonly url: string,
     options?: { cause?: unknown },
   ) {
-    super(
-      `cannot reach NATS at ${url} — start one with "rung server" or pass --nats URL (or set RUNG_NATS_URL)`,
-      options,
-    );
+    super(`cannot reach NATS at ${url} — start one with "rung server" or pass --nats URL (or set RUNG_NATS_URL)`, options);
   }
 }
 

@@ -1,10 +1,10 @@
 // @rung/protocol: everything that crosses NATS — names, subjects, messages, codec, resources.
 
-export { BadMessageCounter, DecodeError, DecodeErrorKind, decode, encode, MAX_MESSAGE_BYTES } from "./codec.js";
 export type { Decoded, DropLogger } from "./codec.js";
+export { BadMessageCounter, DecodeError, DecodeErrorKind, decode, encode, MAX_MESSAGE_BYTES } from "./codec.js";
 export { CommandTemplateError, placeholders, renderArgv, splitCommand } from "./command-template.js";
-export { connectNats, DEFAULT_NATS_URL, natsUrl } from "./connect.js";
 export type { NatsOptions } from "./connect.js";
+export { connectNats, DEFAULT_NATS_URL, natsUrl } from "./connect.js";
 export { nanos, parseDuration } from "./durations.js";
 export {
   DurationError,
@@ -13,8 +13,24 @@ export {
   NatsUnreachableError,
   ResourceSetupError,
 } from "./errors.js";
-export { createLogger, silentLogger } from "./logger.js";
 export type { Logger, LoggerOptions } from "./logger.js";
+export { createLogger, silentLogger } from "./logger.js";
+export type {
+  AgentAdvert,
+  AgentState,
+  Control,
+  GpuInfo,
+  GpuSample,
+  HostInfo,
+  Lease,
+  LogChunk,
+  StudyRecord,
+  Telemetry,
+  TrialEvent,
+  TrialEventOf,
+  TrialEventType,
+  WorkOrder,
+} from "./messages.js";
 export {
   AgentAdvertSchema,
   AgentStateSchema,
@@ -34,22 +50,15 @@ export {
   TrialStatus,
   WorkOrderSchema,
 } from "./messages.js";
+export type { NatsServerOptions } from "./nats-server.js";
+export { findNatsServer, NatsServerProcess, NatsServerStartError, startNatsServer } from "./nats-server.js";
 export type {
-  AgentAdvert,
-  AgentState,
-  Control,
-  GpuInfo,
-  GpuSample,
-  HostInfo,
-  Lease,
-  LogChunk,
-  StudyRecord,
-  Telemetry,
-  TrialEvent,
-  TrialEventOf,
-  TrialEventType,
-  WorkOrder,
-} from "./messages.js";
+  CompiledResourceOptions,
+  MeshResources,
+  ResourceOptions,
+  StreamDefinition,
+  WorkConsumerOptions,
+} from "./resources.js";
 export {
   compileResourceOptions,
   ensureResources,
@@ -57,7 +66,6 @@ export {
   MeshNames,
   streamConfigs,
 } from "./resources.js";
-export type { CompiledResourceOptions, MeshResources, ResourceOptions, StreamDefinition, WorkConsumerOptions } from "./resources.js";
 export { poolName, Subjects } from "./subjects.js";
 export { isValidToken, MAX_TOKEN_LENGTH, validToken } from "./tokens.js";
 export { RUNG_VERSION } from "./version.js";

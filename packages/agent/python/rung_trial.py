@@ -1,0 +1,204 @@
+"""rung_trial: the one-file helper a training script uses to talk to the Rung agent.
+
+Standard library only, Python 3.9+. Copy it next to your script or put this folder on PYTHONPATH
+(the agent does the latter for every trial).
+
+    import rung_trial
+
+    hp = rung_trial.params()                       # {"lr": 0.01, ...} from RUNG_PARAMS
+    for epoch in range(start, epochs):
+        for x, y in rung_trial.timed(loader):      # times the DataLoader against your step
+            ...
+        rung_trial.report(epoch=epoch + 1, val_acc=acc, val_loss=loss)
+
+Environment (all optional; set by the agent):
+
+    RUNG_REPORT          path of a Unix stream socket the agent listens on
+    RUNG_PARAMS          the trial's parameters as a JSON object
+    RUNG_CHECKPOINT_DIR  a directory that survives a retry of the same trial
+    RUNG_TRIAL           the trial id
+    RUNG_ATTEMPT         the attempt number, 1 for the first run
+
+Wire format: the trial connects to RUNG_REPORT once and writes one flat JSON object per report,
+terminated by "\\n", whose values are all numbers, e.g.
+
+    {"epoch": 3, "val_acc": 0.91, "val_loss": 0.28, "data_wait_s": 4.1, "compute_s": 9.7}
+
+JSON has no NaN or infinities, so those are written as the strings "NaN", "Infinity" and
+"-Infinity"; the agent maps these three strings back to numbers, and a line stays readable by any
+JSON parser. Booleans are sent as 1/0, and anything float() accepts (numpy scalars, 0-d tensors) is
+sent as a number.
+
+`data_wait_s` / `compute_s` are the seconds spent, since the previous report, waiting for the
+next batch of a `timed(...)` iterable versus between getting a batch and asking for the next one.
+They are host-side wall-clock times; CUDA work is asynchronous, so on a GPU use
+`timed(loader, sync=torch.cuda.synchronize)` to charge each step's GPU time to compute_s.
+
+Without RUNG_REPORT, report() prints `[rung] epoch=3 val_acc=0.91 ...` on stdout and does nothing
+else, so a script runs the same on its own. A reporting failure (no listener, agent gone) is
+warned about once on stderr and never stops the trial; reports then go to stdout instead.
+"""
+
+import json
+import math
+import os
+import socket
+import sys
+import threading
+import time
+
+__all__ = ["params", "report", "timed", "checkpoint_dir", "trial_id", "attempt"]
+
+_SEND_TIMEOUT_S = 5.0
+
+_lock = threading.Lock()
+_sock = None  # connected socket, once report() has connected
+_broken = False  # a connect or write failed: report to stdout from now on
+_timing_used = False  # timed() has been used, so reports carry data_wait_s/compute_s
+_data_wait_s = 0.0
+_compute_s = 0.0
+
+
+def params():
+    """The trial's parameters: RUNG_PARAMS parsed as a JSON object, or {} when it is unset."""
+    raw = os.environ.get("RUNG_PARAMS", "").strip()
+    if not raw:
+        return {}
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("RUNG_PARAMS must hold a JSON object, got %s" % type(value).__name__)
+    return value
+
+
+def trial_id():
+    """The trial id from RUNG_TRIAL, or "local" when the script runs on its own."""
+    return os.environ.get("RUNG_TRIAL") or "local"
+
+
+def attempt():
+    """The attempt number from RUNG_ATTEMPT (1 for the first run, also when unset)."""
+    try:
+        return int(os.environ.get("RUNG_ATTEMPT", "1"))
+    except ValueError:
+        return 1
+
+
+def checkpoint_dir():
+    """A directory for checkpoints that a retried attempt of the same trial sees again.
+
+    RUNG_CHECKPOINT_DIR when set, else ./checkpoints/<trial id or "local">; created if missing.
+    """
+    path = os.environ.get("RUNG_CHECKPOINT_DIR") or os.path.join("checkpoints", trial_id())
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+class timed:
+    """Wrap an iterable (a DataLoader) and time it: waiting for a batch counts as data_wait_s,
+    the time from receiving a batch until the next one is asked for counts as compute_s.
+    The totals are added to the next report(). len() is passed through.
+
+    On a GPU pass sync=torch.cuda.synchronize: it is called (and counted as compute) before each
+    next batch is asked for, so compute_s holds the step's GPU work, not just its launch."""
+
+    def __init__(self, iterable, sync=None):
+        global _timing_used
+        self._iterable = iterable
+        self._sync = sync
+        _timing_used = True
+
+    def __len__(self):
+        return len(self._iterable)
+
+    def __iter__(self):
+        global _data_wait_s, _compute_s
+        clock = time.perf_counter
+        got_batch_at = None
+        try:
+            asked_at = clock()
+            it = iter(self._iterable)  # starting DataLoader workers is data time too
+            while True:
+                try:
+                    item = next(it)
+                except StopIteration:
+                    _data_wait_s += clock() - asked_at
+                    return
+                got_batch_at = clock()
+                _data_wait_s += got_batch_at - asked_at
+                yield item
+                if self._sync is not None:
+                    self._sync()
+                asked_at = clock()
+                _compute_s += asked_at - got_batch_at
+                got_batch_at = None
+        finally:
+            # The loop body broke out (or raised) while holding a batch: that was compute.
+            if got_batch_at is not None:
+                _compute_s += clock() - got_batch_at
+
+
+def _number(key, value):
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError("rung_trial.report: %s=%r is not a number" % (key, value)) from None
+
+
+def _json_value(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
+    return x
+
+
+def _text_value(x):
+    return "%.6g" % x if isinstance(x, float) else str(x)
+
+
+def _warn(message):
+    sys.stderr.write("[rung] warning: %s; reports go to stdout from now on\n" % message)
+    sys.stderr.flush()
+
+
+def report(**metrics):
+    """Send one set of metrics (numbers) to the agent, e.g. report(epoch=3, val_acc=0.91).
+
+    Adds data_wait_s and compute_s accumulated by timed() since the last report, unless given
+    here. Never raises because of the reporting channel; raises TypeError for a non-number."""
+    global _sock, _broken, _data_wait_s, _compute_s
+    with _lock:
+        values = {str(k): _number(k, v) for k, v in metrics.items()}
+        if _timing_used:
+            values.setdefault("data_wait_s", round(_data_wait_s, 6))
+            values.setdefault("compute_s", round(_compute_s, 6))
+        _data_wait_s = 0.0
+        _compute_s = 0.0
+
+        path = os.environ.get("RUNG_REPORT")
+        if path and not _broken:
+            line = json.dumps({k: _json_value(v) for k, v in values.items()}, allow_nan=False) + "\n"
+            try:
+                if _sock is None:
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.settimeout(_SEND_TIMEOUT_S)
+                    try:
+                        s.connect(path)
+                    except BaseException:
+                        s.close()
+                        raise
+                    _sock = s
+                _sock.sendall(line.encode("utf-8"))
+                return
+            except OSError as e:  # includes timeouts and a closed peer (BrokenPipeError)
+                _broken = True
+                if _sock is not None:
+                    try:
+                        _sock.close()
+                    except OSError:
+                        pass
+                    _sock = None
+                _warn("cannot report to %s (%s)" % (path, e))
+        print("[rung] " + " ".join("%s=%s" % (k, _text_value(v)) for k, v in values.items()), flush=True)

@@ -1,0 +1,32 @@
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { startNatsServer } from "@rung/protocol";
+import type { Command } from "commander";
+import { onShutdown } from "../signals.js";
+
+export function registerServer(program: Command): void {
+  program
+    .command("server")
+    .description("run a local nats-server with JetStream for the mesh")
+    .option("--port <n>", "client port", "4222")
+    .option("--host <addr>", "listen address (use 0.0.0.0 only with TLS and accounts, see docs/deploy.md)", "127.0.0.1")
+    .option("--store <dir>", "JetStream store directory", join(homedir(), ".rung", "nats"))
+    .option("--config <file>", "a full nats-server config file (cluster, TLS, accounts); other flags are ignored")
+    .action(async (o: { port: string; host: string; store: string; config?: string }) => {
+      const server = await startNatsServer({
+        dir: o.store,
+        storeDir: join(o.store, "jetstream"),
+        port: Number(o.port),
+        host: o.host,
+        configFile: o.config,
+      });
+      process.stdout.write(`nats-server ready at ${server.url} (JetStream store ${o.store}); Ctrl-C stops it\n`);
+      const shutdown = onShutdown(
+        () => void server.stop(),
+        () => server.signal("SIGKILL"),
+      );
+      await server.exited;
+      shutdown.dispose();
+      process.stdout.write("nats-server stopped\n");
+    });
+}
