@@ -194,6 +194,8 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     ...eventBase,
     type: z.literal("decision"),
     attempt: z.number().int().positive(),
+    /** `seq` of the report this decides on. */
+    seq: z.number().int().nonnegative(),
     t: anyNumber,
     value: anyNumber.nullable(),
     decision: z.enum(["CONTINUE", "STOP"]),

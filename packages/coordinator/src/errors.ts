@@ -1,0 +1,111 @@
+/** Errors of the coordinator package. Each sets `name`, carries typed fields and reads as one sentence. */
+
+/** One thing wrong with a study spec: where (`scheduler.reduction_factor`) and what (`must be > 1, got 1`). */
+export interface SpecProblem {
+  /** Dotted field path as written in the spec (`search.space.lr.loguniform`); "" for the document itself. */
+  readonly path: string;
+  readonly message: string;
+}
+
+function describeProblem(p: SpecProblem): string {
+  return p.path === "" ? p.message : `${p.path}: ${p.message}`;
+}
+
+/**
+ * A study spec that cannot be run. Thrown before anything starts, listing every problem found in the
+ * pass that failed (structure first; cross-field rules once the structure is sound).
+ */
+export class SpecError extends Error {
+  override name = "SpecError";
+  /** Path of the first problem; see `problems` for all of them. */
+  readonly path: string;
+  readonly problems: readonly SpecProblem[];
+  /** The file the spec came from, when there was one. */
+  readonly file: string | null;
+
+  constructor(problems: readonly SpecProblem[], options?: { file?: string | null; cause?: unknown }) {
+    const list = problems.length > 0 ? problems : [{ path: "", message: "is not a valid study spec" }];
+    const file = options?.file ?? null;
+    const where = file === null ? "" : `${file}: `;
+    const text =
+      list.length === 1
+        ? `${where}${describeProblem(list[0] as SpecProblem)}`
+        : `${where}${list.length} problems in the study spec: ${list.map(describeProblem).join("; ")}`;
+    super(text, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.problems = list;
+    this.path = (list[0] as SpecProblem).path;
+    this.file = file;
+  }
+}
+
+/** Scheduler options that break a construction rule (`reductionFactor: must be > 1, got 1`). */
+export class SchedulerOptionsError extends Error {
+  override name = "SchedulerOptionsError";
+  /** Option name of the first problem (camelCase, as passed). */
+  readonly option: string;
+  readonly problems: readonly { readonly option: string; readonly message: string }[];
+
+  constructor(problems: readonly { readonly option: string; readonly message: string }[]) {
+    const list = problems.length > 0 ? problems : [{ option: "scheduler", message: "is not valid" }];
+    super(`invalid scheduler options: ${list.map((p) => `${p.option}: ${p.message}`).join("; ")}`);
+    this.problems = list;
+    this.option = (list[0] as { option: string }).option;
+  }
+}
+
+/** A `rung replay` input line that cannot be read; names the 1-based line number. */
+export class ReplayInputError extends Error {
+  override name = "ReplayInputError";
+  constructor(
+    readonly line: number,
+    readonly problem: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`replay input line ${line}: ${problem}`, options);
+  }
+}
+
+/** A second coordinator for a study whose lease is live. */
+export class StudyLeaseHeldError extends Error {
+  override name = "StudyLeaseHeldError";
+  constructor(
+    readonly study: string,
+    readonly holder: string,
+    readonly expiresAt: number,
+  ) {
+    super(
+      `study ${study} is already run by coordinator ${holder} — stop that one first, or wait until its lease expires (${new Date(expiresAt).toISOString()}) if it died`,
+    );
+  }
+}
+
+export class StudyLeaseLostError extends Error {
+  override name = "StudyLeaseLostError";
+  constructor(
+    readonly study: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`another coordinator took over study ${study}; this one stops so that only one decides`, options);
+  }
+}
+
+/** The study exists in NATS with a different spec than the one given. */
+export class StudySpecChangedError extends Error {
+  override name = "StudySpecChangedError";
+  constructor(
+    readonly study: string,
+    readonly storedHash: string,
+    readonly givenHash: string,
+  ) {
+    super(
+      `study ${study} already exists with a different spec — give the changed study a new name, or remove the old one with "rung study delete ${study}"`,
+    );
+  }
+}
+
+export class StudyNotFoundError extends Error {
+  override name = "StudyNotFoundError";
+  constructor(readonly study: string) {
+    super(`no study named ${study} in this mesh — "rung study list" shows the studies there are`);
+  }
+}

@@ -1,0 +1,93 @@
+import { DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { type BadMessageCounter, decode, type MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
+
+/**
+ * A study's events, read in stream order with an ordered consumer (no server-side state to clean
+ * up). The coordinator reads everything stored first (its catch-up), then keeps following; the
+ * one-shot commands (`status`, `report`, `replay --study`) read up to the end and stop.
+ */
+
+export interface StoredEvent {
+  seq: number;
+  event: TrialEvent;
+}
+
+export interface FollowOptions {
+  /** Called once with every event stored when following began (possibly none). */
+  onCatchUp(events: StoredEvent[]): Promise<void> | void;
+  /** Called for each event after that, in order. */
+  onEvent(event: StoredEvent): Promise<void> | void;
+  signal?: AbortSignal;
+  drops?: BadMessageCounter;
+}
+
+async function studyConsumer(nc: NatsConnection, names: MeshNames, study: string) {
+  const js = jetstream(nc);
+  return js.consumers.get(names.streams.events, {
+    filter_subjects: names.subjects.studyEvents(study),
+    deliver_policy: DeliverPolicy.All,
+  });
+}
+
+function toStored(m: JsMsg, drops: BadMessageCounter | undefined): StoredEvent | undefined {
+  const r = decode(TrialEventSchema, m.data, "trial event");
+  if (!r.ok) {
+    drops?.record("events", r.error);
+    return undefined;
+  }
+  return { seq: m.seq, event: r.value };
+}
+
+/** Follows a study's events until `signal` aborts. */
+export async function followStudyEvents(nc: NatsConnection, names: MeshNames, study: string, o: FollowOptions): Promise<void> {
+  const consumer = await studyConsumer(nc, names, study);
+  const pendingAtStart = (await consumer.info()).num_pending;
+  const messages = await consumer.consume();
+  const stop = () => void messages.stop();
+  o.signal?.addEventListener("abort", stop, { once: true });
+  try {
+    const backlog: StoredEvent[] = [];
+    let caughtUp = pendingAtStart === 0;
+    if (caughtUp) await o.onCatchUp([]);
+    for await (const m of messages) {
+      const ev = toStored(m, o.drops);
+      if (!caughtUp) {
+        if (ev) backlog.push(ev);
+        if (m.info.pending === 0) {
+          caughtUp = true;
+          await o.onCatchUp(backlog.splice(0));
+        }
+        continue;
+      }
+      if (ev) await o.onEvent(ev);
+    }
+  } finally {
+    o.signal?.removeEventListener("abort", stop);
+  }
+}
+
+/** Every event of a study stored now, in order. */
+export async function readStudyEvents(
+  nc: NatsConnection,
+  names: MeshNames,
+  study: string,
+  drops?: BadMessageCounter,
+): Promise<StoredEvent[]> {
+  const consumer = await studyConsumer(nc, names, study);
+  let pending = (await consumer.info()).num_pending;
+  const out: StoredEvent[] = [];
+  while (pending > 0) {
+    const batch = await consumer.fetch({ max_messages: Math.min(pending, 1000), expires: 2000 });
+    let got = 0;
+    for await (const m of batch) {
+      got += 1;
+      const ev = toStored(m, drops);
+      if (ev) out.push(ev);
+      pending = m.info.pending;
+      if (pending === 0) break;
+    }
+    if (got === 0) break;
+  }
+  return out;
+}

@@ -1,0 +1,196 @@
+import { SchedulerOptionsError } from "./errors.js";
+import { rungCount } from "./rung-ladder.js";
+
+/** Whether a larger metric is better (`max`, accuracy) or a smaller one (`min`, loss). */
+export const MetricMode = { max: "max", min: "min" } as const;
+export type MetricMode = (typeof MetricMode)[keyof typeof MetricMode];
+
+/**
+ * Which scheduler decides. `hyperband` is ASHA with several brackets (`brackets: N`), which is also
+ * what Ray Tune's AsyncHyperBandScheduler does with `brackets > 1`; its brackets default to the rung
+ * count of bracket 0 (the full Hyperband sweep of brackets), where `asha` defaults to one.
+ */
+export const SchedulerType = { asha: "asha", hyperband: "hyperband", median: "median", fifo: "fifo" } as const;
+export type SchedulerType = (typeof SchedulerType)[keyof typeof SchedulerType];
+
+export interface AshaOptions {
+  readonly type: "asha" | "hyperband";
+  readonly mode: MetricMode;
+  /** First milestone of bracket 0, in units of the time attribute. > 0 and <= maxT. Default 1. */
+  readonly gracePeriod: number;
+  /** rf / eta: milestone spacing and cutoff percentile (1 - 1/rf). > 1. Default 4 (Ray's). */
+  readonly reductionFactor: number;
+  /** Time limit. > 0. Default 100 (Ray's). */
+  readonly maxT: number;
+  /** Number of brackets, integer >= 1. Default 1 for asha, the rung count of bracket 0 for hyperband. */
+  readonly brackets: number;
+  /** Stop every trial once t >= maxT. Default true. */
+  readonly stopLastTrials: boolean;
+}
+
+export interface MedianOptions {
+  readonly type: "median";
+  readonly mode: MetricMode;
+  /** No stop before this time; running means only count results from here on. >= 0. Default 1. */
+  readonly gracePeriod: number;
+  /** Other trials that must have reached the same time before the rule applies. Integer >= 1. Default 3. */
+  readonly minSamplesRequired: number;
+  /** STOP once t >= maxT; null: never (the trial ends by itself). Default null. */
+  readonly maxT: number | null;
+}
+
+export interface FifoOptions {
+  readonly type: "fifo";
+  readonly mode: MetricMode;
+  /** STOP once t >= maxT; null: never (the trial ends by itself). Default null. */
+  readonly maxT: number | null;
+}
+
+/** Compiled scheduler options: defaults applied, construction rules checked. */
+export type SchedulerOptions = AshaOptions | MedianOptions | FifoOptions;
+
+/** What a caller (the CLI's `rung replay`, a test) passes; `compileSchedulerOptions` fills the rest. */
+export interface SchedulerOptionsInput {
+  /** Default "asha". */
+  readonly scheduler?: SchedulerType | undefined;
+  /** Default "max". */
+  readonly mode?: MetricMode | undefined;
+  readonly gracePeriod?: number | undefined;
+  readonly reductionFactor?: number | undefined;
+  readonly maxT?: number | null | undefined;
+  readonly brackets?: number | undefined;
+  readonly stopLastTrials?: boolean | undefined;
+  readonly minSamplesRequired?: number | undefined;
+}
+
+export const SCHEDULER_DEFAULTS = {
+  scheduler: "asha",
+  mode: "max",
+  gracePeriod: 1,
+  reductionFactor: 4,
+  ashaMaxT: 100,
+  brackets: 1,
+  stopLastTrials: true,
+  minSamplesRequired: 3,
+} as const;
+
+const APPLIES: Record<SchedulerType, readonly (keyof SchedulerOptionsInput)[]> = {
+  asha: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
+  hyperband: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
+  median: ["scheduler", "mode", "gracePeriod", "minSamplesRequired", "maxT"],
+  fifo: ["scheduler", "mode", "maxT"],
+};
+
+export interface OptionProblem {
+  /** camelCase option name, as in SchedulerOptionsInput. */
+  readonly option: keyof SchedulerOptionsInput;
+  readonly message: string;
+}
+
+const show = (x: unknown): string => (typeof x === "string" ? JSON.stringify(x) : String(x));
+
+/**
+ * Checks the construction rules (Ray's for ASHA: max_t > 0, grace_period > 0, grace_period <= max_t,
+ * rf > 1, brackets > 0) and applies defaults, without throwing. `nameOf` renders an option name inside
+ * messages (the spec passes snake_case: "must be <= max_t (27)").
+ */
+export function checkSchedulerOptions(
+  input: SchedulerOptionsInput,
+  nameOf: (option: keyof SchedulerOptionsInput) => string = (o) => o,
+): { options: SchedulerOptions | null; problems: OptionProblem[] } {
+  const problems: OptionProblem[] = [];
+  const bad = (option: keyof SchedulerOptionsInput, message: string) => problems.push({ option, message });
+
+  const type = input.scheduler ?? SCHEDULER_DEFAULTS.scheduler;
+  if (!Object.hasOwn(SchedulerType, type)) {
+    bad("scheduler", `must be one of ${Object.values(SchedulerType).join(", ")}, got ${show(type)}`);
+    return { options: null, problems };
+  }
+  const mode = input.mode ?? SCHEDULER_DEFAULTS.mode;
+  if (mode !== "max" && mode !== "min") bad("mode", `must be one of max, min, got ${show(mode)}`);
+
+  for (const key of Object.keys(input) as (keyof SchedulerOptionsInput)[]) {
+    if (input[key] !== undefined && !APPLIES[type].includes(key)) {
+      bad(
+        key,
+        `does not apply to the ${type} scheduler (it takes ${APPLIES[type]
+          .filter((k) => k !== "scheduler")
+          .map(nameOf)
+          .join(", ")})`,
+      );
+    }
+  }
+
+  const finite = (key: keyof SchedulerOptionsInput, x: unknown): x is number => {
+    if (typeof x === "number" && Number.isFinite(x)) return true;
+    bad(key, `must be a finite number, got ${show(x)}`);
+    return false;
+  };
+  const positiveOrNull = (key: "maxT", x: number | null | undefined): number | null => {
+    if (x === undefined || x === null) return null;
+    if (finite(key, x) && !(x > 0)) bad(key, `must be > 0, got ${show(x)}`);
+    return x;
+  };
+  const integerAtLeast = (key: "brackets" | "minSamplesRequired", x: number, min: number) => {
+    if (!Number.isSafeInteger(x) || x < min) bad(key, `must be an integer >= ${min}, got ${show(x)}`);
+  };
+
+  if (type === "fifo") {
+    const maxT = positiveOrNull("maxT", input.maxT);
+    return { options: problems.length === 0 ? { type, mode, maxT } : null, problems };
+  }
+
+  if (type === "median") {
+    const gracePeriod = input.gracePeriod ?? SCHEDULER_DEFAULTS.gracePeriod;
+    if (finite("gracePeriod", gracePeriod) && !(gracePeriod >= 0)) bad("gracePeriod", `must be >= 0, got ${show(gracePeriod)}`);
+    const minSamplesRequired = input.minSamplesRequired ?? SCHEDULER_DEFAULTS.minSamplesRequired;
+    integerAtLeast("minSamplesRequired", minSamplesRequired, 1);
+    const maxT = positiveOrNull("maxT", input.maxT);
+    return {
+      options: problems.length === 0 ? { type, mode, gracePeriod, minSamplesRequired, maxT } : null,
+      problems,
+    };
+  }
+
+  // asha / hyperband
+  const maxT = input.maxT ?? SCHEDULER_DEFAULTS.ashaMaxT;
+  let maxTok = false;
+  if (finite("maxT", maxT)) {
+    if (!(maxT > 0)) bad("maxT", `must be > 0, got ${show(maxT)}`);
+    else maxTok = true;
+  }
+  const gracePeriod = input.gracePeriod ?? SCHEDULER_DEFAULTS.gracePeriod;
+  let graceOk = false;
+  if (finite("gracePeriod", gracePeriod)) {
+    if (!(gracePeriod > 0)) bad("gracePeriod", `must be > 0, got ${show(gracePeriod)}`);
+    else if (maxTok && gracePeriod > maxT) bad("gracePeriod", `must be <= ${nameOf("maxT")} (${maxT}), got ${show(gracePeriod)}`);
+    else graceOk = true;
+  }
+  const reductionFactor = input.reductionFactor ?? SCHEDULER_DEFAULTS.reductionFactor;
+  let rfOk = false;
+  if (finite("reductionFactor", reductionFactor)) {
+    if (!(reductionFactor > 1)) bad("reductionFactor", `must be > 1, got ${show(reductionFactor)}`);
+    else rfOk = true;
+  }
+  const stopLastTrials = input.stopLastTrials ?? SCHEDULER_DEFAULTS.stopLastTrials;
+  if (typeof stopLastTrials !== "boolean") bad("stopLastTrials", `must be true or false, got ${show(stopLastTrials)}`);
+  let brackets = input.brackets;
+  if (brackets === undefined) {
+    brackets =
+      type === "hyperband" && maxTok && graceOk && rfOk
+        ? Math.max(1, rungCount(gracePeriod, reductionFactor, maxT, 0))
+        : SCHEDULER_DEFAULTS.brackets;
+  }
+  integerAtLeast("brackets", brackets, 1);
+  return {
+    options: problems.length === 0 ? { type, mode, gracePeriod, reductionFactor, maxT, brackets, stopLastTrials } : null,
+    problems,
+  };
+}
+
+/** Applies defaults and checks the construction rules; throws SchedulerOptionsError listing every problem. */
+export function compileSchedulerOptions(input: SchedulerOptionsInput): SchedulerOptions {
+  const { options, problems } = checkSchedulerOptions(input);
+  if (options === null) throw new SchedulerOptionsError(problems);
+  return options;
+}
