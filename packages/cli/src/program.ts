@@ -1,7 +1,9 @@
 import { RUNG_VERSION } from "@rung/protocol";
 import { Command } from "commander";
 import { registerDemo } from "./commands/demo.js";
+import { registerReplay } from "./commands/replay.js";
 import { registerServer } from "./commands/server.js";
+import { registerStudy } from "./commands/study.js";
 
 export function buildProgram(): Command {
   const program = new Command("rung")
@@ -11,5 +13,7 @@ export function buildProgram(): Command {
     .showHelpAfterError();
   registerServer(program);
   registerDemo(program);
+  registerStudy(program);
+  registerReplay(program);
   return program;
 }

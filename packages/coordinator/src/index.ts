@@ -66,3 +66,8 @@ export type { FollowOptions, StoredEvent } from "./event-log.js";
 export { MeshView } from "./mesh-view.js";
 export { StudyState, TERMINAL_PHASES, TrialPhase } from "./study-state.js";
 export type { AttemptRecord, AttemptStatus, PhaseCounts, StopInfo, TrialRecord } from "./study-state.js";
+export { deleteStudy, listStudies, loadStudy, stopStudy, studyStatusJson, trialStatusJson } from "./study-admin.js";
+export type { LoadedStudy, StudyStatusJson, TrialStatusJson } from "./study-admin.js";
+export { bestText, leaderboardTable, progressLine, rungFunnel } from "./study-view.js";
+export { replayStudy } from "./replay-study.js";
+export type { StudyReplayResult } from "./replay-study.js";

@@ -1,0 +1,60 @@
+import type { StudyProgress } from "./coordinator.js";
+import type { StudyState, TrialRecord } from "./study-state.js";
+
+/** Text views of a study for terminals and logs: progress line, leaderboard, best configuration. */
+
+function fmt(x: number | null, digits = 4): string {
+  if (x === null) return "-";
+  if (Number.isNaN(x)) return "NaN";
+  return Number.isInteger(x) ? String(x) : x.toPrecision(digits);
+}
+
+function paramText(p: Record<string, string | number | boolean>): string {
+  return Object.entries(p)
+    .map(([k, v]) => `${k}=${typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(3) : v}`)
+    .join(" ");
+}
+
+/** One line: `12/16 created · 3 running · 2 queued · 5 stopped · 2 completed · best 0.9722 (t0007) · GPUs 3/4 busy` */
+export function progressLine(p: StudyProgress): string {
+  const c = p.state.counts();
+  const created = [...p.state.trials.values()].filter((t) => t.createdAt !== null).length;
+  const best = p.state.best();
+  const parts = [
+    `${created}/${p.planned} dispatched`,
+    `${c.running} running`,
+    `${c.queued} queued`,
+    `${c.completed} completed`,
+    `${c.stopped} stopped`,
+  ];
+  if (c.failed) parts.push(`${c.failed} failed`);
+  if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
+  parts.push(best ? `best ${p.state.metric} ${fmt(best.bestValue)} (${best.trial})` : "no result yet");
+  parts.push(p.waitingForAgents ? "waiting for agents" : `GPUs ${p.busyGpus}/${p.gpus} busy`);
+  return parts.join(" · ");
+}
+
+/** Trials reaching each time value (the rung funnel), from the reports seen. */
+export function rungFunnel(state: StudyState, milestones: readonly number[]): { milestone: number; trials: number }[] {
+  return milestones.map((m) => ({
+    milestone: m,
+    trials: [...state.trials.values()].filter((t) => t.lastT !== null && t.lastT >= m).length,
+  }));
+}
+
+export function leaderboardTable(state: StudyState, top = 10): string {
+  const rows: string[][] = [["#", "trial", state.metric, `at ${state.timeAttr}`, "state", "params"]];
+  const board = state.leaderboard().filter((t: TrialRecord) => t.createdAt !== null).slice(0, top);
+  board.forEach((t, i) => {
+    const state = t.stop && t.phase === "stopped" ? `stopped@${fmt(t.stop.rung ?? t.stop.t)}` : t.phase;
+    rows.push([String(i + 1), t.trial, fmt(t.bestValue), fmt(t.bestT), state, paramText(t.params)]);
+  });
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
+  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c] ?? 0))).join("  ")).join("\n");
+}
+
+export function bestText(state: StudyState): string {
+  const b = state.best();
+  if (!b) return "no trial reported the metric";
+  return `best: ${b.trial} ${state.metric}=${fmt(b.bestValue)} at ${state.timeAttr}=${fmt(b.bestT)} with ${paramText(b.params)}`;
+}
