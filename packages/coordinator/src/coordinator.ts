@@ -24,7 +24,7 @@ import { MeshView } from "./mesh-view.js";
 import type { PlannedTrial } from "./search-space.js";
 import { generateTrials } from "./search-space.js";
 import { type StudySpec, specHash, specToInput, trialArgv } from "./spec.js";
-import { createStudyScheduler, type StudyScheduler } from "./study-scheduler.js";
+import { type StopDecision, StudyDecider } from "./study-decider.js";
 import { StudyState, TERMINAL_PHASES, type TrialRecord } from "./study-state.js";
 
 /** Options of `runStudy`; durations are milliseconds (the CLI parses "30s"). */
@@ -91,7 +91,7 @@ export class StudyCoordinator {
   readonly state: StudyState;
   readonly planned: PlannedTrial[];
   readonly #o: RunStudyOptions;
-  readonly #scheduler: StudyScheduler;
+  readonly #decider: StudyDecider;
   #js!: JetStreamClient;
   #res!: MeshResources;
   #mesh!: MeshView;
@@ -117,7 +117,7 @@ export class StudyCoordinator {
       timeAttr: this.spec.scheduler.timeAttr,
     });
     this.planned = generateTrials(this.spec);
-    this.#scheduler = createStudyScheduler(this.spec);
+    this.#decider = new StudyDecider(this.spec);
     this.#finished = new Promise((resolve, reject) => {
       this.#finish = resolve;
       this.#fail = reject;
@@ -254,56 +254,11 @@ export class StudyCoordinator {
   async #handle({ event: ev }: StoredEvent): Promise<void> {
     this.state.apply(ev);
     const t = this.state.trial(ev.trial);
-    switch (ev.type) {
-      case "created":
-        this.#scheduler.onTrialAdd(ev.trial, { bracket: ev.bracket });
-        break;
-      case "report": {
-        if (TERMINAL_PHASES.has(t.phase) || t.stop !== null) break;
-        const d = this.#scheduler.onReport(ev.trial, ev.metrics);
-        // Only STOPs are recorded: a CONTINUE changes nothing outside the scheduler, which a restart
-        // rebuilds by feeding it the same reports in the same order.
-        if (d.decision !== "STOP") break;
-        const key = `${ev.study}.${ev.trial}.decision.${ev.attempt}.${ev.seq}`;
-        const tv = ev.metrics[this.spec.scheduler.timeAttr] ?? Number.NaN;
-        const value = ev.metrics[this.spec.metric.name] ?? null;
-        const decision: TrialEvent = {
-          v: 1,
-          type: "decision",
-          study: ev.study,
-          trial: ev.trial,
-          ts: ev.ts,
-          attempt: ev.attempt,
-          seq: ev.seq,
-          t: tv,
-          value,
-          decision: d.decision,
-          by: d.by,
-          rung: d.rung,
-          cutoff: d.cutoff,
-        };
-        // Ray's controller completes a stopped trial with its last result (records it a rung lower).
-        this.#scheduler.onComplete(ev.trial, ev.metrics);
-        this.state.apply(decision);
-        const atMax = this.spec.scheduler.maxT !== null && tv >= this.spec.scheduler.maxT;
-        if (this.#done.has(key)) break; // decided before a restart; its stop key was written then
-        if (!atMax) await this.#writeStop(ev.trial, "scheduler-stop", d.by, d.rung ?? tv);
-        this.log.info(
-          { trial: ev.trial, t: tv, value, by: d.by, rung: d.rung, reason: d.reason },
-          atMax ? "trial reached max_t" : "stopping trial",
-        );
-        await this.#publishEvent(decision, key);
-        break;
-      }
-      case "finished":
-        await this.#onFinished(t, ev);
-        break;
-      case "rejected":
-        if (!TERMINAL_PHASES.has(t.phase))
-          await this.#end(t, "failed", `rejected by agent ${ev.agent}: ${ev.reason}: ${ev.detail}`);
-        break;
-      default:
-        break;
+    const stop = this.#decider.onEvent(ev);
+    if (stop) await this.#onStop(stop);
+    if (ev.type === "finished") await this.#onFinished(t, ev);
+    if (ev.type === "rejected" && !TERMINAL_PHASES.has(t.phase)) {
+      await this.#end(t, "failed", `rejected by agent ${ev.agent}: ${ev.reason}: ${ev.detail}`);
     }
     if (this.#live) {
       await this.#dispatch();
@@ -311,12 +266,37 @@ export class StudyCoordinator {
     }
   }
 
+  /** Only STOPs are recorded: a CONTINUE changes nothing outside the scheduler, which a restart
+   * rebuilds by feeding it the same events in the same order. */
+  async #onStop(d: StopDecision): Promise<void> {
+    const key = `${this.spec.name}.${d.trial}.decision.${d.attempt}.${d.seq}`;
+    const decision: TrialEvent = {
+      v: 1,
+      type: "decision",
+      study: this.spec.name,
+      trial: d.trial,
+      ts: Date.now(),
+      attempt: d.attempt,
+      seq: d.seq,
+      t: d.t,
+      value: d.value,
+      decision: "STOP",
+      by: d.by,
+      rung: d.rung,
+      cutoff: d.cutoff,
+    };
+    this.state.apply(decision);
+    if (this.#done.has(key)) return; // decided before a restart; its stop key was written then
+    if (!d.atMaxT) await this.#writeStop(d.trial, "scheduler-stop", d.by, d.rung ?? d.t);
+    this.log.info({ trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason }, d.atMaxT ? "trial reached max_t" : "stopping trial");
+    await this.#publishEvent(decision, key);
+  }
+
   async #onFinished(t: TrialRecord, ev: Extract<TrialEvent, { type: "finished" }>): Promise<void> {
     if (TERMINAL_PHASES.has(t.phase)) return;
     const latest = t.attempts.at(-1)?.attempt ?? ev.attempt;
     if (ev.attempt < latest) return; // an older attempt ending late (its claim moved on)
     if (ev.status === "completed") {
-      if (t.stop === null) this.#scheduler.onComplete(t.trial, t.lastMetrics);
       const stoppedEarly = t.stop !== null && !(this.spec.scheduler.maxT !== null && t.stop.t >= this.spec.scheduler.maxT);
       await this.#end(
         t,
@@ -332,6 +312,10 @@ export class StudyCoordinator {
       return;
     }
     // failed
+    if (t.stop !== null) {
+      await this.#end(t, "stopped", stopReason(t)); // it died after the scheduler had stopped it
+      return;
+    }
     const cannotStart = ev.exitCode === null && ev.signal === null;
     const used = Math.max(...t.attempts.map((a) => a.attempt));
     if (this.#stopRequested) {
@@ -433,7 +417,7 @@ export class StudyCoordinator {
       if (this.state.inFlight().length >= max) break;
       if (this.state.waitingOrders() >= this.#mesh.freePlaces(this.spec.resources.gpus)) break;
       const next = this.planned[created] as PlannedTrial;
-      const { bracket } = this.#scheduler.onTrialAdd(next.trial);
+      const { bracket } = this.#decider.addTrial(next.trial);
       const ev: TrialEvent = {
         v: 1,
         type: "created",

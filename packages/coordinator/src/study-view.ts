@@ -1,5 +1,5 @@
 import type { StudyProgress } from "./coordinator.js";
-import type { StudyState, TrialRecord } from "./study-state.js";
+import { StudyState, type TrialRecord } from "./study-state.js";
 
 /** Text views of a study for terminals and logs: progress line, leaderboard, best configuration. */
 
@@ -57,4 +57,38 @@ export function bestText(state: StudyState): string {
   const b = state.best();
   if (!b) return "no trial reported the metric";
   return `best: ${b.trial} ${state.metric}=${fmt(b.bestValue)} at ${state.timeAttr}=${fmt(b.bestT)} with ${paramText(b.params)}`;
+}
+
+export interface EarlyStoppingSavings {
+  /** GPU-seconds the study used. */
+  usedGpuSeconds: number;
+  /** Estimated GPU-seconds had every trial run to max_t. */
+  fullGpuSeconds: number;
+  savedGpuSeconds: number;
+  /** saved / full, 0..1. */
+  savedShare: number;
+}
+
+/**
+ * GPU time saved by stopping early: each stopped trial's own pace (GPU-seconds per unit of the time
+ * attribute so far) projected to max_t. An estimate — a trial's first epochs include its start-up.
+ */
+export function earlyStoppingSavings(state: StudyState, maxT: number | null, now = Date.now()): EarlyStoppingSavings {
+  let used = 0;
+  let full = 0;
+  for (const t of state.trials.values()) {
+    if (t.createdAt === null) continue;
+    const u = t.attempts.reduce((s, a) => s + StudyState.attemptGpuSeconds(a, now), 0);
+    used += u;
+    full += u;
+    if (maxT !== null && t.lastT !== null && t.lastT > 0 && t.lastT < maxT && t.phase === "stopped") {
+      full += (u / t.lastT) * (maxT - t.lastT);
+    }
+  }
+  return { usedGpuSeconds: used, fullGpuSeconds: full, savedGpuSeconds: full - used, savedShare: full > 0 ? (full - used) / full : 0 };
+}
+
+export function savingsText(s: EarlyStoppingSavings): string {
+  const f = (x: number) => (x >= 3600 ? `${(x / 3600).toFixed(2)} GPU-h` : `${x.toFixed(0)} GPU-s`);
+  return `GPU time: ${f(s.usedGpuSeconds)} used; running every trial to max_t would have taken about ${f(s.fullGpuSeconds)} — early stopping saved ${f(s.savedGpuSeconds)} (${(100 * s.savedShare).toFixed(0)}%)`;
 }

@@ -1,33 +1,38 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { jetstream } from "@nats-io/jetstream";
-import { connectNats, encode, ensureResources, MeshNames, startNatsServer } from "@rung/protocol";
 import type { Command } from "commander";
+import { runDemo } from "../demo.js";
+import { progressPrinter } from "../progress.js";
+import { onShutdown } from "../signals.js";
 
 export function registerDemo(program: Command): void {
   program
     .command("demo")
-    .description("run the example study end to end on this machine, on an embedded nats-server")
-    .action(async () => {
-      const dir = mkdtempSync(join(tmpdir(), "rung-demo-"));
-      const server = await startNatsServer({ dir });
+    .description("run the example study end to end on this machine: embedded nats-server, local agents, ASHA, leaderboard")
+    .option("--nats <url>", "use this NATS instead of an embedded nats-server")
+    .option("--prefix <name>", "mesh prefix", "rung")
+    .option("--spec <file>", "study spec (default configs/digits-asha.yaml)")
+    .option("--workdir <dir>", "root the spec's workdir is relative to (default the checkout)")
+    .option("--agents <n>", "local agents", "4")
+    .option("--fake-gpus <n>", "simulated GPUs per agent, even where real ones exist")
+    .action(async (o: { nats?: string; prefix: string; spec?: string; workdir?: string; agents: string; fakeGpus?: string }) => {
+      const printer = progressPrinter();
+      const abort = new AbortController();
+      const shutdown = onShutdown(() => abort.abort());
       try {
-        process.stdout.write(`embedded nats-server at ${server.url}\n`);
-        const nc = await connectNats({ url: server.url, name: "rung-demo" });
-        try {
-          const names = new MeshNames();
-          const r = await ensureResources(nc, names);
-          const ack = await jetstream(nc).publish(names.subjects.events("demo", "hello"), encode({ hello: "rung" }));
-          const back = await r.jsm.streams.getMessage(names.streams.events, { seq: ack.seq });
-          process.stdout.write(`JetStream round trip ok (stream ${ack.stream}, seq ${back?.seq ?? "?"})\n`);
-          process.stdout.write("the example study arrives with the examples; this demo will then run it end to end\n");
-        } finally {
-          await nc.close();
-        }
+        await runDemo({
+          nats: o.nats,
+          prefix: o.prefix,
+          spec: o.spec,
+          workdir: o.workdir,
+          agents: Number(o.agents),
+          fakeGpus: o.fakeGpus === undefined ? undefined : Number(o.fakeGpus),
+          out: process.stdout,
+          signal: abort.signal,
+          onProgress: (p) => printer.update(p),
+          onStudyEnd: () => printer.end(),
+        });
       } finally {
-        await server.stop();
-        rmSync(dir, { recursive: true, force: true });
+        printer.end();
+        shutdown.dispose();
       }
     });
 }

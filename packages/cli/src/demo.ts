@@ -1,0 +1,120 @@
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type Agent, startAgent } from "@rung/agent";
+import {
+  bestText,
+  DetachedError,
+  earlyStoppingSavings,
+  leaderboardTable,
+  loadSpec,
+  runStudy,
+  type StudyProgress,
+  type StudyResult,
+  savingsText,
+} from "@rung/coordinator";
+import { connectNats, createLogger, type NatsServerProcess, startNatsServer } from "@rung/protocol";
+
+/** Where `rung demo` finds the example study: the checkout this CLI was built in. */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
+
+export interface DemoOptions {
+  /** Use this NATS instead of starting an embedded one. */
+  nats?: string;
+  prefix?: string;
+  /** Study spec. Default configs/digits-asha.yaml of the checkout. */
+  spec?: string;
+  /** Root the spec's workdir is relative to. Default the checkout. */
+  workdir?: string;
+  /** Local agents. Default 4. */
+  agents?: number;
+  /** Simulated GPUs per agent; default 1, or the real GPUs when nvidia-smi finds some. */
+  fakeGpus?: number;
+  out: NodeJS.WritableStream;
+  onProgress?: (p: StudyProgress) => void;
+  /** Called when the study ends, before the summary is printed (to close a progress line). */
+  onStudyEnd?: () => void;
+  signal?: AbortSignal;
+}
+
+export interface DemoResult {
+  result: StudyResult;
+  logFile: string;
+}
+
+function realGpusPresent(): boolean {
+  const r = spawnSync(process.env.RUNG_NVIDIA_SMI ?? "nvidia-smi", ["-L"], { encoding: "utf8", timeout: 10_000 });
+  return r.status === 0 && /GPU \d+:/.test(r.stdout ?? "");
+}
+
+/**
+ * The whole product on one machine: an embedded nats-server in a temp store, local agents (simulated
+ * GPUs unless real ones are found), and the example study run by an in-process coordinator. Every
+ * process it starts is stopped before it returns, also when `signal` aborts.
+ */
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const specPath = o.spec ?? join(REPO_ROOT, "configs", "digits-asha.yaml");
+  if (!existsSync(specPath)) {
+    throw new Error(`the demo study ${specPath} is missing — run "rung demo" from a Rung checkout, or pass --spec FILE --workdir DIR`);
+  }
+  const spec = await loadSpec(specPath);
+  const logDir = join(homedir(), ".rung", "demo");
+  mkdirSync(logDir, { recursive: true });
+  const logFile = join(logDir, `demo-${new Date().toISOString().replace(/[:.]/g, "-")}.log`);
+  const log = createLogger({ destination: logFile, level: process.env.RUNG_LOG_LEVEL ?? "info" });
+  const dir = mkdtempSync(join(tmpdir(), "rung-demo-"));
+  let server: NatsServerProcess | undefined;
+  const agents: Agent[] = [];
+  const say = (s: string) => o.out.write(`${s}\n`);
+  try {
+    let url = o.nats;
+    if (!url) {
+      server = await startNatsServer({ dir: join(dir, "nats") });
+      url = server.url;
+      say(`embedded nats-server at ${url}`);
+    }
+    const real = o.fakeGpus === undefined && realGpusPresent();
+    const count = real ? 1 : (o.agents ?? 4);
+    for (let i = 0; i < count; i++) {
+      agents.push(
+        await startAgent({
+          nats: { url },
+          prefix: o.prefix,
+          name: `demo-${i + 1}`,
+          fakeGpus: real ? 0 : (o.fakeGpus ?? 1),
+          workdir: o.workdir ?? REPO_ROOT,
+          stateDir: join(dir, `agent-${i + 1}`),
+          stopGrace: "5s",
+          drain: "requeue",
+          logger: log.child({ agent: `demo-${i + 1}` }),
+        }),
+      );
+    }
+    say(`${count} local agent(s) with ${real ? "the real GPUs" : `${o.fakeGpus ?? 1} simulated GPU(s) each`}; logs in ${logFile}`);
+    say(`study ${spec.name}: ${spec.scheduler.type}, ${spec.metric.name} (${spec.metric.mode}), up to ${spec.maxConcurrent ?? "∞"} trials at once`);
+    const nc = await connectNats({ url, name: "rung-demo coordinator" });
+    try {
+      const result = await runStudy({ nc, spec, prefix: o.prefix, log, signal: o.signal, onProgress: o.onProgress });
+      o.onStudyEnd?.();
+      say("");
+      say(`study ${result.study} ${result.status}`);
+      say("");
+      say(leaderboardTable(result.state));
+      say("");
+      say(bestText(result.state));
+      say(savingsText(earlyStoppingSavings(result.state, spec.scheduler.maxT)));
+      return { result, logFile };
+    } finally {
+      await nc.close();
+    }
+  } catch (err) {
+    if (err instanceof DetachedError) throw new Error("demo interrupted; everything it started has been stopped", { cause: err });
+    throw err;
+  } finally {
+    await Promise.allSettled(agents.map((a) => a.close()));
+    await server?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

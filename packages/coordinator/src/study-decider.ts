@@ -1,0 +1,111 @@
+import type { TrialEvent } from "@rung/protocol";
+import type { SchedulerDecision } from "./scheduler.js";
+import type { StudySpec } from "./spec.js";
+import { createStudyScheduler, type StudyScheduler } from "./study-scheduler.js";
+
+/** A STOP the scheduler decided on a report. */
+export interface StopDecision extends SchedulerDecision {
+  readonly trial: string;
+  readonly attempt: number;
+  /** `seq` of the report decided on. */
+  readonly seq: number;
+  readonly t: number;
+  readonly value: number | null;
+  /** t reached max_t: the trial ends by itself; no stop needs sending. */
+  readonly atMaxT: boolean;
+}
+
+/**
+ * The scheduling half of the coordinator as a pure function of the event stream: feed it a study's
+ * events in stream order and it makes exactly the decisions the live coordinator made (invariant 3).
+ * The live coordinator feeds it every event, stored ones first after a restart; tests and
+ * `rung replay --study` feed it stored streams.
+ *
+ * Which reports count is decided from the stream alone:
+ * - a trial's reports after its STOP are ignored (the process takes a moment to die);
+ * - a report from an attempt older than the newest one seen, or from an attempt that has finished,
+ *   is ignored (a lost agent's copy still talking).
+ * Ray's controller calls `on_trial_complete` after a STOP and when a trial ends by itself; so do we,
+ * on the STOP and on a `completed` finish of a trial never stopped.
+ */
+export class StudyDecider {
+  readonly #scheduler: StudyScheduler;
+  readonly #timeAttr: string;
+  readonly #metric: string;
+  readonly #maxT: number | null;
+  readonly #trials = new Map<string, { stopped: boolean; latest: number; finished: Set<number>; last: Record<string, number> }>();
+
+  constructor(spec: StudySpec) {
+    this.#scheduler = createStudyScheduler(spec);
+    this.#timeAttr = spec.scheduler.timeAttr;
+    this.#metric = spec.metric.name;
+    this.#maxT = spec.scheduler.maxT;
+  }
+
+  /** A new trial's bracket, drawn from the seeded RNG (the live coordinator, before `created`). */
+  addTrial(trial: string): { bracket: number | null } {
+    return this.#scheduler.onTrialAdd(trial);
+  }
+
+  #trial(id: string) {
+    let t = this.#trials.get(id);
+    if (!t) {
+      t = { stopped: false, latest: 0, finished: new Set(), last: {} };
+      this.#trials.set(id, t);
+    }
+    return t;
+  }
+
+  onEvent(ev: TrialEvent): StopDecision | null {
+    const t = this.#trial(ev.trial);
+    switch (ev.type) {
+      case "created":
+        this.#scheduler.onTrialAdd(ev.trial, { bracket: ev.bracket });
+        return null;
+      case "queued":
+      case "claimed":
+      case "started":
+        t.latest = Math.max(t.latest, ev.attempt);
+        return null;
+      case "report": {
+        if (t.stopped || ev.attempt < t.latest || t.finished.has(ev.attempt)) return null;
+        t.latest = ev.attempt;
+        t.last = ev.metrics;
+        const d = this.#scheduler.onReport(ev.trial, ev.metrics);
+        if (d.decision !== "STOP") return null;
+        t.stopped = true;
+        this.#scheduler.onComplete(ev.trial, ev.metrics);
+        const tv = ev.metrics[this.#timeAttr] ?? Number.NaN;
+        return {
+          ...d,
+          trial: ev.trial,
+          attempt: ev.attempt,
+          seq: ev.seq,
+          t: tv,
+          value: ev.metrics[this.#metric] ?? null,
+          atMaxT: this.#maxT !== null && tv >= this.#maxT,
+        };
+      }
+      case "finished":
+        t.finished.add(ev.attempt);
+        if (ev.status === "completed" && !t.stopped && ev.attempt >= t.latest) {
+          t.stopped = true;
+          this.#scheduler.onComplete(ev.trial, t.last);
+        }
+        return null;
+      default:
+        return null;
+    }
+  }
+}
+
+/** Every STOP a study's stored events lead to, in order: what `rung replay --study` and tests compare. */
+export function decideStudy(spec: StudySpec, events: Iterable<TrialEvent>): StopDecision[] {
+  const decider = new StudyDecider(spec);
+  const out: StopDecision[] = [];
+  for (const ev of events) {
+    const d = decider.onEvent(ev);
+    if (d) out.push(d);
+  }
+  return out;
+}
