@@ -13,6 +13,7 @@ import {
   runStudy,
   type StudyProgress,
   type StudyResult,
+  type StudySpec,
   savingsText,
 } from "@rung/coordinator";
 import { connectNats, createLogger, type NatsServerProcess, startNatsServer } from "@rung/protocol";
@@ -41,6 +42,7 @@ export interface DemoOptions {
 
 export interface DemoResult {
   result: StudyResult;
+  spec: StudySpec;
   logFile: string;
 }
 
@@ -105,7 +107,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       say("");
       say(bestText(result.state));
       say(savingsText(earlyStoppingSavings(result.state, spec.scheduler.maxT)));
-      return { result, logFile };
+      return { result, spec, logFile };
     } finally {
       await nc.close();
     }

@@ -1,3 +1,5 @@
+import { writeFileSync } from "node:fs";
+import { studyStatusJson } from "@rung/coordinator";
 import type { Command } from "commander";
 import { runDemo } from "../demo.js";
 import { progressPrinter } from "../progress.js";
@@ -13,26 +15,46 @@ export function registerDemo(program: Command): void {
     .option("--workdir <dir>", "root the spec's workdir is relative to (default the checkout)")
     .option("--agents <n>", "local agents", "4")
     .option("--fake-gpus <n>", "simulated GPUs per agent, even where real ones exist")
-    .action(async (o: { nats?: string; prefix: string; spec?: string; workdir?: string; agents: string; fakeGpus?: string }) => {
-      const printer = progressPrinter();
-      const abort = new AbortController();
-      const shutdown = onShutdown(() => abort.abort());
-      try {
-        await runDemo({
-          nats: o.nats,
-          prefix: o.prefix,
-          spec: o.spec,
-          workdir: o.workdir,
-          agents: Number(o.agents),
-          fakeGpus: o.fakeGpus === undefined ? undefined : Number(o.fakeGpus),
-          out: process.stdout,
-          signal: abort.signal,
-          onProgress: (p) => printer.update(p),
-          onStudyEnd: () => printer.end(),
-        });
-      } finally {
-        printer.end();
-        shutdown.dispose();
-      }
-    });
+    .option("--out <file>", "also write the final study status as JSON (the `study status --json` form)")
+    .action(
+      async (o: {
+        nats?: string;
+        prefix: string;
+        spec?: string;
+        workdir?: string;
+        agents: string;
+        fakeGpus?: string;
+        out?: string;
+      }) => {
+        const printer = progressPrinter();
+        const abort = new AbortController();
+        const shutdown = onShutdown(() => abort.abort());
+        try {
+          const { result, spec } = await runDemo({
+            nats: o.nats,
+            prefix: o.prefix,
+            spec: o.spec,
+            workdir: o.workdir,
+            agents: Number(o.agents),
+            fakeGpus: o.fakeGpus === undefined ? undefined : Number(o.fakeGpus),
+            out: process.stdout,
+            signal: abort.signal,
+            onProgress: (p) => printer.update(p),
+            onStudyEnd: () => printer.end(),
+          });
+          if (o.out) {
+            const status = studyStatusJson({
+              record: { state: result.status },
+              spec,
+              state: result.state,
+              planned: result.planned,
+            });
+            writeFileSync(o.out, `${JSON.stringify(status, null, 2)}\n`);
+          }
+        } finally {
+          printer.end();
+          shutdown.dispose();
+        }
+      },
+    );
 }

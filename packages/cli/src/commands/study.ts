@@ -12,7 +12,8 @@ import {
   stopStudy,
   studyStatusJson,
 } from "@rung/coordinator";
-import { connectNats, createLogger } from "@rung/protocol";
+import { loadStudyReport, renderReportMarkdown, renderReportText } from "@rung/coordinator";
+import { connectNats, createLogger, parseDuration } from "@rung/protocol";
 import { withMesh } from "../connect.js";
 import { type NatsFlags, natsOptionsFrom, withNatsOptions } from "../nats-options.js";
 import { progressPrinter } from "../progress.js";
@@ -29,8 +30,9 @@ export function registerStudy(program: Command): void {
     study
       .command("run <spec>")
       .description("run a study (YAML or JSON spec): search, schedule, live progress, leaderboard")
-      .option("--out <file>", "also write the best configuration as JSON to this file"),
-  ).action(async (specPath: string, o: NatsFlags & { out?: string }) => {
+      .option("--out <file>", "also write the best configuration as JSON to this file")
+      .option("--lease <duration>", "coordinator lease: how soon another coordinator may take over if this one dies", "15s"),
+  ).action(async (specPath: string, o: NatsFlags & { out?: string; lease: string }) => {
     const spec = await loadSpec(specPath);
     const nc = await connectNats(natsOptionsFrom(o, `rung-coordinator ${spec.name}`));
     const log = createLogger({ level: process.env.RUNG_LOG_LEVEL ?? "warn" });
@@ -39,7 +41,15 @@ export function registerStudy(program: Command): void {
     const shutdown = onShutdown(() => detach.abort());
     try {
       process.stdout.write(`study ${spec.name}: ${spec.scheduler.type} on ${spec.metric.name} (${spec.metric.mode})\n`);
-      const result = await runStudy({ nc, spec, prefix: o.prefix, log, signal: detach.signal, onProgress: (p) => printer.update(p) });
+      const result = await runStudy({
+        nc,
+        spec,
+        prefix: o.prefix,
+        log,
+        signal: detach.signal,
+        leaseMs: parseDuration(o.lease, "--lease"),
+        onProgress: (p) => printer.update(p),
+      });
       printer.end();
       process.stdout.write(`\nstudy ${result.study} ${result.status}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`);
       if (o.out) {
@@ -112,4 +122,18 @@ export function registerStudy(program: Command): void {
       });
     },
   );
+
+  withNatsOptions(
+    study
+      .command("report <name>")
+      .description("leaderboard, rung funnel, GPU time and cost, and the bottlenecks found, worst first")
+      .option("--json", "machine-readable output")
+      .option("--md", "Markdown, to paste into a pull request"),
+  ).action(async (name: string, o: NatsFlags & { json?: boolean; md?: boolean }) => {
+    await withMesh(o, "rung-report", async (nc, names) => {
+      const report = await loadStudyReport(nc, names, name);
+      if (o.json) return json(report);
+      process.stdout.write(o.md ? renderReportMarkdown(report) : renderReportText(report));
+    });
+  });
 }
