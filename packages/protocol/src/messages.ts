@@ -126,6 +126,17 @@ export const WorkOrderSchema = z.object({
 });
 export type WorkOrder = z.infer<typeof WorkOrderSchema>;
 
+/**
+ * The identifying fields of an order, read on their own from an order that fails WorkOrderSchema, so
+ * the agent that refuses it can still say so on the trial's event subject.
+ */
+export const OrderIdentitySchema = z.object({
+  study: token,
+  trial: token,
+  attempt: z.number().int().positive().nullable().catch(null),
+});
+export type OrderIdentity = z.infer<typeof OrderIdentitySchema>;
+
 // ---------------------------------------------------------------------------------------------
 // Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>)
 

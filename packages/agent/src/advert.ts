@@ -1,0 +1,142 @@
+import { type KV, Kvm } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type AgentAdvert,
+  AgentAdvertSchema,
+  type BadMessageCounter,
+  decode,
+  encode,
+  type Logger,
+  type MeshNames,
+} from "@rung/protocol";
+
+/**
+ * The agent's advert in the agents bucket (key = agent name): who it is, its GPUs with their current
+ * use, free slots, labels and price. Refreshed every few seconds; the bucket's TTL (15 s) removes the
+ * advert of an agent that died without saying goodbye, and a clean exit deletes it at once.
+ */
+
+export interface AdvertiserOptions {
+  kv: KV;
+  agent: string;
+  intervalMs: number;
+  build(): AgentAdvert;
+  isConnected(): boolean;
+  log: Logger;
+}
+
+export class Advertiser {
+  readonly #o: AdvertiserOptions;
+  #timer: NodeJS.Timeout | undefined;
+  #putting: Promise<void> | undefined;
+  #failures = 0;
+  #closed = false;
+
+  constructor(options: AdvertiserOptions) {
+    this.#o = options;
+  }
+
+  /** Puts the first advert (its failure is the caller's: an agent nobody can see is no use) and starts refreshing. */
+  async start(): Promise<void> {
+    await this.#o.kv.put(this.#o.agent, encode(this.#o.build()));
+    this.#timer = setInterval(() => void this.refresh(), this.#o.intervalMs);
+  }
+
+  /** Puts the advert now (state changed, reconnected). At most one put in flight. */
+  refresh(): Promise<void> {
+    if (this.#closed || !this.#o.isConnected()) return Promise.resolve();
+    this.#putting ??= (async () => {
+      try {
+        await this.#o.kv.put(this.#o.agent, encode(this.#o.build()));
+        if (this.#failures > 0) this.#o.log.info("advert refreshed again");
+        this.#failures = 0;
+      } catch (err) {
+        this.#failures += 1;
+        if (this.#failures === 1) this.#o.log.warn({ err: (err as Error).message }, "cannot refresh the advert; retrying");
+      } finally {
+        this.#putting = undefined;
+      }
+    })();
+    return this.#putting;
+  }
+
+  /** Stops refreshing and deletes the advert, so `rung agents` drops this agent at once. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#timer) clearInterval(this.#timer);
+    await this.#putting;
+    try {
+      await this.#o.kv.delete(this.#o.agent);
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message }, "cannot delete the advert; it expires by TTL");
+    }
+  }
+}
+
+/** Every live advert in the mesh, sorted by agent name. Malformed adverts are counted and skipped. */
+export async function listAdverts(nc: NatsConnection, names: MeshNames, bad?: BadMessageCounter): Promise<AgentAdvert[]> {
+  let kv: KV;
+  try {
+    kv = await new Kvm(nc).open(names.buckets.agents);
+  } catch {
+    return [];
+  }
+  const out: AgentAdvert[] = [];
+  let keys: string[] = [];
+  try {
+    const iter = await kv.keys();
+    for await (const k of iter) keys.push(k);
+  } catch {
+    keys = [];
+  }
+  for (const key of keys.sort()) {
+    const e = await kv.get(key).catch(() => null);
+    if (!e || e.operation !== "PUT") continue;
+    const r = decode(AgentAdvertSchema, e.value, "advert");
+    if (r.ok) out.push(r.value);
+    else bad?.record("adverts", r.error);
+  }
+  return out;
+}
+
+function ago(ms: number): string {
+  if (ms < 1000) return "now";
+  if (ms < 60_000) return `${Math.round(ms / 1000)}s ago`;
+  return `${Math.round(ms / 60_000)}m ago`;
+}
+
+function gib(mib: number | null): string {
+  return mib === null ? "?" : (mib / 1024).toFixed(1);
+}
+
+/** The mesh as a table: one row per GPU (or per CPU-only agent) with what runs on it. */
+export function formatAgentsTable(adverts: readonly AgentAdvert[], now = Date.now()): string {
+  const header = ["AGENT", "GPU", "MODEL", "MEMORY GiB", "UTIL", "TRIAL", "STATE", "LAST SEEN"];
+  const rows: string[][] = [];
+  for (const a of adverts) {
+    const seen = ago(Math.max(0, now - a.updatedAt));
+    for (const g of a.gpus) {
+      rows.push([
+        a.agent,
+        String(g.index),
+        g.fake ? `${g.name} (fake)` : g.name,
+        `${gib(g.memoryUsedMiB)}/${gib(g.memoryTotalMiB)}`,
+        g.utilization === null ? "?" : `${Math.round(g.utilization)}%`,
+        g.trial ? `${g.study ?? "?"}/${g.trial}` : "-",
+        a.state,
+        seen,
+      ]);
+    }
+    if (a.cpuSlots > 0)
+      rows.push([a.agent, "cpu", `${a.cpuSlots} CPU slot(s), ${a.freeCpuSlots} free`, "-", "-", "-", a.state, seen]);
+  }
+  if (rows.length === 0) return "no agents in the mesh — start one with: rung agent --nats URL\n";
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i] as number))
+      .join("  ")
+      .trimEnd();
+  return `${[line(header), ...rows.map(line)].join("\n")}\n`;
+}

@@ -1,0 +1,111 @@
+import type { JetStreamClient } from "@nats-io/jetstream";
+import { encode, type Logger, type Subjects, type TrialEvent } from "@rung/protocol";
+
+/**
+ * Trial events leave the agent through JetStream publishes with deterministic message ids
+ * (`<study>.<trial>.<attempt>.<type>`, reports `….report.<seq>`), so a publish retried after a lost
+ * acknowledgement is dropped by the server's duplicate window instead of being counted twice.
+ *
+ * One queue per attempt keeps its events in order (claimed, started, reports, finished) with one
+ * publish in flight. Reports may be dropped when too many wait (a trial reporting thousands of lines a
+ * second while NATS is away); lifecycle events are retried until their deadline.
+ */
+
+const MAX_QUEUED_REPORTS = 1000;
+
+export function eventMsgId(e: TrialEvent): string {
+  const attempt = "attempt" in e && e.attempt !== null ? e.attempt : 0;
+  const base = `${e.study}.${e.trial}.${attempt}.${e.type}`;
+  return e.type === "report" ? `${base}.${e.seq}` : base;
+}
+
+export interface EventQueueOptions {
+  js: JetStreamClient;
+  subjects: Subjects;
+  log: Logger;
+  /** How long a lifecycle event is retried before it is given up. Default 60 s. */
+  retryForMs?: number;
+  /** Called for each report dropped because the queue was full. */
+  onDroppedReport?: () => void;
+  /** When this says so (the connection is closed for good), retrying stops. */
+  giveUp?: () => boolean;
+}
+
+export class EventQueue {
+  readonly #o: EventQueueOptions;
+  #tail: Promise<void> = Promise.resolve();
+  #queuedReports = 0;
+  #warned = false;
+
+  constructor(options: EventQueueOptions) {
+    this.#o = options;
+  }
+
+  /** Queues an event; the promise settles once it is published (true) or given up (false). */
+  push(event: TrialEvent): Promise<boolean> {
+    const isReport = event.type === "report";
+    if (isReport) {
+      if (this.#queuedReports >= MAX_QUEUED_REPORTS) {
+        this.#o.onDroppedReport?.();
+        return Promise.resolve(false);
+      }
+      this.#queuedReports += 1;
+    }
+    const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 60_000);
+    const done = this.#tail.then(async () => {
+      try {
+        return await publishEvent(
+          this.#o.js,
+          this.#o.subjects,
+          event,
+          retryForMs,
+          (err) => {
+            if (this.#warned) return;
+            this.#warned = true;
+            this.#o.log.warn(
+              { err: err.message, trial: event.trial, type: event.type },
+              "cannot publish a trial event; retrying",
+            );
+          },
+          this.#o.giveUp,
+        );
+      } finally {
+        if (isReport) this.#queuedReports -= 1;
+      }
+    });
+    this.#tail = done.then(() => undefined);
+    return done;
+  }
+
+  /** Resolves when everything queued so far is published or given up. */
+  flushed(): Promise<void> {
+    return this.#tail;
+  }
+}
+
+/** Publishes one event, retrying with backoff for up to `retryForMs`. Never throws. */
+export async function publishEvent(
+  js: JetStreamClient,
+  subjects: Subjects,
+  event: TrialEvent,
+  retryForMs: number,
+  onError?: (err: Error) => void,
+  giveUp?: () => boolean,
+): Promise<boolean> {
+  const subject = subjects.events(event.study, event.trial);
+  const bytes = encode(event);
+  const msgID = eventMsgId(event);
+  const deadline = Date.now() + retryForMs;
+  let wait = 250;
+  for (;;) {
+    try {
+      await js.publish(subject, bytes, { msgID, timeout: 5000 });
+      return true;
+    } catch (err) {
+      onError?.(err as Error);
+      if (Date.now() + wait > deadline || giveUp?.()) return false;
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(5000, wait * 2);
+    }
+  }
+}

@@ -1,0 +1,219 @@
+import { homedir, hostname } from "node:os";
+import { join, resolve } from "node:path";
+import {
+  DurationError,
+  type Logger,
+  MAX_TOKEN_LENGTH,
+  type NatsOptions,
+  parseDuration,
+  type ResourceOptions,
+  validToken,
+} from "@rung/protocol";
+import { AgentOptionsError } from "./errors.js";
+
+/** What a shutdown does with running trials. */
+export const DrainMode = {
+  /** Stop claiming and let the running trials end on their own (default). */
+  finish: "finish",
+  /** Stop claiming, stop the running trials and hand their orders back at once. */
+  requeue: "requeue",
+} as const;
+export type DrainMode = (typeof DrainMode)[keyof typeof DrainMode];
+
+/** What `rung agent` takes. Friendly values in (`"30s"`); {@link compileAgentOptions} turns them into `…Ms`. */
+export interface AgentOptions {
+  /** How to reach NATS (URL, credentials, TLS). Default: `connectNats` defaults and `RUNG_…` variables. */
+  nats?: NatsOptions;
+  /** Mesh prefix of subjects, streams and buckets. Default `rung`. */
+  prefix?: string;
+  /** Agent name: advert key, telemetry subject token, log field. Default the hostname, made a valid name. */
+  name?: string;
+  /** Use only these GPU indices (`"0,2"` or `[0, 2]`). Default every GPU found. */
+  gpus?: string | readonly number[];
+  /** The nvidia-smi executable. Default `RUNG_NVIDIA_SMI`, else `nvidia-smi` on PATH. */
+  nvidiaSmi?: string;
+  /** Simulate this many GPUs instead of looking for real ones (`rung demo`, tests). Default 0. */
+  fakeGpus?: number;
+  /** CPU-only trial slots (pools `cpu1…cpuN`). Default 0: only GPU trials. */
+  cpuSlots?: number;
+  /** Labels for the advert, as a map or as `k=v` strings. Default none. */
+  labels?: Readonly<Record<string, string>> | readonly string[];
+  /** Price of one GPU-hour on this box, for cost reports. Default unknown (null). */
+  pricePerGpuHour?: number | null;
+  /** Root under which each order's `workdir` is resolved; nothing outside it runs. Default the cwd. */
+  workdir?: string;
+  /** Where logs and checkpoints live. Default `~/.rung/agent/<name>`. */
+  stateDir?: string;
+  /**
+   * Claim lease (the work consumer's ack wait): a claimed order that is not kept alive within it goes to
+   * another agent. Heartbeats go out every third of it. Default `"30s"`.
+   */
+  lease?: string | number;
+  /** Between SIGTERM and SIGKILL when a trial is stopped. Default `"10s"`. */
+  stopGrace?: string | number;
+  /** What the first shutdown signal does with running trials. Default `finish`. */
+  drain?: DrainMode;
+  /** Exit after this long without work (rented boxes cost money). Default never (null). */
+  idleExit?: string | number | null;
+  /** Shell command to run when the agent exits for idleness (`sudo poweroff`). Default none. */
+  onIdle?: string | null;
+  /**
+   * Security seam: when given, an order runs only if its argv, joined by spaces, starts with one of
+   * these prefixes; other orders are rejected (`command-not-allowed`). Default: any command.
+   */
+  allowCommand?: readonly string[];
+  /** How often the advert is refreshed; keep well under the bucket's TTL (15 s). Default `"3s"`. */
+  advertInterval?: string | number;
+  /** GPU samples per agent. Default `"1s"`. */
+  telemetryInterval?: string | number;
+  /** Host CPU and memory samples. Default `"5s"`. */
+  hostInterval?: string | number;
+  /** Deliveries of one order before JetStream gives it up (poison orders). Default 10. */
+  maxDeliver?: number;
+  /** Stream and bucket sizing passed to `ensureResources`. Default protocol's defaults. */
+  resources?: ResourceOptions;
+  /** Where the agent logs. Default a pino logger on stderr with `{ agent }`. */
+  logger?: Logger;
+}
+
+export interface CompiledAgentOptions {
+  readonly nats: NatsOptions;
+  readonly prefix: string;
+  readonly name: string;
+  readonly gpus: readonly number[] | null;
+  readonly nvidiaSmi: string;
+  readonly fakeGpus: number;
+  readonly cpuSlots: number;
+  readonly labels: Readonly<Record<string, string>>;
+  readonly pricePerGpuHour: number | null;
+  readonly workdir: string;
+  readonly stateDir: string;
+  readonly leaseMs: number;
+  readonly heartbeatMs: number;
+  readonly stopGraceMs: number;
+  readonly drain: DrainMode;
+  readonly idleExitMs: number | null;
+  readonly onIdle: string | null;
+  readonly allowCommand: readonly string[];
+  readonly advertIntervalMs: number;
+  readonly telemetryIntervalMs: number;
+  readonly hostIntervalMs: number;
+  /** How long one pull waits for an order before the claim loop looks at the next pool. */
+  readonly pullExpiresMs: number;
+  readonly maxDeliver: number;
+  readonly resources: ResourceOptions;
+  readonly logger: Logger | undefined;
+}
+
+/** The hostname as a valid agent name: anything outside `[A-Za-z0-9_-]` becomes `-`. */
+export function defaultAgentName(host = hostname()): string {
+  const name = host
+    .replace(/[^A-Za-z0-9_-]+/g, "-")
+    .replace(/^-+|-+$/g, "")
+    .slice(0, MAX_TOKEN_LENGTH);
+  return name || "agent";
+}
+
+function duration(flag: string, value: string | number, minMs = 0): number {
+  let ms: number;
+  try {
+    ms = parseDuration(value, flag);
+  } catch (err) {
+    if (err instanceof DurationError) throw new AgentOptionsError(flag, err.message.replace(`${flag}: `, ""), { cause: err });
+    throw err;
+  }
+  if (ms < minMs) throw new AgentOptionsError(flag, `must be at least ${minMs} ms, got ${JSON.stringify(value)}`);
+  return ms;
+}
+
+function count(flag: string, value: number | undefined, max = 1024): number {
+  if (value === undefined) return 0;
+  if (!Number.isInteger(value) || value < 0 || value > max)
+    throw new AgentOptionsError(flag, `must be a whole number from 0 to ${max}, got ${JSON.stringify(value)}`);
+  return value;
+}
+
+function parseGpuList(value: string | readonly number[]): number[] {
+  const items = typeof value === "string" ? value.split(",").map((s) => s.trim()) : value.map(String);
+  const out: number[] = [];
+  for (const item of items) {
+    if (!/^\d+$/.test(item))
+      throw new AgentOptionsError("--gpus", `expects GPU indices like 0,2; ${JSON.stringify(item)} is not one`);
+    const n = Number(item);
+    if (!out.includes(n)) out.push(n);
+  }
+  if (out.length === 0) throw new AgentOptionsError("--gpus", "lists no GPU; leave it out to use every GPU");
+  return out.sort((a, b) => a - b);
+}
+
+function parseLabels(labels: AgentOptions["labels"]): Record<string, string> {
+  if (!labels) return {};
+  if (!Array.isArray(labels)) return { ...(labels as Record<string, string>) };
+  const out: Record<string, string> = {};
+  for (const kv of labels as readonly string[]) {
+    const eq = kv.indexOf("=");
+    if (eq <= 0) throw new AgentOptionsError("--label", `expects key=value, got ${JSON.stringify(kv)}`);
+    out[kv.slice(0, eq).trim()] = kv.slice(eq + 1).trim();
+  }
+  return out;
+}
+
+/** Applies defaults and bounds once; everything after this works with plain numbers. */
+export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions {
+  const name = o.name ?? defaultAgentName();
+  try {
+    validToken(name, "agent name");
+  } catch (err) {
+    throw new AgentOptionsError("--name", (err as Error).message, { cause: err });
+  }
+  const prefix = o.prefix ?? "rung";
+  try {
+    validToken(prefix, "mesh prefix");
+  } catch (err) {
+    throw new AgentOptionsError("--prefix", (err as Error).message, { cause: err });
+  }
+  const leaseMs = duration("--lease", o.lease ?? "30s", 1000);
+  const drain = o.drain ?? DrainMode.finish;
+  if (!Object.values(DrainMode).includes(drain))
+    throw new AgentOptionsError("--drain", `must be "finish" or "requeue", got ${JSON.stringify(drain)}`);
+  const price = o.pricePerGpuHour ?? null;
+  if (price !== null && !(Number.isFinite(price) && price >= 0))
+    throw new AgentOptionsError("--price-per-gpu-hour", `must be a non-negative number, got ${JSON.stringify(price)}`);
+  const workdir = resolve(o.workdir ?? process.cwd());
+  const stateDir = o.stateDir ? resolve(o.stateDir) : join(homedir(), ".rung", "agent", name);
+  const idleExit = o.idleExit ?? null;
+  const maxDeliver = o.maxDeliver ?? 10;
+  if (!Number.isInteger(maxDeliver) || maxDeliver < 1)
+    throw new AgentOptionsError("maxDeliver", `must be a positive whole number, got ${maxDeliver}`);
+  for (const p of o.allowCommand ?? [])
+    if (!p.trim()) throw new AgentOptionsError("--allow-command", "an allowed command prefix may not be empty");
+  const onIdle = o.onIdle?.trim() ? o.onIdle : null;
+  return {
+    nats: { ...o.nats, name: o.nats?.name ?? `rung-agent ${name}` },
+    prefix,
+    name,
+    gpus: o.gpus === undefined ? null : parseGpuList(o.gpus),
+    nvidiaSmi: o.nvidiaSmi ?? process.env.RUNG_NVIDIA_SMI ?? "nvidia-smi",
+    fakeGpus: count("--fake-gpus", o.fakeGpus, 64),
+    cpuSlots: count("--cpu-slots", o.cpuSlots, 64),
+    labels: parseLabels(o.labels),
+    pricePerGpuHour: price,
+    workdir,
+    stateDir,
+    leaseMs,
+    // A third of the lease: two heartbeats may be lost before the claim is.
+    heartbeatMs: Math.max(250, Math.floor(leaseMs / 3)),
+    stopGraceMs: duration("--stop-grace", o.stopGrace ?? "10s"),
+    drain,
+    idleExitMs: idleExit === null ? null : duration("--idle-exit", idleExit, 1000),
+    onIdle,
+    allowCommand: [...(o.allowCommand ?? [])],
+    advertIntervalMs: duration("advertInterval", o.advertInterval ?? "3s", 100),
+    telemetryIntervalMs: duration("telemetryInterval", o.telemetryInterval ?? "1s", 100),
+    hostIntervalMs: duration("hostInterval", o.hostInterval ?? "5s", 100),
+    pullExpiresMs: 1000,
+    maxDeliver,
+    resources: { ...o.resources },
+    logger: o.logger,
+  };
+}

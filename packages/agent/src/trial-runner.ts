@@ -1,0 +1,282 @@
+import { accessSync, constants, mkdirSync, statSync } from "node:fs";
+import { constants as osConstants } from "node:os";
+import { delimiter, dirname, isAbsolute, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import type { JetStreamClient } from "@nats-io/jetstream";
+import type { Logger, StopReason, TrialStatus, WorkOrder } from "@rung/protocol";
+import pty from "node-pty";
+import { TrialStartError } from "./errors.js";
+import { LogStream } from "./log-stream.js";
+import { ReportSocket } from "./report-socket.js";
+
+/**
+ * Runs one attempt of a trial in a pseudo-terminal — the trial sees a terminal, so progress bars and
+ * line-buffered output behave as they do for a person — without a shell: the order carries argv, which
+ * goes to execvp as it is, so no parameter value is ever parsed by a shell.
+ *
+ * node-pty makes the child a session leader, so its pid is also its process group: a stop signals the
+ * whole group (`kill(-pid)`), DataLoader workers and other helpers included: SIGTERM, a grace period,
+ * then SIGKILL. Whatever is left of the group when the leader exits is killed too, so nothing a trial
+ * started outlives it.
+ */
+
+/** Where the Python helper lives, relative to this module: the same from `src/` and from `dist/`. */
+export const PYTHON_HELPER_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..", "python");
+
+/** Why a trial was stopped, carried as its AbortController's reason. */
+export interface StopRequest {
+  reason: StopReason;
+  /** The text of the finished event's `reason`, e.g. `scheduler-stop at t=3`. */
+  detail: string;
+}
+
+export interface TrialResult {
+  status: TrialStatus;
+  exitCode: number | null;
+  signal: string | null;
+  reason: string;
+  /** The last lines of output; filled for failures only. */
+  logTail: string[];
+  /** Whether the process ever ran (false: it could not be started). */
+  started: boolean;
+  stop: StopRequest | null;
+}
+
+export interface TrialRunOptions {
+  order: WorkOrder;
+  attempt: number;
+  agent: string;
+  /** GPU indices for CUDA_VISIBLE_DEVICES; empty for a CPU trial. */
+  gpus: readonly number[];
+  /** Absolute working directory, already checked to lie inside the agent's --workdir. */
+  workdir: string;
+  checkpointDir: string;
+  logFile: string;
+  reportPath: string;
+  logsSubject: string;
+  js: JetStreamClient;
+  log: Logger;
+  stopGraceMs: number;
+  /** True once NATS is closed for good: output is then kept in the local file only. */
+  isClosed(): boolean;
+  onStarted(pid: number): void;
+  onReport(metrics: Record<string, number>): void;
+  onMalformedReport(why: string, line: string): void;
+}
+
+const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+
+/** The environment of a trial: the agent's own, minus its `RUNG_*` settings, plus the study's and ours. */
+export function trialEnv(o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" | "checkpointDir" | "reportPath">) {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(process.env)) {
+    // The agent's RUNG_* variables (NATS URL, credentials file) are not the trial's business.
+    if (v !== undefined && !k.startsWith("RUNG_")) env[k] = v;
+  }
+  Object.assign(env, o.order.env);
+  const pythonPath = env.PYTHONPATH ? `${PYTHON_HELPER_DIR}${delimiter}${env.PYTHONPATH}` : PYTHON_HELPER_DIR;
+  Object.assign(env, {
+    // nvidia-smi numbers GPUs by PCI bus; CUDA by default numbers the fastest first. Make CUDA agree,
+    // so the indices we hand out are the GPUs we measure.
+    CUDA_DEVICE_ORDER: "PCI_BUS_ID",
+    CUDA_VISIBLE_DEVICES: o.gpus.join(","),
+    RUNG_STUDY: o.order.study,
+    RUNG_TRIAL: o.order.trial,
+    RUNG_ATTEMPT: String(o.attempt),
+    RUNG_PARAMS: JSON.stringify(o.order.params),
+    RUNG_REPORT: o.reportPath,
+    RUNG_CHECKPOINT_DIR: o.checkpointDir,
+    PYTHONPATH: pythonPath,
+  });
+  return env;
+}
+
+function isExecutableFile(p: string): boolean {
+  try {
+    if (!statSync(p).isFile()) return false;
+    accessSync(p, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** execvp's lookup, done up front so a missing program is a clear error rather than a pty message. */
+export function resolveExecutable(program: string, workdir: string, pathVar: string | undefined): string | undefined {
+  if (program.includes("/")) {
+    const p = isAbsolute(program) ? program : resolve(workdir, program);
+    return isExecutableFile(p) ? p : undefined;
+  }
+  for (const dir of (pathVar ?? "/usr/local/bin:/usr/bin:/bin").split(delimiter)) {
+    if (!dir) continue;
+    const p = resolve(workdir, dir, program);
+    if (isExecutableFile(p)) return p;
+  }
+  return undefined;
+}
+
+function killGroup(pid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group is gone already
+  }
+}
+
+export class TrialRun {
+  readonly controller = new AbortController();
+  readonly result: Promise<TrialResult>;
+  readonly #o: TrialRunOptions;
+  #pid: number | undefined;
+
+  constructor(options: TrialRunOptions) {
+    this.#o = options;
+    this.result = this.#run();
+  }
+
+  get pid(): number | undefined {
+    return this.#pid;
+  }
+
+  /** Asks the trial to stop: SIGTERM to its group, SIGKILL after the grace period. Idempotent. */
+  stop(request: StopRequest): void {
+    if (!this.controller.signal.aborted) this.controller.abort(request);
+  }
+
+  /** Kills the trial's group at once (a forced shutdown cannot wait for a grace period). */
+  killNow(request: StopRequest): void {
+    this.stop(request);
+    if (this.#pid !== undefined) killGroup(this.#pid, "SIGKILL");
+  }
+
+  async #run(): Promise<TrialResult> {
+    const o = this.#o;
+    const signal = this.controller.signal;
+    const logs = new LogStream({
+      js: o.js,
+      subject: o.logsSubject,
+      study: o.order.study,
+      trial: o.order.trial,
+      attempt: o.attempt,
+      agent: o.agent,
+      filePath: o.logFile,
+      log: o.log,
+      giveUp: o.isClosed,
+    });
+    const env = trialEnv(o);
+    let program: string;
+    try {
+      program = this.#prepare(env);
+    } catch (err) {
+      const detail = err instanceof TrialStartError ? err.detail : (err as Error).message;
+      logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
+      await logs.finish();
+      return {
+        status: "failed",
+        exitCode: null,
+        signal: null,
+        reason: `cannot start: ${detail}`,
+        logTail: logs.tail(),
+        started: false,
+        stop: null,
+      };
+    }
+    const reports = await ReportSocket.listen(o.reportPath, { onReport: o.onReport, onMalformed: o.onMalformedReport });
+    if (signal.aborted) {
+      // Stopped before it could start (a stop decision that arrived with the claim): never spawn it.
+      await reports.close(0);
+      await logs.finish();
+      const stop = signal.reason as StopRequest;
+      return { status: "stopped", exitCode: null, signal: null, reason: stop.detail, logTail: [], started: false, stop };
+    }
+    let term: pty.IPty;
+    try {
+      term = pty.spawn(program, o.order.argv.slice(1), {
+        name: "xterm-256color",
+        cols: 120,
+        rows: 40,
+        cwd: o.workdir,
+        env,
+        // Raw bytes: a chunk may end inside a UTF-8 sequence, and logs keep the bytes as they were.
+        encoding: null,
+      });
+    } catch (err) {
+      await reports.close(0);
+      const detail = (err as Error).message;
+      logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
+      await logs.finish();
+      return {
+        status: "failed",
+        exitCode: null,
+        signal: null,
+        reason: `cannot start: ${detail}`,
+        logTail: logs.tail(),
+        started: false,
+        stop: null,
+      };
+    }
+    const pid = term.pid;
+    this.#pid = pid;
+    const exited = new Promise<{ exitCode: number; signal?: number }>((r) => term.onExit(r));
+    term.onData((d) => {
+      if (logs.write(d as unknown as Buffer)) return;
+      // The log file is behind: stop reading the terminal, so the trial blocks on its own writes.
+      term.pause();
+      void logs.fileDrained().then(() => term.resume());
+    });
+    o.onStarted(pid);
+
+    let killTimer: NodeJS.Timeout | undefined;
+    const onAbort = () => {
+      o.log.info({ pid, why: (signal.reason as StopRequest).detail }, "stopping trial: SIGTERM to its process group");
+      killGroup(pid, "SIGTERM");
+      killTimer = setTimeout(() => {
+        o.log.warn({ pid, graceMs: o.stopGraceMs }, "trial outlived its stop grace period: SIGKILL");
+        killGroup(pid, "SIGKILL");
+      }, o.stopGraceMs);
+    };
+    if (signal.aborted) onAbort();
+    else signal.addEventListener("abort", onAbort, { once: true });
+
+    const exit = await exited;
+    signal.removeEventListener("abort", onAbort);
+    if (killTimer) clearTimeout(killTimer);
+    // Anything the trial left behind in its group (workers that ignored SIGHUP) goes with it.
+    killGroup(pid, "SIGKILL");
+    await reports.close();
+    await logs.finish();
+
+    const sig = exit.signal ? (SIGNAL_NAMES.get(exit.signal) ?? `signal ${exit.signal}`) : null;
+    const exitCode = sig ? null : exit.exitCode;
+    if (signal.aborted) {
+      const stop = signal.reason as StopRequest;
+      return { status: "stopped", exitCode, signal: sig, reason: stop.detail, logTail: [], started: true, stop };
+    }
+    if (!sig && exitCode === 0)
+      return { status: "completed", exitCode, signal: null, reason: "exit code 0", logTail: [], started: true, stop: null };
+    const reason = sig ? `killed by ${sig}` : `exit code ${exitCode}`;
+    return { status: "failed", exitCode, signal: sig, reason, logTail: logs.tail(), started: true, stop: null };
+  }
+
+  /** Checks what can be checked before spawning; returns the program's path. */
+  #prepare(env: Record<string, string>): string {
+    const o = this.#o;
+    const fail = (detail: string) => new TrialStartError(o.order.study, o.order.trial, detail);
+    let isDir = false;
+    try {
+      isDir = statSync(o.workdir).isDirectory();
+    } catch {
+      // reported below
+    }
+    if (!isDir) throw fail(`working directory ${o.workdir} does not exist`);
+    const argv0 = o.order.argv[0] as string;
+    const program = resolveExecutable(argv0, o.workdir, env.PATH);
+    if (!program) throw fail(`program ${JSON.stringify(argv0)} not found or not executable (PATH=${env.PATH ?? ""})`);
+    try {
+      mkdirSync(o.checkpointDir, { recursive: true });
+    } catch (err) {
+      throw fail(`cannot create the checkpoint directory ${o.checkpointDir}: ${(err as Error).message}`);
+    }
+    return program;
+  }
+}
