@@ -142,6 +142,8 @@ export class Mesh {
       advertInterval: "500ms",
       drain: "requeue",
       logger: createLogger({ level: process.env.RUNG_TEST_LOG ?? "silent", base: { agent: name } }),
+      // These tests publish unsigned orders; the security tests pass `trust`.
+      insecure: (options.trust ?? []).length === 0,
       ...options,
     });
     this.agents.push(agent);

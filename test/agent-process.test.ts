@@ -62,6 +62,7 @@ function agentProcess(m: Mesh, name: string, ...extra: string[]): ChildProcess &
     m.dir,
     "--state-dir",
     join(m.dir, "state", name),
+    ...(extra.includes("--trust") ? [] : ["--insecure"]),
     ...extra,
   ];
   const child = spawn(NODE, args, { stdio: ["ignore", "pipe", "pipe"] });

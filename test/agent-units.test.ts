@@ -98,7 +98,13 @@ describe("report lines", () => {
 
 describe("options", () => {
   it("compiles friendly values once, with defaults", () => {
-    const o = compileAgentOptions({ name: "box-1", lease: "3s", gpus: "2,0", labels: ["zone=eu", "spot=yes"] });
+    const o = compileAgentOptions({
+      name: "box-1",
+      lease: "3s",
+      gpus: "2,0",
+      labels: ["zone=eu", "spot=yes"],
+      insecure: true,
+    });
     expect(o.leaseMs).toBe(3000);
     expect(o.heartbeatMs).toBe(1000);
     expect(o.stopGraceMs).toBe(10_000);
@@ -107,7 +113,7 @@ describe("options", () => {
     expect(o.drain).toBe("finish");
     expect(o.idleExitMs).toBeNull();
     expect(o.stateDir).toMatch(/\.rung\/agent\/box-1$/);
-    expect(compileAgentOptions({ name: "x", lease: "30s" }).heartbeatMs).toBe(10_000);
+    expect(compileAgentOptions({ name: "x", lease: "30s", insecure: true }).heartbeatMs).toBe(10_000);
   });
 
   it("names the flag that is wrong", () => {

@@ -32,8 +32,10 @@ export function rung(args: string[], env: Record<string, string> = {}): Proc {
   return { child, out: () => out, exited };
 }
 
+/** `rung agent` processes; unsigned orders unless `extra` passes `--trust` (the tests' coordinators sign nothing). */
 export function startAgents(url: string, prefix: string, n: number, extra: string[] = []): Proc[] {
   const state = mkdtempSync(join(tmpdir(), "rung-agents-"));
+  const security = extra.includes("--trust") ? [] : ["--insecure"];
   return Array.from({ length: n }, (_, i) =>
     rung([
       "agent",
@@ -53,6 +55,7 @@ export function startAgents(url: string, prefix: string, n: number, extra: strin
       "3s",
       "--stop-grace",
       "2s",
+      ...security,
       ...extra,
     ]),
   );

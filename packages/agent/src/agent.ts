@@ -10,6 +10,7 @@ import {
   BadMessageCounter,
   connectNats,
   createLogger,
+  ensureNonceBucket,
   ensureResources,
   type GpuInfo,
   type HostInfo,
@@ -24,6 +25,7 @@ import { ControlWatch } from "./control-watch.js";
 import { discoverGpus, hostFacts } from "./inventory.js";
 import { NvidiaSmiSampler } from "./nvidia-smi.js";
 import { type AgentOptions, type CompiledAgentOptions, compileAgentOptions, type DrainMode } from "./options.js";
+import { ReplayLedger, SharedNonces } from "./replay-ledger.js";
 import { Slots } from "./slots.js";
 import { TelemetryPublisher } from "./telemetry.js";
 
@@ -199,8 +201,20 @@ class AgentImpl implements Agent {
     const nc = await connectNats({ ...o.nats, reconnectForever: true });
     this.#nc = nc;
     this.#connected = true;
-    const resources = await ensureResources(nc, this.#names, o.resources);
+    // Agents create what is missing and change nothing that exists: its owner (the coordinator or
+    // `rung server`) configures it, and an agent's NATS user may not update streams.
+    const resources = await ensureResources(nc, this.#names, { ...o.resources, updateExisting: false });
     const js = jetstream(nc);
+    let replay: { ledger: ReplayLedger; nonces: SharedNonces } | null = null;
+    if (o.insecure) {
+      this.#log.warn("--insecure: running unsigned orders from anyone who can publish work to this mesh");
+    } else {
+      replay = {
+        ledger: new ReplayLedger({ file: join(o.stateDir, "accepted-orders.jsonl") }),
+        nonces: new SharedNonces(await ensureNonceBucket(nc, this.#names, o.resources), o.name, this.#log),
+      };
+      this.#log.info({ trust: o.trust }, `running only orders signed by ${o.trust.length} trusted key(s)`);
+    }
 
     if (!found.fake && found.gpus.length > 0) {
       this.#sampler = new NvidiaSmiSampler({ path: o.nvidiaSmi, intervalMs: o.telemetryIntervalMs, log: this.#log });
@@ -245,6 +259,7 @@ class AgentImpl implements Agent {
       },
       isConnected: () => this.#connected,
       isClosed: () => nc.isClosed(),
+      replay,
     });
     this.#loop = loop;
     await this.#control.start();

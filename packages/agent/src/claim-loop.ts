@@ -8,17 +8,20 @@ import {
   ensureWorkConsumer,
   type Logger,
   type MeshNames,
+  NONCE_WINDOW_MS,
   OrderIdentitySchema,
   type RejectReason,
   SCHEMA_VERSION,
   StopReason,
   type TrialEvent,
+  verifyOrder,
   type WorkOrder,
   WorkOrderSchema,
 } from "@rung/protocol";
 import type { ControlWatch } from "./control-watch.js";
 import { EventQueue, publishEvent } from "./events.js";
 import type { CompiledAgentOptions } from "./options.js";
+import type { ReplayLedger, SharedNonces } from "./replay-ledger.js";
 import type { SlotHolder, SlotKind, Slots } from "./slots.js";
 import { type StopRequest, type TrialResult, TrialRun } from "./trial-runner.js";
 
@@ -38,6 +41,13 @@ import { type StopRequest, type TrialResult, TrialRun } from "./trial-runner.js"
  *            never run here is terminated (`term`) with a `rejected` event, so it is not redelivered
  *            for ever; an order that arrives once claiming has stopped is handed back (`nak`, no delay).
  *
+ * Verification (see protocol's order-signing.ts and replay-ledger.ts), in this order: the signature
+ * against `--trust` (unsigned, untrusted-signer, bad-signature), expiry, replay (this agent's ledger,
+ * then — once the slots are taken and before anything starts — the mesh's nonces bucket), the pool,
+ * `--allow-command`, the workdir. A refusal on security grounds is logged at warn with `security` and
+ * the claimed signer, and goes out as a `rejected` event that names both; the process never starts.
+ * With `--insecure` only expiry and the local checks apply.
+ *
  * Each claimed order then lives as an attempt (attempt number = the order's attempt + deliveries - 1,
  * so a redelivery after an agent died runs attempt 2):
  *
@@ -45,7 +55,8 @@ import { type StopRequest, type TrialResult, TrialRun } from "./trial-runner.js"
  *
  *   - heartbeats: every third of the lease, an in-progress ack, confirmed by the server. If more than
  *     a lease passed since the last confirmed one (the agent was frozen, or cut off from NATS), the
- *     order has been handed to another agent: the local trial is killed, `finished stopped claim-lost`
+ *     order has been handed to another agent: the local trial is killed at once (SIGKILL, no grace:
+ *     the other copy may be running already), `finished stopped claim-lost`
  *     is published, and the order is neither acked nor nak'd — it is not ours any more;
  *   - a stop decision in the control bucket (read when the order arrives, watched afterwards, read again
  *     after a reconnect) stops the trial (SIGTERM, grace, SIGKILL): `finished stopped`, ack;
@@ -57,6 +68,15 @@ import { type StopRequest, type TrialResult, TrialRun } from "./trial-runner.js"
  *
  * Every path out of an attempt releases its slots and ends its order: "we MUST release the job".
  */
+
+/** Refusals that say someone may be attacking the mesh, logged as such. */
+const SECURITY_REASONS: ReadonlySet<RejectReason> = new Set<RejectReason>([
+  "unsigned",
+  "bad-signature",
+  "untrusted-signer",
+  "replayed",
+  "command-not-allowed",
+]);
 
 export interface Pool {
   name: string;
@@ -93,6 +113,8 @@ export interface ClaimLoopOptions {
   isConnected(): boolean;
   /** True once the connection is closed for good: publishes stop retrying. */
   isClosed(): boolean;
+  /** Replay protection for signed orders; null with `--insecure`. */
+  replay: { ledger: ReplayLedger; nonces: SharedNonces } | null;
 }
 
 interface Attempt {
@@ -280,16 +302,26 @@ export class ClaimLoop {
       this.counters.ordersReturned += 1;
       return;
     }
-    const problem = this.#verify(order, pool);
+    const seq = msg.info.streamSequence;
+    const problem = this.#verify(order, pool, seq);
     if (problem) {
-      this.#reject(msg, order, problem.reason, problem.detail);
+      this.#reject(msg, order, problem.reason, problem.detail, order.signer ?? null);
       return;
     }
     const attempt = order.attempt + msg.info.deliveryCount - 1;
     if (this.#attempts.has(`${order.study}.${order.trial}.${attempt}`)) {
-      this.#reject(msg, { ...order, attempt }, "replayed", `attempt ${attempt} of this trial is already running on this agent`);
+      this.#reject(
+        msg,
+        { ...order, attempt },
+        "replayed",
+        `attempt ${attempt} of this trial is already running on this agent`,
+        order.signer ?? null,
+      );
       return;
     }
+    // On disk before anything starts, so a restarted agent still knows this nonce. Before the slots
+    // too: if the write fails, nothing is held (a redelivery of this same message is no replay).
+    this.#o.replay?.ledger.record(order.nonce, seq, order.expiresAt);
     const holder: SlotHolder = { study: order.study, trial: order.trial, attempt, busyShare: null };
     const ids = this.#o.slots.take(pool.kind, pool.k, holder);
     if (!ids) {
@@ -330,17 +362,65 @@ export class ClaimLoop {
     this.#attempts.set(a.key, a);
     a.heartbeat = setInterval(() => this.#beat(a), this.#o.options.heartbeatMs);
     this.#o.onActivity();
-    a.done = this.#runAttempt(a);
+    a.done = this.#admit(a, seq).then((admitted) => (admitted ? this.#runAttempt(a) : undefined));
   }
 
   /**
-   * Can this order run here at all? Signatures (`--trust`, `--insecure`) belong to the security work and
-   * will be checked here too; today: expiry, the pool it came from, `--allow-command`, and the workdir.
+   * The mesh-wide replay check, the one asynchronous step before an attempt begins: the slots are
+   * held meanwhile, nothing has started. A copy of an order another agent accepted is rejected; when
+   * the bucket cannot be reached the order is handed back rather than run unchecked.
    */
-  #verify(order: WorkOrder, pool: Pool): { reason: RejectReason; detail: string } | null {
+  async #admit(a: Attempt, seq: number): Promise<boolean> {
+    const replay = this.#o.replay;
+    if (!replay) return true;
+    let why: string | null = null;
+    let failure: Error | undefined;
+    for (let i = 0; i < 3; i++) {
+      try {
+        why = await replay.nonces.claim(a.order, seq);
+        failure = undefined;
+        break;
+      } catch (err) {
+        failure = err as Error;
+        if (this.#o.isClosed()) break;
+        await sleep(500 * (i + 1));
+      }
+    }
+    if (!failure && why === null) return true;
+    if (failure) {
+      a.log.error(
+        { err: failure.message, bucket: this.#o.names.nonces },
+        "cannot record the order's nonce in the mesh; handing the order back instead of running it unchecked",
+      );
+      safely(() => a.msg.nak(5000));
+      this.counters.ordersReturned += 1;
+    } else {
+      this.#reject(a.msg, a.order, "replayed", why as string, a.order.signer ?? null, a.attempt);
+    }
+    if (a.heartbeat) clearInterval(a.heartbeat);
+    this.#attempts.delete(a.key);
+    this.#o.slots.release(a.pool.kind, a.ids);
+    this.#o.onActivity();
+    return false;
+  }
+
+  /** Can this order run here at all? See "Verification" at the top. */
+  #verify(order: WorkOrder, pool: Pool, seq: number): { reason: RejectReason; detail: string } | null {
     const o = this.#o.options;
-    if (order.expiresAt <= Date.now())
-      return { reason: "expired", detail: `the order expired at ${new Date(order.expiresAt).toISOString()}` };
+    const now = Date.now();
+    if (o.insecure) {
+      if (order.expiresAt <= now)
+        return { reason: "expired", detail: `the order expired at ${new Date(order.expiresAt).toISOString()}` };
+    } else {
+      const ledger = this.#o.replay?.ledger;
+      const check = verifyOrder(order, { trusted: o.trust, now, replayed: (ord) => ledger?.check(ord.nonce, seq) ?? null });
+      if (!check.ok) return check;
+      if (order.expiresAt - now > NONCE_WINDOW_MS)
+        return {
+          reason: "expired",
+          detail: `the order is valid until ${new Date(order.expiresAt).toISOString()}, beyond the ${NONCE_WINDOW_MS / 86_400_000}-day replay window; give orders a shorter life`,
+        };
+    }
     if (order.pool !== pool.name)
       return { reason: "malformed", detail: `an order for pool ${order.pool} arrived on pool ${pool.name}` };
     const gpus = order.resources.gpus;
@@ -370,12 +450,18 @@ export class ClaimLoop {
     id: { study: string; trial: string; attempt?: number | null } | null,
     reason: RejectReason,
     detail: string,
+    sender: string | null = null,
+    attempt: number | null = id?.attempt ?? null,
   ): void {
     this.counters.ordersRejected += 1;
     // No reason text on the term: nats-server 2.9 does not recognise "+TERM <reason>" and would
     // redeliver the order after the lease. The reason goes out in the rejected event instead.
-    msg.term();
-    this.#o.log.warn({ study: id?.study, trial: id?.trial, reason, detail }, "rejected a work order");
+    safely(() => msg.term());
+    const security = SECURITY_REASONS.has(reason);
+    this.#o.log.warn(
+      { study: id?.study, trial: id?.trial, reason, detail, ...(security ? { security: true, sender } : {}) },
+      security ? "refused a work order on security grounds; it was not started" : "rejected a work order",
+    );
     if (!id) return;
     const event: TrialEvent = {
       v: SCHEMA_VERSION,
@@ -383,11 +469,11 @@ export class ClaimLoop {
       study: id.study,
       trial: id.trial,
       ts: Date.now(),
-      attempt: id.attempt ?? null,
+      attempt,
       agent: this.#o.options.name,
       reason,
       detail,
-      sender: null,
+      sender,
     };
     this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed));
   }
@@ -528,11 +614,13 @@ export class ClaimLoop {
       this.counters.claimsLost += 1;
       a.log.warn(
         { sinceLastHeartbeatMs: now - a.lastBeatOkAt, leaseMs },
-        "claim lost: no confirmed heartbeat within the lease; stopping the trial",
+        "claim lost: no confirmed heartbeat within the lease; killing the trial",
       );
+      // Another agent may be running this trial already: no grace period (a trainer may spend many
+      // seconds saving a checkpoint on SIGTERM), or two copies would run at once for that long.
       const req: StopRequest = { reason: StopReason.claimLost, detail: "claim-lost" };
       a.stop = req;
-      a.run?.stop(req);
+      a.run?.killNow(req);
       return;
     }
     if (a.beating) return;

@@ -28,7 +28,10 @@ export {
 } from "./nvidia-smi.js";
 export type { AgentOptions, CompiledAgentOptions } from "./options.js";
 export { compileAgentOptions, DrainMode, defaultAgentName } from "./options.js";
+export type { ReplayLedgerOptions } from "./replay-ledger.js";
+export { nonceKey, ReplayLedger, SharedNonces } from "./replay-ledger.js";
 export type { ParsedReport } from "./report-socket.js";
 export { MAX_REPORT_LINE, parseReportLine } from "./report-socket.js";
+export { MIN_SECRET_LENGTH, SECRET_MASK, SecretMasker, secretValues } from "./secret-mask.js";
 export type { StopRequest, TrialResult } from "./trial-runner.js";
 export { PYTHON_HELPER_DIR, resolveExecutable } from "./trial-runner.js";

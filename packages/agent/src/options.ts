@@ -2,6 +2,7 @@ import { homedir, hostname } from "node:os";
 import { join, resolve } from "node:path";
 import {
   DurationError,
+  isValidPublicKey,
   type Logger,
   MAX_TOKEN_LENGTH,
   type NatsOptions,
@@ -58,10 +59,22 @@ export interface AgentOptions {
   /** Shell command to run when the agent exits for idleness (`sudo poweroff`). Default none. */
   onIdle?: string | null;
   /**
-   * Security seam: when given, an order runs only if its argv, joined by spaces, starts with one of
-   * these prefixes; other orders are rejected (`command-not-allowed`). Default: any command.
+   * When given, an order runs only if its argv, joined by spaces, starts with one of these prefixes
+   * (whole arguments: `python train.py` allows `python train.py --lr 1`, not `python train.pyc`);
+   * other orders are rejected (`command-not-allowed`). Default: any command a trusted order names.
    */
   allowCommand?: readonly string[];
+  /**
+   * Public keys (nkeys, `signing.pub` from `rung auth init`) of the coordinators whose signed orders
+   * this agent runs (`--trust`, repeatable). Orders that are unsigned, signed by another key, altered,
+   * expired or replayed are rejected and never started. Required unless `insecure`.
+   */
+  trust?: readonly string[];
+  /**
+   * Run unsigned orders from anyone who can publish to the work queue (`--insecure`): for a private
+   * laptop or a test, never on a shared network. Default false.
+   */
+  insecure?: boolean;
   /** How often the advert is refreshed; keep well under the bucket's TTL (15 s). Default `"3s"`. */
   advertInterval?: string | number;
   /** GPU samples per agent. Default `"1s"`. */
@@ -95,6 +108,9 @@ export interface CompiledAgentOptions {
   readonly idleExitMs: number | null;
   readonly onIdle: string | null;
   readonly allowCommand: readonly string[];
+  /** Trusted signer keys; empty only when `insecure`. */
+  readonly trust: readonly string[];
+  readonly insecure: boolean;
   readonly advertIntervalMs: number;
   readonly telemetryIntervalMs: number;
   readonly hostIntervalMs: number;
@@ -188,6 +204,9 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
   for (const p of o.allowCommand ?? [])
     if (!p.trim()) throw new AgentOptionsError("--allow-command", "an allowed command prefix may not be empty");
   const onIdle = o.onIdle?.trim() ? o.onIdle : null;
+  const replicas = o.resources?.replicas;
+  if (replicas !== undefined && !(Number.isInteger(replicas) && replicas >= 1 && replicas <= 5))
+    throw new AgentOptionsError("--replicas", `must be a whole number from 1 to 5, got ${JSON.stringify(replicas)}`);
   return {
     nats: { ...o.nats, name: o.nats?.name ?? `rung-agent ${name}` },
     prefix,
@@ -215,5 +234,28 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
     maxDeliver,
     resources: { ...o.resources },
     logger: o.logger,
+    // Last, so that a mistake in any other flag is reported first.
+    ...compileTrust(o),
   };
+}
+
+/** `--trust` and `--insecure`: an agent runs signed orders only, unless told in so many words not to. */
+function compileTrust(o: AgentOptions): { trust: readonly string[]; insecure: boolean } {
+  const trust = [...new Set((o.trust ?? []).map((k) => k.trim()).filter((k) => k !== ""))];
+  for (const k of trust)
+    if (!isValidPublicKey(k))
+      throw new AgentOptionsError(
+        "--trust",
+        `${JSON.stringify(k)} is not an nkey public key (signing.pub from "rung auth init")`,
+      );
+  const insecure = o.insecure ?? false;
+  if (trust.length === 0 && !insecure)
+    throw new AgentOptionsError(
+      "--trust",
+      "no coordinator key to trust: without one this agent would run any command that anyone able to publish work sends it. " +
+        'Pass --trust PUBKEY (signing.pub from "rung auth init"), or --insecure on a private machine',
+    );
+  if (trust.length > 0 && insecure)
+    throw new AgentOptionsError("--insecure", "cannot be combined with --trust; leave one of them out");
+  return { trust, insecure };
 }

@@ -8,6 +8,7 @@ import pty from "node-pty";
 import { TrialStartError } from "./errors.js";
 import { LogStream } from "./log-stream.js";
 import { ReportSocket } from "./report-socket.js";
+import { SecretMasker, secretValues } from "./secret-mask.js";
 
 /**
  * Runs one attempt of a trial in a pseudo-terminal — the trial sees a terminal, so progress bars and
@@ -163,12 +164,14 @@ export class TrialRun {
       log: o.log,
       giveUp: o.isClosed,
     });
+    // The values of the order's secret_env never reach a log, whatever the trial prints.
+    const masker = new SecretMasker(secretValues(o.order));
     const env = trialEnv(o);
     let program: string;
     try {
       program = this.#prepare(env);
     } catch (err) {
-      const detail = err instanceof TrialStartError ? err.detail : (err as Error).message;
+      const detail = masker.maskText(err instanceof TrialStartError ? err.detail : (err as Error).message);
       logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
       await logs.finish();
       return {
@@ -202,7 +205,7 @@ export class TrialRun {
       });
     } catch (err) {
       await reports.close(0);
-      const detail = (err as Error).message;
+      const detail = masker.maskText((err as Error).message);
       logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
       await logs.finish();
       return {
@@ -219,7 +222,8 @@ export class TrialRun {
     this.#pid = pid;
     const exited = new Promise<{ exitCode: number; signal?: number }>((r) => term.onExit(r));
     term.onData((d) => {
-      if (logs.write(d as unknown as Buffer)) return;
+      const out = masker.push(d as unknown as Buffer);
+      if (out.length === 0 || logs.write(out)) return;
       // The log file is behind: stop reading the terminal, so the trial blocks on its own writes.
       term.pause();
       void logs.fileDrained().then(() => term.resume());
@@ -244,6 +248,8 @@ export class TrialRun {
     // Anything the trial left behind in its group (workers that ignored SIGHUP) goes with it.
     killGroup(pid, "SIGKILL");
     await reports.close();
+    const rest = masker.flush();
+    if (rest.length > 0) logs.write(rest);
     await logs.finish();
 
     const sig = exit.signal ? (SIGNAL_NAMES.get(exit.signal) ?? `signal ${exit.signal}`) : null;

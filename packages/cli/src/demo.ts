@@ -16,7 +16,7 @@ import {
   type StudySpec,
   savingsText,
 } from "@rung/coordinator";
-import { connectNats, createLogger, type NatsServerProcess, startNatsServer } from "@rung/protocol";
+import { connectNats, createLogger, createSigningKey, type NatsServerProcess, signOrder, startNatsServer } from "@rung/protocol";
 
 /** Where `rung demo` finds the example study: the checkout this CLI was built in. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -59,7 +59,9 @@ function realGpusPresent(): boolean {
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const specPath = o.spec ?? join(REPO_ROOT, "configs", "digits-asha.yaml");
   if (!existsSync(specPath)) {
-    throw new Error(`the demo study ${specPath} is missing — run "rung demo" from a Rung checkout, or pass --spec FILE --workdir DIR`);
+    throw new Error(
+      `the demo study ${specPath} is missing — run "rung demo" from a Rung checkout, or pass --spec FILE --workdir DIR`,
+    );
   }
   const spec = await loadSpec(specPath);
   const logDir = join(homedir(), ".rung", "demo");
@@ -77,6 +79,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       url = server.url;
       say(`embedded nats-server at ${url}`);
     }
+    // The secure path, as on rented boxes: an ephemeral signing key for this run; the agents trust
+    // only it, so they run only the orders this demo's coordinator signs.
+    const key = createSigningKey();
     const real = o.fakeGpus === undefined && realGpusPresent();
     const count = real ? 1 : (o.agents ?? 4);
     for (let i = 0; i < count; i++) {
@@ -90,15 +95,29 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           stateDir: join(dir, `agent-${i + 1}`),
           stopGrace: "5s",
           drain: "requeue",
+          trust: [key.publicKey],
           logger: log.child({ agent: `demo-${i + 1}` }),
         }),
       );
     }
-    say(`${count} local agent(s) with ${real ? "the real GPUs" : `${o.fakeGpus ?? 1} simulated GPU(s) each`}; logs in ${logFile}`);
-    say(`study ${spec.name}: ${spec.scheduler.type}, ${spec.metric.name} (${spec.metric.mode}), up to ${spec.maxConcurrent ?? "∞"} trials at once`);
+    say(
+      `${count} local agent(s) with ${real ? "the real GPUs" : `${o.fakeGpus ?? 1} simulated GPU(s) each`}; logs in ${logFile}`,
+    );
+    say(`work orders signed with an ephemeral key; the agents trust only ${key.publicKey.slice(0, 12)}…`);
+    say(
+      `study ${spec.name}: ${spec.scheduler.type}, ${spec.metric.name} (${spec.metric.mode}), up to ${spec.maxConcurrent ?? "∞"} trials at once`,
+    );
     const nc = await connectNats({ url, name: "rung-demo coordinator" });
     try {
-      const result = await runStudy({ nc, spec, prefix: o.prefix, log, signal: o.signal, onProgress: o.onProgress });
+      const result = await runStudy({
+        nc,
+        spec,
+        prefix: o.prefix,
+        log,
+        signal: o.signal,
+        onProgress: o.onProgress,
+        signOrder: (order) => signOrder(order, key.seed),
+      });
       o.onStudyEnd?.();
       say("");
       say(`study ${result.study} ${result.status}`);

@@ -12,6 +12,7 @@ import {
   MeshNames,
   type MeshResources,
   poolName,
+  type ResourceOptions,
   type StudyRecord,
   StudyRecordSchema,
   type TrialEvent,
@@ -23,9 +24,9 @@ import { StudyLease } from "./lease.js";
 import { MeshView } from "./mesh-view.js";
 import type { PlannedTrial } from "./search-space.js";
 import { generateTrials } from "./search-space.js";
-import { type StudySpec, specHash, specToInput, trialArgv } from "./spec.js";
+import { type StudySpec, specForRecord, specHash, trialArgv } from "./spec.js";
 import { type StopDecision, StudyDecider } from "./study-decider.js";
-import { StudyState, TERMINAL_PHASES, type TrialRecord } from "./study-state.js";
+import { isCopyRejection, StudyState, TERMINAL_PHASES, type TrialRecord } from "./study-state.js";
 
 /** Options of `runStudy`; durations are milliseconds (the CLI parses "30s"). */
 export interface RunStudyOptions {
@@ -44,8 +45,14 @@ export interface RunStudyOptions {
   orderTtlMs?: number;
   /** Adverts older than this are not counted as free capacity. Default 15 s. */
   advertStaleMs?: number;
-  /** Seam for signed orders (security issue): returns the order to publish. */
+  /**
+   * Signs each order before it is published (`rung study run --signing-key`: protocol's `signOrder`
+   * with the key's seed). Agents started with `--trust` run only orders signed by a key they trust.
+   * Default: orders go out unsigned, which only `--insecure` agents run.
+   */
   signOrder?: (order: WorkOrder) => WorkOrder;
+  /** Stream and bucket options for `ensureResources` (`--replicas` on a cluster). Default protocol's. */
+  resources?: ResourceOptions;
 }
 
 export interface StudyProgress {
@@ -79,7 +86,9 @@ export interface StudyResult {
  *   report    → scheduler decision (published); STOP below max_t → stop key in the control bucket
  *   finished  → completed: trial ends · stopped: ends as stopped (unless the claim moved on) ·
  *               failed: a new attempt while retries last, else the trial fails with its log tail
- *   rejected  → the trial fails with the agent's reason (never retried: it cannot run)
+ *   rejected  → the trial fails with the agent's reason (never retried: it cannot run) — except a
+ *               `bad-signature` or `replayed` one: this coordinator never publishes such an order, so
+ *               it was someone's copy, and the real order is still queued or running (a warning)
  * After each event, and whenever an agent's free capacity changes, new trials are dispatched while
  * fewer than `max_concurrent` are in flight and fewer orders wait than the mesh has free places.
  */
@@ -126,7 +135,7 @@ export class StudyCoordinator {
 
   async run(): Promise<StudyResult> {
     const o = this.#o;
-    this.#res = await ensureResources(o.nc, this.names);
+    this.#res = await ensureResources(o.nc, this.names, o.resources);
     this.#js = jetstream(o.nc);
     const lease = new StudyLease(this.#res.studies, this.names.subjects, this.spec.name, o.leaseMs ?? 15_000);
     await lease.acquire();
@@ -192,7 +201,7 @@ export class StudyCoordinator {
       v: 1,
       type: "study",
       name: this.spec.name,
-      spec: specToInput(this.spec),
+      spec: specForRecord(this.spec),
       specHash: hash,
       createdAt: now,
       state: "running",
@@ -238,6 +247,13 @@ export class StudyCoordinator {
     // and the order: publish them again under the same message id (the server drops duplicates).
     for (const t of this.state.trials.values()) {
       if (TERMINAL_PHASES.has(t.phase)) continue;
+      if (t.createdAt !== null && t.attempts.length === 0) {
+        // A crash between a trial's created event and its queued one: dispatch counts it as created,
+        // so nothing else would ever queue it. Queue its first attempt now (or, stopped, cancel it).
+        if (this.#stopRequested) await this.#end(t, "cancelled", "study stopped before the trial was queued");
+        else await this.#queue(t.trial, 1);
+        continue;
+      }
       for (const a of t.attempts) if (a.status === "queued") await this.#publishOrder(t.trial, a.attempt, true);
     }
     this.#live = true;
@@ -257,7 +273,12 @@ export class StudyCoordinator {
     const stop = this.#decider.onEvent(ev);
     if (stop) await this.#onStop(stop);
     if (ev.type === "finished") await this.#onFinished(t, ev);
-    if (ev.type === "rejected" && !TERMINAL_PHASES.has(t.phase)) {
+    if (ev.type === "rejected" && isCopyRejection(ev.reason)) {
+      this.log.warn(
+        { trial: ev.trial, agent: ev.agent, reason: ev.reason, sender: ev.sender, security: true },
+        `agent ${ev.agent} refused a copy of an order of this study (${ev.reason}): someone may be publishing work; the trial goes on`,
+      );
+    } else if (ev.type === "rejected" && !TERMINAL_PHASES.has(t.phase)) {
       await this.#end(t, "failed", `rejected by agent ${ev.agent}: ${ev.reason}: ${ev.detail}`);
     }
     if (this.#live) {
@@ -288,7 +309,10 @@ export class StudyCoordinator {
     this.state.apply(decision);
     if (this.#done.has(key)) return; // decided before a restart; its stop key was written then
     if (!d.atMaxT) await this.#writeStop(d.trial, "scheduler-stop", d.by, d.rung ?? d.t);
-    this.log.info({ trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason }, d.atMaxT ? "trial reached max_t" : "stopping trial");
+    this.log.info(
+      { trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason },
+      d.atMaxT ? "trial reached max_t" : "stopping trial",
+    );
     await this.#publishEvent(decision, key);
   }
 

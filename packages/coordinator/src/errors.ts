@@ -109,3 +109,60 @@ export class StudyNotFoundError extends Error {
     super(`no study named ${study} in this mesh — "rung study list" shows the studies there are`);
   }
 }
+
+/** `rung logs` / `rung attach`: no trial of that id in any study (or in the study named). */
+export class TrialNotFoundError extends Error {
+  override name = "TrialNotFoundError";
+  constructor(
+    readonly trial: string,
+    readonly study: string | null,
+  ) {
+    super(
+      study === null
+        ? `no trial ${trial} in any study of this mesh — "rung study status NAME" lists a study's trials`
+        : `no trial ${trial} in study ${study} — "rung study status ${study}" lists its trials`,
+    );
+  }
+}
+
+/** A bare trial id that several studies have. */
+export class AmbiguousTrialError extends Error {
+  override name = "AmbiguousTrialError";
+  constructor(
+    readonly trial: string,
+    readonly studies: readonly string[],
+  ) {
+    super(
+      `trial ${trial} is in ${studies.length} studies (${studies.join(", ")}) — name one, as ${studies[0]}/${trial} or with --study ${studies[0]}`,
+    );
+  }
+}
+
+/** The trial (or attempt) has no terminal output stored. */
+export class NoTrialOutputError extends Error {
+  override name = "NoTrialOutputError";
+  constructor(
+    readonly study: string,
+    readonly trial: string,
+    readonly attempt: number | null,
+    readonly attempts: readonly number[] = [],
+  ) {
+    super(
+      attempt === null
+        ? `trial ${study}/${trial} has no terminal output yet — follow it with -f, or "rung attach ${study}/${trial}"`
+        : `trial ${study}/${trial} has no output for attempt ${attempt}${attempts.length ? ` (attempts with output: ${attempts.join(", ")})` : ""}`,
+    );
+  }
+}
+
+/** `rung attach` on a trial that has ended. */
+export class TrialNotRunningError extends Error {
+  override name = "TrialNotRunningError";
+  constructor(
+    readonly study: string,
+    readonly trial: string,
+    readonly phase: string,
+  ) {
+    super(`trial ${study}/${trial} is not running (${phase}) — see its output with "rung logs ${study}/${trial}"`);
+  }
+}

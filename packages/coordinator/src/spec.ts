@@ -416,6 +416,21 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
   return out;
 }
 
+/** What a secret value is stored as in the study record. */
+export const REDACTED = "***";
+
+/**
+ * The spec as the study record keeps it: `specToInput`, with the values of the `secret_env` names
+ * replaced by `***`. The record is read by everyone allowed to look at the mesh (`study status`,
+ * `tail`, viewers); the values travel only inside work orders, which viewers cannot read.
+ */
+export function specForRecord(spec: StudySpec): Record<string, unknown> {
+  const input = specToInput(spec);
+  const env = { ...(input.env as Record<string, string>) };
+  for (const name of spec.secretEnv) if (name in env) env[name] = REDACTED;
+  return { ...input, env };
+}
+
 /** JSON with object keys sorted at every level and no whitespace: equal values, equal text. */
 export function canonicalJson(value: unknown): string {
   if (value === null || typeof value !== "object") {

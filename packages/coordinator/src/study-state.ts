@@ -1,4 +1,4 @@
-import type { TrialEvent } from "@rung/protocol";
+import type { RejectReason, TrialEvent } from "@rung/protocol";
 import type { MetricMode } from "./scheduler-options.js";
 
 /**
@@ -74,6 +74,15 @@ export interface PhaseCounts {
   stopped: number;
   failed: number;
   cancelled: number;
+}
+
+/**
+ * A rejection that is not about the study's own order: the coordinator signs each order it publishes
+ * and never publishes one twice, so an order refused for a bad signature or as a replay was a copy
+ * made by someone else. It leaves the attempt as it was (the real order is queued or running).
+ */
+export function isCopyRejection(reason: RejectReason): boolean {
+  return reason === "bad-signature" || reason === "replayed";
 }
 
 function better(mode: MetricMode, a: number, b: number | null): boolean {
@@ -229,7 +238,7 @@ export class StudyState {
         break;
       }
       case "rejected": {
-        if (ev.attempt !== null) {
+        if (ev.attempt !== null && !isCopyRejection(ev.reason)) {
           const a = this.attempt(t, ev.attempt);
           a.status = "rejected";
           a.agent = ev.agent;

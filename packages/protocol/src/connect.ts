@@ -1,6 +1,8 @@
 import { readFileSync } from "node:fs";
-import { connect, credsAuthenticator, type NatsConnection } from "@nats-io/transport-node";
-import { NatsUnreachableError } from "./errors.js";
+import { fromSeed } from "@nats-io/nkeys";
+import { type Authenticator, connect, credsAuthenticator, type NatsConnection, nkeyAuthenticator } from "@nats-io/transport-node";
+import { NatsAuthError, NatsCredentialsError, NatsUnreachableError } from "./errors.js";
+import { seedFromText } from "./order-signing.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 
@@ -8,8 +10,17 @@ export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
 export interface NatsOptions {
   /** Server URL(s), comma-separated. Default `RUNG_NATS_URL`, else nats://127.0.0.1:4222. */
   url?: string;
-  /** NATS credentials file (`rung auth init` writes them). Default `RUNG_NATS_CREDS`. */
+  /**
+   * Credentials file. Default `RUNG_NATS_CREDS`. Either a NATS `.creds` file (a user JWT and its seed,
+   * for servers in operator mode) or a file holding an nkey user seed, as `rung auth init` writes them.
+   */
   creds?: string;
+  /**
+   * Prefix of this connection's reply inboxes. Default `RUNG_NATS_INBOX_PREFIX`, else, with an nkey
+   * seed, `_INBOX_<public key>` (what `rung auth init` lets each user subscribe to, so no user can read
+   * another's replies), else `_INBOX`.
+   */
+  inboxPrefix?: string;
   /** CA certificate to verify the server. Default `RUNG_TLS_CA`. */
   tlsCa?: string;
   /** Client certificate and key for mutual TLS. Default `RUNG_TLS_CERT` / `RUNG_TLS_KEY`. */
@@ -27,18 +38,59 @@ export function natsUrl(options: NatsOptions = {}): string {
   return options.url ?? process.env.RUNG_NATS_URL ?? DEFAULT_NATS_URL;
 }
 
+/** The inbox prefix of an nkey user: `rung auth init` allows that user to subscribe to it and no other. */
+export function inboxPrefixFor(publicKey: string): string {
+  return `_INBOX_${publicKey}`;
+}
+
+/** What a credentials file says about who we are. */
+export interface NatsCredentials {
+  authenticator: Authenticator;
+  /** The nkey user's public key; null for a JWT `.creds` file. */
+  publicKey: string | null;
+}
+
+/** Reads a credentials file: a NATS `.creds` file (JWT + seed) or an nkey user seed. */
+export function readNatsCredentials(file: string): NatsCredentials {
+  let bytes: Uint8Array;
+  try {
+    bytes = readFileSync(file);
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    throw new NatsCredentialsError(file, code === "ENOENT" ? "does not exist" : `cannot be read (${code ?? String(cause)})`, {
+      cause,
+    });
+  }
+  const text = new TextDecoder().decode(bytes);
+  if (text.includes("BEGIN NATS USER JWT")) return { authenticator: credsAuthenticator(bytes), publicKey: null };
+  const seed = seedFromText(text);
+  if (!seed?.startsWith("SU")) throw new NatsCredentialsError(file, "holds neither a NATS user JWT nor an nkey user seed");
+  const seedBytes = new TextEncoder().encode(seed);
+  let publicKey: string;
+  try {
+    publicKey = fromSeed(seedBytes).getPublicKey();
+  } catch (cause) {
+    throw new NatsCredentialsError(file, "holds a damaged nkey seed", { cause });
+  }
+  return { authenticator: nkeyAuthenticator(seedBytes), publicKey };
+}
+
 export async function connectNats(options: NatsOptions = {}): Promise<NatsConnection> {
   const url = natsUrl(options);
-  const creds = options.creds ?? process.env.RUNG_NATS_CREDS;
+  const credsFile = options.creds ?? process.env.RUNG_NATS_CREDS;
   const ca = options.tlsCa ?? process.env.RUNG_TLS_CA;
   const cert = options.tlsCert ?? process.env.RUNG_TLS_CERT;
   const key = options.tlsKey ?? process.env.RUNG_TLS_KEY;
   const tls = ca || cert ? { caFile: ca, certFile: cert, keyFile: key } : undefined;
+  const creds = credsFile ? readNatsCredentials(credsFile) : undefined;
+  const inboxPrefix =
+    options.inboxPrefix ?? process.env.RUNG_NATS_INBOX_PREFIX ?? (creds?.publicKey ? inboxPrefixFor(creds.publicKey) : undefined);
   try {
     return await connect({
       servers: url.split(",").map((s) => s.trim()),
       name: options.name,
-      authenticator: creds ? credsAuthenticator(readFileSync(creds)) : undefined,
+      authenticator: creds?.authenticator,
+      inboxPrefix,
       tls,
       timeout: options.timeoutMs ?? 5000,
       maxReconnectAttempts: options.reconnectForever === false ? 3 : -1,
@@ -46,6 +98,9 @@ export async function connectNats(options: NatsOptions = {}): Promise<NatsConnec
       waitOnFirstConnect: false,
     });
   } catch (cause) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    if (/authori[sz]ation|authentication|permissions|certificate|tls|ssl/i.test(why))
+      throw new NatsAuthError(url, why, { cause });
     throw new NatsUnreachableError(url, { cause });
   }
 }

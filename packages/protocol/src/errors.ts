@@ -53,3 +53,45 @@ export class DurationError extends Error {
     super(`${what}: ${JSON.stringify(value)} is not a duration; write it like "500ms", "30s", "15m" or "2h"`);
   }
 }
+
+/** A signing key file (`--signing-key`) that cannot be used. */
+export class SigningKeyError extends Error {
+  override name = "SigningKeyError";
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`signing key ${file} ${problem} — create one with "rung auth init", or pass --signing-key FILE`, options);
+  }
+}
+
+/** A NATS credentials file (`--creds`) that cannot be used. */
+export class NatsCredentialsError extends Error {
+  override name = "NatsCredentialsError";
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `credentials file ${file} ${problem} — pass a file written by "rung auth init" (or a NATS .creds file) with --creds`,
+      options,
+    );
+  }
+}
+
+/** The server refused who we said we were: wrong or missing credentials, or a certificate it does not accept. */
+export class NatsAuthError extends Error {
+  override name = "NatsAuthError";
+  constructor(
+    readonly url: string,
+    readonly detail: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `NATS at ${url} refused the connection (${detail}) — check --creds and the --tls-* files (see docs/deploy.md)`,
+      options,
+    );
+  }
+}

@@ -1,17 +1,22 @@
 // @rung/protocol: everything that crosses NATS — names, subjects, messages, codec, resources.
 
+export type { AuthInitOptions, AuthInitResult, WrittenCredentials } from "./auth-init.js";
+export { initAuth } from "./auth-init.js";
 export type { Decoded, DropLogger } from "./codec.js";
 export { BadMessageCounter, DecodeError, DecodeErrorKind, decode, encode, MAX_MESSAGE_BYTES } from "./codec.js";
 export { CommandTemplateError, placeholders, renderArgv, splitCommand } from "./command-template.js";
-export type { NatsOptions } from "./connect.js";
-export { connectNats, DEFAULT_NATS_URL, natsUrl } from "./connect.js";
+export type { NatsCredentials, NatsOptions } from "./connect.js";
+export { connectNats, DEFAULT_NATS_URL, inboxPrefixFor, natsUrl, readNatsCredentials } from "./connect.js";
 export { nanos, parseDuration } from "./durations.js";
 export {
   DurationError,
   InvalidTokenError,
+  NatsAuthError,
+  NatsCredentialsError,
   NatsServerMissingError,
   NatsUnreachableError,
   ResourceSetupError,
+  SigningKeyError,
 } from "./errors.js";
 export type { Logger, LoggerOptions } from "./logger.js";
 export { createLogger, silentLogger } from "./logger.js";
@@ -24,6 +29,7 @@ export type {
   HostInfo,
   Lease,
   LogChunk,
+  NonceRecord,
   OrderIdentity,
   StudyRecord,
   Telemetry,
@@ -42,6 +48,7 @@ export {
   HostInfoSchema,
   LeaseSchema,
   LogChunkSchema,
+  NonceRecordSchema,
   OrderIdentitySchema,
   RejectReason,
   SCHEMA_VERSION,
@@ -54,6 +61,19 @@ export {
 } from "./messages.js";
 export type { NatsServerOptions } from "./nats-server.js";
 export { findNatsServer, NatsServerProcess, NatsServerStartError, startNatsServer } from "./nats-server.js";
+export type { OrderCheck, SigningKey, VerifyOrderOptions } from "./order-signing.js";
+export {
+  canonicalJson,
+  createSigningKey,
+  isValidPublicKey,
+  orderSigningBytes,
+  readSigningKey,
+  seedFromText,
+  signOrder,
+  verifyOrder,
+} from "./order-signing.js";
+export type { MeshUser, RolePermissionOptions, SubjectPermissions } from "./permissions.js";
+export { defaultAccountName, Role, renderAuthConfig, rolePermissions } from "./permissions.js";
 export type {
   CompiledResourceOptions,
   MeshResources,
@@ -63,9 +83,11 @@ export type {
 } from "./resources.js";
 export {
   compileResourceOptions,
+  ensureNonceBucket,
   ensureResources,
   ensureWorkConsumer,
   MeshNames,
+  NONCE_WINDOW_MS,
   streamConfigs,
 } from "./resources.js";
 export { poolName, Subjects } from "./subjects.js";

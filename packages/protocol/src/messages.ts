@@ -321,3 +321,18 @@ export const LeaseSchema = z.object({
   expiresAt: ts,
 });
 export type Lease = z.infer<typeof LeaseSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// Accepted order nonces (KV <prefix>-nonces, key: the order's nonce), for replay protection
+
+export const NonceRecordSchema = z.object({
+  v,
+  type: z.literal("nonce"),
+  /** Sequence of the work-stream message that carried the nonce first: its redeliveries share it. */
+  seq: z.number().int().nonnegative(),
+  agent: token,
+  study: token,
+  trial: token,
+  ts,
+});
+export type NonceRecord = z.infer<typeof NonceRecordSchema>;

@@ -25,6 +25,11 @@ export class MeshNames {
   readonly subjects: Subjects;
   readonly streams: { work: string; events: string; telemetry: string; logs: string };
   readonly buckets: { agents: string; control: string; studies: string };
+  /**
+   * Nonces of the signed orders agents have accepted (replay protection, see the agent's
+   * replay-ledger.ts). Agents create it; it is not in `buckets` because nothing else needs it.
+   */
+  readonly nonces: string;
 
   constructor(prefix = "rung") {
     this.prefix = validToken(prefix, "mesh prefix");
@@ -32,6 +37,7 @@ export class MeshNames {
     const P = prefix.toUpperCase().replace(/-/g, "_");
     this.streams = { work: `${P}_WORK`, events: `${P}_EVENTS`, telemetry: `${P}_TELEMETRY`, logs: `${P}_LOGS` };
     this.buckets = { agents: `${prefix}-agents`, control: `${prefix}-control`, studies: `${prefix}-studies` };
+    this.nonces = `${prefix}-nonces`;
   }
 
   /** The one durable pull consumer that every agent shares for a pool. */
@@ -42,8 +48,17 @@ export class MeshNames {
 
 /** Retention and sizing of the mesh's resources; every field has a default. */
 export interface ResourceOptions {
-  /** JetStream replicas for every stream and bucket (3 on a three-node cluster). Default 1. */
+  /**
+   * JetStream replicas for every stream and bucket (3 on a three-node cluster). Default 1 for what is
+   * created; an existing stream's replicas change only when this is given.
+   */
   replicas?: number;
+  /**
+   * Whether to update an existing stream whose configuration differs (the coordinator, `rung server`).
+   * Agents pass false: they create what is missing and leave the rest as its owner configured it, so
+   * their NATS user needs no right to change streams. Default true.
+   */
+  updateExisting?: boolean;
   /** How long GPU samples stay replayable for `rung tail --since`. Default 1 hour. */
   telemetryMaxAgeMs?: number;
   /** Byte cap of the telemetry stream. Default 1 GiB. */
@@ -156,7 +171,11 @@ async function withRetry<T>(what: string, fn: () => Promise<T>): Promise<T> {
   throw new ResourceSetupError(what, { cause: last });
 }
 
-async function ensureStream(jsm: JetStreamManager, config: StreamDefinition): Promise<void> {
+async function ensureStream(
+  jsm: JetStreamManager,
+  config: StreamDefinition,
+  o: { update: boolean; replicasGiven: boolean },
+): Promise<void> {
   const name = config.name;
   await withRetry(`stream ${name}`, async () => {
     let info: Awaited<ReturnType<JetStreamManager["streams"]["info"]>> | undefined;
@@ -169,16 +188,18 @@ async function ensureStream(jsm: JetStreamManager, config: StreamDefinition): Pr
       await jsm.streams.add(config);
       return;
     }
+    if (!o.update) return;
     const cur = info.config;
     const changed =
       JSON.stringify(cur.subjects) !== JSON.stringify(config.subjects) ||
       (config.max_age !== undefined && cur.max_age !== config.max_age) ||
       (config.max_bytes !== undefined && cur.max_bytes !== config.max_bytes) ||
       (config.duplicate_window !== undefined && cur.duplicate_window !== config.duplicate_window) ||
-      (config.num_replicas !== undefined && cur.num_replicas !== config.num_replicas);
+      (o.replicasGiven && config.num_replicas !== undefined && cur.num_replicas !== config.num_replicas);
     if (changed) {
       // Retention and storage cannot change in place; everything we tune can.
-      const { subjects, max_age, max_bytes, duplicate_window, num_replicas } = config;
+      const { subjects, max_age, max_bytes, duplicate_window } = config;
+      const num_replicas = o.replicasGiven ? config.num_replicas : cur.num_replicas;
       await jsm.streams.update(name, { ...cur, subjects, max_age, max_bytes, duplicate_window, num_replicas });
     }
   });
@@ -204,7 +225,8 @@ export async function ensureResources(
   } catch (cause) {
     throw new ResourceSetupError("the JetStream API", { cause });
   }
-  for (const config of streamConfigs(names, options)) await ensureStream(jsm, config);
+  const how = { update: options.updateExisting !== false, replicasGiven: options.replicas !== undefined };
+  for (const config of streamConfigs(names, options)) await ensureStream(jsm, config, how);
   const kvm = new Kvm(nc);
   const agents = await withRetry(`bucket ${names.buckets.agents}`, () =>
     kvm.create(names.buckets.agents, { history: 1, ttl: o.advertTtlMs, replicas: o.replicas }),
@@ -216,6 +238,20 @@ export async function ensureResources(
     kvm.create(names.buckets.studies, { history: 5, replicas: o.replicas }),
   );
   return { names, jsm, agents, control, studies };
+}
+
+/**
+ * How long the nonces of accepted orders are kept in the nonces bucket. Agents refuse orders valid for
+ * longer than this, so an order cannot outlive the record that makes a copy of it a replay.
+ */
+export const NONCE_WINDOW_MS = 7 * 86_400_000;
+
+/** Creates (or finds) the bucket of accepted order nonces; agents call it (see `MeshNames.nonces`). */
+export async function ensureNonceBucket(nc: NatsConnection, names: MeshNames, options: ResourceOptions = {}): Promise<KV> {
+  const o = compileResourceOptions(options);
+  return withRetry(`bucket ${names.nonces}`, () =>
+    new Kvm(nc).create(names.nonces, { history: 1, ttl: NONCE_WINDOW_MS, replicas: o.replicas }),
+  );
 }
 
 export interface WorkConsumerOptions {

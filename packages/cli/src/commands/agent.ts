@@ -19,10 +19,21 @@ interface AgentFlags extends NatsFlags {
   drain: string;
   idleExit?: string;
   onIdle?: string;
+  trust: string[];
+  insecure?: boolean;
+  replicas?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
+}
+
+/** A list from an environment variable (the systemd unit's /etc/rung/agent.env), `sep`-separated. */
+function envList(name: string, sep: string): string[] {
+  return (process.env[name] ?? "")
+    .split(sep)
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
 }
 
 /** `"4"` → 4; anything else is handed on as NaN for compileAgentOptions to name the flag. */
@@ -34,21 +45,63 @@ function int(value: string | undefined): number | undefined {
 export function registerAgent(program: Command): void {
   withNatsOptions(program.command("agent"))
     .description("run trials on this machine's GPUs: advertise them, claim work, stream what happens")
-    .option("--name <name>", "agent name in adverts and telemetry (default: the hostname)")
+    .option(
+      "--name <name>",
+      "agent name in adverts and telemetry (env RUNG_AGENT_NAME; default: the hostname)",
+      process.env.RUNG_AGENT_NAME,
+    )
     .option("--gpus <list>", "use only these GPU indices, e.g. 0,2 (default: all)")
     .option("--nvidia-smi <path>", "nvidia-smi executable (env RUNG_NVIDIA_SMI)")
     .option("--fake-gpus <n>", "simulate N GPUs on a machine without one")
     .option("--cpu-slots <n>", "also offer N CPU-only trial slots")
-    .option("--label <key=value>", "label for the advert (repeatable)", collect, [])
-    .option("--price-per-gpu-hour <amount>", "what one GPU-hour on this box costs, for cost reports")
-    .option("--workdir <dir>", "root under which trial workdirs are resolved (default: the current directory)")
-    .option("--state-dir <dir>", "logs and checkpoints (default: ~/.rung/agent/<name>)")
+    .option(
+      "--label <key=value>",
+      "label for the advert (repeatable; env RUNG_LABELS, comma-separated)",
+      collect,
+      envList("RUNG_LABELS", ","),
+    )
+    .option(
+      "--price-per-gpu-hour <amount>",
+      "what one GPU-hour on this box costs, for cost reports (env RUNG_PRICE_PER_GPU_HOUR)",
+      process.env.RUNG_PRICE_PER_GPU_HOUR || undefined,
+    )
+    .option(
+      "--workdir <dir>",
+      "root under which trial workdirs are resolved (env RUNG_WORKDIR; default: the current directory)",
+      process.env.RUNG_WORKDIR || undefined,
+    )
+    .option(
+      "--state-dir <dir>",
+      "logs, checkpoints, accepted orders (env RUNG_STATE_DIR; default: ~/.rung/agent/<name>)",
+      process.env.RUNG_STATE_DIR || undefined,
+    )
     .option("--lease <duration>", "claim lease: an order not kept alive this long goes to another agent", "30s")
     .option("--stop-grace <duration>", "time between SIGTERM and SIGKILL when a trial is stopped", "10s")
-    .option("--drain <mode>", "on the first signal: finish (let trials end) or requeue (stop them, hand orders back)", "finish")
+    .option(
+      "--drain <mode>",
+      "on the first signal: finish (let trials end) or requeue (stop them, hand orders back) (env RUNG_DRAIN)",
+      process.env.RUNG_DRAIN || "finish",
+    )
     .option("--idle-exit <duration>", "exit after this long without work, e.g. 15m")
     .option("--on-idle <command>", "shell command to run on --idle-exit, e.g. 'sudo poweroff'")
-    .option("--allow-command <prefix>", "run only orders whose command starts with this (repeatable)", collect, [])
+    .option(
+      "--allow-command <prefix>",
+      "run only orders whose command starts with this (repeatable; env RUNG_ALLOW_COMMAND, ;-separated)",
+      collect,
+      envList("RUNG_ALLOW_COMMAND", ";"),
+    )
+    .option(
+      "--trust <pubkey>",
+      'run only orders signed by this coordinator key, signing.pub from "rung auth init" (repeatable; env RUNG_TRUST, comma-separated)',
+      collect,
+      envList("RUNG_TRUST", ","),
+    )
+    .option(
+      "--insecure",
+      "run unsigned orders from anyone who can publish work (a private machine only; env RUNG_INSECURE=1)",
+      process.env.RUNG_INSECURE === "1",
+    )
+    .option("--replicas <n>", "JetStream replicas for streams and buckets this agent creates (3 on a cluster)")
     .action(async (o: AgentFlags) => {
       const agent = await startAgent({
         // The connection is named after the agent once its name is known (the hostname by default).
@@ -61,6 +114,9 @@ export function registerAgent(program: Command): void {
         cpuSlots: int(o.cpuSlots),
         labels: o.label,
         allowCommand: o.allowCommand,
+        trust: o.trust,
+        insecure: o.insecure === true,
+        resources: o.replicas === undefined ? undefined : { replicas: int(o.replicas) },
         pricePerGpuHour: o.pricePerGpuHour === undefined ? null : Number(o.pricePerGpuHour),
         workdir: o.workdir,
         stateDir: o.stateDir,

@@ -8,15 +8,15 @@ export function registerServer(program: Command): void {
   program
     .command("server")
     .description("run a local nats-server with JetStream for the mesh")
-    .option("--port <n>", "client port", "4222")
+    .option("--port <n>", "client port (default 4222; with --config, the config's own unless given)")
     .option("--host <addr>", "listen address (use 0.0.0.0 only with TLS and accounts, see docs/deploy.md)", "127.0.0.1")
     .option("--store <dir>", "JetStream store directory", join(homedir(), ".rung", "nats"))
-    .option("--config <file>", "a full nats-server config file (cluster, TLS, accounts); other flags are ignored")
-    .action(async (o: { port: string; host: string; store: string; config?: string }) => {
+    .option("--config <file>", "a full nats-server config file (deploy/nats: TLS, accounts, cluster); --host is ignored then")
+    .action(async (o: { port?: string; host: string; store: string; config?: string }) => {
       const server = await startNatsServer({
         dir: o.store,
         storeDir: join(o.store, "jetstream"),
-        port: Number(o.port),
+        port: o.port !== undefined ? Number(o.port) : o.config ? undefined : 4222,
         host: o.host,
         configFile: o.config,
       });

@@ -1,0 +1,166 @@
+import { createHash } from "node:crypto";
+import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import type { KV } from "@nats-io/kv";
+import { decode, encode, type Logger, type NonceRecord, NonceRecordSchema, SCHEMA_VERSION, type WorkOrder } from "@rung/protocol";
+
+/**
+ * THE REPLAY RULE
+ *
+ * Every signed order carries a random nonce. A nonce belongs to the first work-stream message that
+ * carried it to an agent, identified by its stream sequence:
+ *
+ *   - the SAME message delivered again — JetStream redelivering it after its agent died, lost its
+ *     claim or handed it back on drain — has the same stream sequence: not a replay. It runs as
+ *     attempt `order.attempt + deliveries - 1`, as before;
+ *   - ANOTHER message carrying a nonce already recorded — the signed order published again, by anyone,
+ *     with or without a message id — is a replay: `term`, a `rejected` event with reason `replayed`
+ *     and the claimed signer, and the process never starts. Its delivery count says nothing (it is 1
+ *     for a fresh copy and can be more if the copy itself was redelivered), so it is not used.
+ *
+ * Two records, both checked before a trial starts:
+ *   1. this agent's ledger, in its state dir (`accepted-orders.jsonl`), checked synchronously when the
+ *      order arrives: a restarted agent still refuses a copy of an order it ran;
+ *   2. the mesh's nonces bucket (`<prefix>-nonces`), written create-only when the attempt begins: the
+ *      first agent to claim a message records it, so a copy that reaches ANOTHER agent is refused too.
+ *
+ * Both forget a nonce once its order has expired (an expired order is refused anyway): the ledger
+ * keeps an entry until the order's `expiresAt`, the bucket for 7 days, and agents refuse orders valid
+ * for longer than that. The ledger holds at most `maxEntries` (default 100 000) and drops the entries
+ * that expire first when full; the bucket covers what it dropped.
+ *
+ * A copy made before the original was claimed is caught the same way: whichever of the two messages
+ * is claimed first runs, the other is a replay. When the bucket cannot be reached the order is handed
+ * back, never run unchecked. Limits: agents may write the bucket, so a malicious agent can erase
+ * records (each agent's own ledger still holds); unsigned orders (`--insecure`) are not checked at all,
+ * since anyone able to publish them can make up a fresh nonce.
+ */
+
+interface Entry {
+  seq: number;
+  expiresAt: number;
+}
+
+export interface ReplayLedgerOptions {
+  /** The append-only file in the agent's state dir. */
+  file: string;
+  /** Entries kept at most. Default 100 000. */
+  maxEntries?: number;
+  now?: () => number;
+}
+
+export class ReplayLedger {
+  readonly file: string;
+  readonly #max: number;
+  readonly #now: () => number;
+  readonly #entries = new Map<string, Entry>();
+  #lines = 0;
+
+  constructor(options: ReplayLedgerOptions) {
+    this.file = options.file;
+    this.#max = options.maxEntries ?? 100_000;
+    this.#now = options.now ?? Date.now;
+    this.#load();
+    this.#compact();
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Null when the message with this stream sequence may carry this nonce; the reason when it is a replay. */
+  check(nonce: string, seq: number): string | null {
+    const e = this.#entries.get(nonce);
+    if (!e || e.expiresAt <= this.#now()) return null;
+    if (e.seq === seq) return null;
+    return `this agent already accepted an order with nonce ${nonce} (work-stream message ${e.seq}); message ${seq} is a copy`;
+  }
+
+  /** Remembers an accepted order, on disk before its process starts. */
+  record(nonce: string, seq: number, expiresAt: number): void {
+    if (this.#entries.get(nonce)?.seq === seq) return;
+    this.#entries.set(nonce, { seq, expiresAt });
+    appendFileSync(this.file, `${JSON.stringify({ n: nonce, s: seq, e: expiresAt })}\n`);
+    this.#lines += 1;
+    if (this.#entries.size > this.#max || this.#lines > 2 * this.#max) this.#compact();
+  }
+
+  #load(): void {
+    mkdirSync(dirname(this.file), { recursive: true });
+    if (!existsSync(this.file)) return;
+    for (const line of readFileSync(this.file, "utf8").split("\n")) {
+      if (!line.trim()) continue;
+      try {
+        const r = JSON.parse(line) as { n?: unknown; s?: unknown; e?: unknown };
+        if (typeof r.n === "string" && typeof r.s === "number" && typeof r.e === "number")
+          this.#entries.set(r.n, { seq: r.s, expiresAt: r.e });
+      } catch {
+        // a line cut short by a crash: the entries before it still count
+      }
+    }
+  }
+
+  /** Drops expired entries (and, past the bound, those expiring first) and rewrites the file. */
+  #compact(): void {
+    const now = this.#now();
+    const live = [...this.#entries].filter(([, e]) => e.expiresAt > now);
+    live.sort((a, b) => a[1].expiresAt - b[1].expiresAt);
+    const kept = live.slice(Math.max(0, live.length - this.#max));
+    this.#entries.clear();
+    for (const [n, e] of kept) this.#entries.set(n, e);
+    const tmp = `${this.file}.tmp`;
+    writeFileSync(tmp, kept.map(([n, e]) => `${JSON.stringify({ n, s: e.seq, e: e.expiresAt })}\n`).join(""));
+    renameSync(tmp, this.file);
+    this.#lines = kept.length;
+  }
+}
+
+/** A nonce as a KV key: itself when it is a plain token, else its SHA-256 (keys allow a narrow alphabet). */
+export function nonceKey(nonce: string): string {
+  return /^[A-Za-z0-9_-]{1,128}$/.test(nonce) ? nonce : createHash("sha256").update(nonce).digest("hex");
+}
+
+/** The mesh-wide half of the rule: the nonces bucket, written create-only. */
+export class SharedNonces {
+  readonly #kv: KV;
+  readonly #agent: string;
+  readonly #log: Logger;
+
+  constructor(kv: KV, agent: string, log: Logger) {
+    this.#kv = kv;
+    this.#agent = agent;
+    this.#log = log;
+  }
+
+  /**
+   * Records that message `seq` carries the order's nonce. Null when it is the first record or the same
+   * message again; the reason when another message carried the nonce first. Throws when the bucket
+   * cannot be reached (the caller hands the order back rather than run it unchecked).
+   */
+  async claim(order: WorkOrder, seq: number): Promise<string | null> {
+    const key = nonceKey(order.nonce);
+    const record: NonceRecord = {
+      v: SCHEMA_VERSION,
+      type: "nonce",
+      seq,
+      agent: this.#agent,
+      study: order.study,
+      trial: order.trial,
+      ts: Date.now(),
+    };
+    try {
+      await this.#kv.create(key, encode(record));
+      return null;
+    } catch (err) {
+      const existing = await this.#kv.get(key);
+      if (!existing || existing.operation !== "PUT") throw err;
+      const r = decode(NonceRecordSchema, existing.value, "nonce record");
+      if (!r.ok) {
+        this.#log.warn({ key }, "unreadable nonce record; treating the order as a replay");
+        return `nonce ${order.nonce} is already recorded in the mesh (unreadable record)`;
+      }
+      if (r.value.seq === seq) return null;
+      return `an order with nonce ${order.nonce} was already accepted by agent ${r.value.agent} (work-stream message ${r.value.seq}); message ${seq} is a copy`;
+    }
+  }
+}

@@ -1,0 +1,499 @@
+import type { AgentAdvert, Telemetry, TrialEvent } from "@rung/protocol";
+import {
+  type AgentIdleStats,
+  compileDiagnosisOptions,
+  type DiagnosisOptions,
+  type DiagnosisThresholds,
+  type Distribution,
+  diagnose,
+  type Finding,
+  type FindingKind,
+} from "./bottleneck.js";
+import { rungMilestones } from "./rung-ladder.js";
+import type { StudySpec } from "./spec.js";
+import { type PhaseCounts, StudyState, type TrialRecord } from "./study-state.js";
+import { rungFunnel } from "./study-view.js";
+import { joinTelemetry } from "./telemetry-join.js";
+
+/**
+ * `rung study report`: one document per study — leaderboard, rung funnel, where the GPU time went,
+ * GPU-hours and cost, and the diagnosis, worst first. `buildStudyReport` is pure (study, samples and
+ * adverts in, JSON out); the renderers turn the JSON into Markdown (for a pull request) or plain text.
+ */
+
+export const REPORT_VERSION = 1;
+
+/** What `buildStudyReport` needs of a study: `LoadedStudy` fits. */
+export interface ReportableStudy {
+  readonly record: { readonly state: string };
+  readonly spec: StudySpec;
+  readonly state: StudyState;
+  readonly planned: number;
+}
+
+export interface StudyReportOptions {
+  /** The study's raw events (see `JoinOptions.events`); without them warm-up cannot be told apart. */
+  readonly events?: readonly TrialEvent[];
+  /** The end of a study still running. Default `Date.now()`. */
+  readonly now?: number;
+  readonly diagnosis?: DiagnosisOptions;
+  /** Leaderboard length. Default 10. */
+  readonly top?: number;
+}
+
+export interface LeaderboardRow {
+  readonly rank: number;
+  readonly trial: string;
+  readonly value: number | null;
+  readonly t: number | null;
+  readonly state: string;
+  readonly params: Readonly<Record<string, string | number | boolean>>;
+}
+
+/** GPU-seconds by where they went. `idleGpuS` is null without telemetry. */
+export interface GpuTime {
+  readonly completedGpuS: number;
+  readonly stoppedGpuS: number;
+  /** Attempts that failed or were lost (retried or not), and trials that failed for good. */
+  readonly failedGpuS: number;
+  readonly cancelledGpuS: number;
+  readonly runningGpuS: number;
+  readonly idleGpuS: number | null;
+  readonly totalGpuS: number;
+}
+
+export interface AgentCost {
+  readonly agent: string;
+  readonly busyGpuHours: number;
+  readonly idleGpuHours: number;
+  readonly pricePerGpuHour: number | null;
+  readonly cost: number | null;
+}
+
+export interface CostSummary {
+  readonly gpuHours: number;
+  /** Sum over the agents whose price is known; null when none is. */
+  readonly total: number | null;
+  /** Agents that advertised no price (or whose advert is gone): their hours are not in `total`. */
+  readonly unpricedAgents: readonly string[];
+  readonly agents: readonly AgentCost[];
+}
+
+export interface ReportTrial {
+  readonly trial: string;
+  readonly phase: string;
+  readonly params: Readonly<Record<string, string | number | boolean>>;
+  readonly bestValue: number | null;
+  readonly lastT: number | null;
+  readonly attempts: number;
+  readonly agents: readonly string[];
+  readonly gpuSeconds: number;
+  readonly samples: number;
+  readonly utilization: Distribution | null;
+  readonly memoryHighWaterMiB: number | null;
+  readonly memoryHighWaterShare: number | null;
+  readonly dataWaitShare: number | null;
+  readonly throughput: { readonly name: string; readonly value: number } | null;
+  readonly numWorkers: number | null;
+  readonly hostCpuMeanPercent: number | null;
+}
+
+export interface StudyReport {
+  readonly v: typeof REPORT_VERSION;
+  readonly study: string;
+  readonly state: string;
+  readonly generatedAt: string;
+  readonly scheduler: string;
+  readonly metric: { readonly name: string; readonly mode: string };
+  readonly timeAttr: string;
+  readonly planned: number;
+  readonly counts: PhaseCounts;
+  readonly window: { readonly from: string | null; readonly to: string | null; readonly seconds: number };
+  readonly telemetry: {
+    readonly gpuMessages: number;
+    readonly hostMessages: number;
+    /** Share of the study's window that GPU samples cover, 0..1; null without a window. */
+    readonly coverage: number | null;
+  };
+  readonly best: LeaderboardRow | null;
+  readonly leaderboard: readonly LeaderboardRow[];
+  readonly funnel: readonly { readonly milestone: number; readonly trials: number }[];
+  readonly gpuTime: GpuTime;
+  readonly cost: CostSummary;
+  readonly findings: readonly Finding[];
+  readonly trials: readonly ReportTrial[];
+  readonly agents: readonly AgentIdleStats[];
+  readonly thresholds: DiagnosisThresholds;
+}
+
+const num = (x: number | null | undefined): number | null => (typeof x === "number" && Number.isFinite(x) ? x : null);
+const iso = (ts: number | null): string | null => (ts === null ? null : new Date(ts).toISOString());
+
+function trialState(t: TrialRecord): string {
+  return t.stop && t.phase === "stopped" ? `stopped@${t.stop.rung ?? t.stop.t}` : t.phase;
+}
+
+/** Milestones worth counting trials at: the ASHA rungs of bracket 0 and max_t, else the times reached. */
+function funnelMilestones(spec: StudySpec, state: StudyState): number[] {
+  const s = spec.scheduler;
+  if ((s.type === "asha" || s.type === "hyperband") && s.maxT > 0) {
+    const m = rungMilestones(s.gracePeriod, s.reductionFactor, s.maxT, 0);
+    if (m.length === 0 || (m[m.length - 1] as number) < s.maxT) m.push(s.maxT);
+    return m;
+  }
+  const seen = [...new Set([...state.trials.values()].map((t) => t.lastT).filter((x): x is number => num(x) !== null))].sort(
+    (a, b) => a - b,
+  );
+  if (seen.length <= 10) return seen;
+  return Array.from({ length: 10 }, (_, i) => seen[Math.round((i * (seen.length - 1)) / 9)] as number);
+}
+
+function gpuTimeOf(state: StudyState, idleGpuS: number | null, now: number): GpuTime {
+  let completed = 0;
+  let stopped = 0;
+  let failed = 0;
+  let cancelled = 0;
+  let running = 0;
+  for (const t of state.trials.values()) {
+    for (const a of t.attempts) {
+      const s = StudyState.attemptGpuSeconds(a, now);
+      if (a.status === "failed" || a.status === "lost" || a.status === "rejected" || t.phase === "failed") failed += s;
+      else if (t.phase === "completed") completed += s;
+      else if (t.phase === "stopped") stopped += s;
+      else if (t.phase === "cancelled") cancelled += s;
+      else running += s;
+    }
+  }
+  const total = completed + stopped + failed + cancelled + running + (idleGpuS ?? 0);
+  return {
+    completedGpuS: completed,
+    stoppedGpuS: stopped,
+    failedGpuS: failed,
+    cancelledGpuS: cancelled,
+    runningGpuS: running,
+    idleGpuS: idleGpuS,
+    totalGpuS: total,
+  };
+}
+
+function costOf(state: StudyState, agents: readonly AgentIdleStats[], adverts: readonly AgentAdvert[], now: number): CostSummary {
+  const busy = new Map<string, number>();
+  for (const t of state.trials.values())
+    for (const a of t.attempts)
+      if (a.agent !== null) busy.set(a.agent, (busy.get(a.agent) ?? 0) + StudyState.attemptGpuSeconds(a, now));
+  const idle = new Map(agents.map((a) => [a.agent, a.idleGpuSeconds]));
+  const price = new Map<string, number | null>(adverts.map((a) => [a.agent, a.pricePerGpuHour]));
+  for (const a of agents) if (a.pricePerGpuHour !== null) price.set(a.agent, a.pricePerGpuHour);
+  const names = [...new Set([...busy.keys(), ...idle.keys()])].sort();
+  let total: number | null = null;
+  let hours = 0;
+  const unpriced: string[] = [];
+  const rows: AgentCost[] = names.map((agent) => {
+    const busyH = (busy.get(agent) ?? 0) / 3600;
+    const idleH = (idle.get(agent) ?? 0) / 3600;
+    const p = price.get(agent) ?? null;
+    const cost = p === null ? null : (busyH + idleH) * p;
+    hours += busyH + idleH;
+    if (cost === null) unpriced.push(agent);
+    else total = (total ?? 0) + cost;
+    return { agent, busyGpuHours: busyH, idleGpuHours: idleH, pricePerGpuHour: p, cost };
+  });
+  return { gpuHours: hours, total, unpricedAgents: unpriced, agents: rows };
+}
+
+export function buildStudyReport(
+  study: ReportableStudy,
+  telemetry: readonly Telemetry[],
+  adverts: readonly AgentAdvert[],
+  options: StudyReportOptions = {},
+): StudyReport {
+  const now = options.now ?? Date.now();
+  const { spec, state } = study;
+  const thresholds = compileDiagnosisOptions(options.diagnosis);
+  const joined = joinTelemetry(state, telemetry, { events: options.events, adverts, now });
+  const findings = diagnose(joined, thresholds);
+  const top = options.top ?? 10;
+
+  const created = [...state.trials.values()].filter((t) => t.createdAt !== null);
+  const leaderboard: LeaderboardRow[] = state
+    .leaderboard()
+    .filter((t) => t.createdAt !== null)
+    .slice(0, top)
+    .map((t, i) => ({
+      rank: i + 1,
+      trial: t.trial,
+      value: num(t.bestValue),
+      t: num(t.bestT),
+      state: trialState(t),
+      params: t.params,
+    }));
+  const bestRec = state.best();
+  const best = bestRec ? (leaderboard.find((r) => r.trial === bestRec.trial) ?? null) : null;
+
+  const haveTelemetry = joined.telemetry.gpuMessages > 0;
+  const idleGpuS = haveTelemetry ? joined.agents.reduce((s, a) => s + a.idleGpuSeconds, 0) : null;
+  const { from, to } = joined.window;
+  const seconds = from !== null && to !== null ? Math.max(0, to - from) / 1000 : 0;
+  let coverage: number | null = null;
+  if (from !== null && to !== null && to > from) {
+    const tf = joined.telemetry.from;
+    const tt = joined.telemetry.to;
+    coverage = tf === null || tt === null ? 0 : Math.max(0, Math.min(tt, to) - Math.max(tf, from)) / (to - from);
+  }
+
+  const statsByTrial = new Map(joined.trials.map((t) => [t.trial, t]));
+  const trials: ReportTrial[] = created.map((t) => {
+    const s = statsByTrial.get(t.trial);
+    return {
+      trial: t.trial,
+      phase: t.phase,
+      params: t.params,
+      bestValue: num(t.bestValue),
+      lastT: num(t.lastT),
+      attempts: t.attempts.length,
+      agents: s?.agents ?? [],
+      gpuSeconds: t.attempts.reduce((sum, a) => sum + StudyState.attemptGpuSeconds(a, now), 0),
+      samples: s?.samples ?? 0,
+      utilization: s?.utilization ?? null,
+      memoryHighWaterMiB: s?.memoryHighWaterMiB ?? null,
+      memoryHighWaterShare: s?.memoryHighWaterShare ?? null,
+      dataWaitShare: s?.dataWaitShare ?? null,
+      throughput: s?.throughput ?? null,
+      numWorkers: s?.numWorkers ?? null,
+      hostCpuMeanPercent: s?.host.cpuMeanPercent ?? null,
+    };
+  });
+
+  return {
+    v: REPORT_VERSION,
+    study: state.study,
+    state: study.record.state,
+    generatedAt: new Date(now).toISOString(),
+    scheduler: spec.scheduler.type,
+    metric: { name: spec.metric.name, mode: spec.metric.mode },
+    timeAttr: spec.scheduler.timeAttr,
+    planned: study.planned,
+    counts: state.counts(),
+    window: { from: iso(from), to: iso(to), seconds },
+    telemetry: { gpuMessages: joined.telemetry.gpuMessages, hostMessages: joined.telemetry.hostMessages, coverage },
+    best,
+    leaderboard,
+    funnel: rungFunnel(state, funnelMilestones(spec, state)),
+    gpuTime: gpuTimeOf(state, idleGpuS, now),
+    cost: costOf(state, joined.agents, adverts, now),
+    findings,
+    trials,
+    agents: joined.agents,
+    thresholds,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+function fmt(x: number | null, digits = 4): string {
+  if (x === null) return "-";
+  if (Number.isNaN(x)) return "NaN";
+  return Number.isInteger(x) ? String(x) : x.toPrecision(digits);
+}
+
+const hoursText = (s: number) => (s / 3600).toFixed(2);
+const shareText = (part: number, whole: number) => (whole > 0 ? `${Math.round((100 * part) / whole)}%` : "-");
+
+function paramText(p: Readonly<Record<string, string | number | boolean>>): string {
+  return Object.entries(p)
+    .map(([k, v]) => `${k}=${typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(3) : v}`)
+    .join(" ");
+}
+
+function countsText(r: StudyReport): string {
+  const c = r.counts;
+  const created = c.queued + c.running + c.completed + c.stopped + c.failed + c.cancelled;
+  const parts = [`${c.completed} completed`, `${c.stopped} stopped early`];
+  if (c.failed) parts.push(`${c.failed} failed`);
+  if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
+  if (c.running) parts.push(`${c.running} running`);
+  if (c.queued) parts.push(`${c.queued} queued`);
+  return `${created} of ${r.planned} planned trials: ${parts.join(", ")}`;
+}
+
+function costText(r: StudyReport): string {
+  const c = r.cost;
+  if (c.total === null) return `${c.gpuHours.toFixed(2)} GPU-hours, price unknown (no agent advertised one)`;
+  const unpriced = c.unpricedAgents.length
+    ? ` for the priced agents; price unknown for ${c.unpricedAgents.join(", ")} (${c.agents
+        .filter((a) => a.cost === null)
+        .reduce((s, a) => s + a.busyGpuHours + a.idleGpuHours, 0)
+        .toFixed(2)} GPU-hours not included)`
+    : "";
+  return `${c.total.toFixed(2)} for ${c.gpuHours.toFixed(2)} GPU-hours at the agents' advertised prices${unpriced}`;
+}
+
+interface FindingGroup {
+  kind: FindingKind;
+  findings: Finding[];
+}
+
+/** Findings of one kind together, in the order of their worst one (the list is sorted worst first). */
+export function groupFindings(findings: readonly Finding[]): FindingGroup[] {
+  const groups = new Map<FindingKind, FindingGroup>();
+  for (const f of findings) {
+    const g = groups.get(f.kind);
+    if (g) g.findings.push(f);
+    else groups.set(f.kind, { kind: f.kind, findings: [f] });
+  }
+  return [...groups.values()];
+}
+
+const MORE = 6;
+
+function othersText(g: FindingGroup): string | null {
+  const rest = g.findings.slice(1);
+  if (rest.length === 0) return null;
+  const shown = rest.slice(0, MORE).map((f) => `${f.trial ?? f.agent} (${f.short})`);
+  const more = rest.length > MORE ? ` and ${rest.length - MORE} more` : "";
+  return `also ${rest.length} more ${rest[0]?.trial !== null ? "trial(s)" : "agent(s)"}: ${shown.join(", ")}${more}`;
+}
+
+function gpuTimeRows(r: StudyReport): [string, number | null][] {
+  const g = r.gpuTime;
+  const rows: [string, number | null][] = [
+    ["completed trials", g.completedGpuS],
+    ["stopped early", g.stoppedGpuS],
+    ["failed or lost attempts", g.failedGpuS],
+  ];
+  if (g.cancelledGpuS > 0) rows.push(["cancelled", g.cancelledGpuS]);
+  if (g.runningGpuS > 0) rows.push(["still running", g.runningGpuS]);
+  rows.push(["idle (no trial on the GPU)", g.idleGpuS]);
+  return rows;
+}
+
+function durationText(seconds: number): string {
+  if (seconds < 120) return `${Math.round(seconds)} s`;
+  if (seconds < 7200) return `${Math.round(seconds / 60)} min`;
+  return `${(seconds / 3600).toFixed(1)} h`;
+}
+
+function coverageText(r: StudyReport): string {
+  const c = r.telemetry.coverage;
+  const span = durationText(r.window.seconds);
+  if (c === null) return "no study window yet";
+  if (r.telemetry.gpuMessages === 0)
+    return `no GPU telemetry for the study's ${span} (the telemetry stream keeps 1 h by default): utilization findings and idle time are missing`;
+  return `telemetry covers ${Math.round(100 * c)}% of the study's ${span}`;
+}
+
+function mdCell(s: string): string {
+  return s.replace(/\|/g, "\\|").replace(/\n/g, " ");
+}
+
+/** The report as Markdown, to paste into a pull request. */
+export function renderReportMarkdown(r: StudyReport): string {
+  const L: string[] = [];
+  const critical = r.findings.filter((f) => f.severity === "critical").length;
+  L.push(`## Rung study report: \`${r.study}\``);
+  L.push("");
+  L.push(
+    `**${r.state}** · ${countsText(r)} · ${r.scheduler} on \`${r.metric.name}\` (${r.metric.mode}) · ${(r.gpuTime.totalGpuS / 3600).toFixed(2)} GPU-hours · ${r.findings.length} finding(s)${critical ? `, ${critical} critical` : ""}`,
+  );
+  L.push("");
+  if (r.best)
+    L.push(
+      `**Best:** \`${r.best.trial}\` ${r.metric.name} = ${fmt(r.best.value)} at ${r.timeAttr} ${fmt(r.best.t)} with \`${paramText(r.best.params)}\``,
+    );
+  else L.push("**Best:** no trial reported the metric yet");
+  L.push("");
+
+  L.push("### Findings, worst first");
+  L.push("");
+  const groups = groupFindings(r.findings);
+  if (groups.length === 0) L.push("None: no rule fired with the thresholds below.");
+  groups.forEach((g, i) => {
+    const f = g.findings[0] as Finding;
+    L.push(`${i + 1}. **${f.severity} · ${f.kind}** — ${f.summary}.`);
+    for (const a of f.advice) L.push(`   - ${a}`);
+    const others = othersText(g);
+    if (others) L.push(`   - _${others}_`);
+  });
+  L.push("");
+
+  L.push(`### Leaderboard (top ${r.leaderboard.length})`);
+  L.push("");
+  if (r.leaderboard.length === 0) L.push("No trials yet.");
+  else {
+    L.push(`| # | trial | ${mdCell(r.metric.name)} | at ${mdCell(r.timeAttr)} | state | params |`);
+    L.push("|---:|---|---:|---:|---|---|");
+    for (const row of r.leaderboard)
+      L.push(
+        `| ${row.rank} | ${row.trial} | ${fmt(row.value)} | ${fmt(row.t)} | ${mdCell(row.state)} | ${mdCell(paramText(row.params))} |`,
+      );
+  }
+  L.push("");
+
+  if (r.funnel.length > 0) {
+    L.push("### Rung funnel");
+    L.push("");
+    L.push(`| ${mdCell(r.timeAttr)} ≥ | trials |`);
+    L.push("|---:|---:|");
+    for (const f of r.funnel) L.push(`| ${fmt(f.milestone)} | ${f.trials} |`);
+    L.push("");
+  }
+
+  L.push("### Where the GPU time went");
+  L.push("");
+  L.push("| | GPU-hours | share |");
+  L.push("|---|---:|---:|");
+  for (const [label, s] of gpuTimeRows(r))
+    L.push(`| ${label} | ${s === null ? "unknown" : hoursText(s)} | ${s === null ? "-" : shareText(s, r.gpuTime.totalGpuS)} |`);
+  L.push(`| **total** | **${hoursText(r.gpuTime.totalGpuS)}** | |`);
+  L.push("");
+  L.push(`**Cost:** ${costText(r)}.`);
+  L.push("");
+  L.push(
+    `<sub>${coverageText(r)} · input-bound: GPU < ${r.thresholds.inputBoundMaxUtilization}% and data wait > ${Math.round(100 * r.thresholds.inputBoundMinDataWait)}% · generated ${r.generatedAt} by \`rung study report\`</sub>`,
+  );
+  return `${L.join("\n")}\n`;
+}
+
+/** The report as plain text for a terminal. */
+export function renderReportText(r: StudyReport): string {
+  const L: string[] = [];
+  L.push(`study ${r.study}: ${r.state} · ${countsText(r)}`);
+  L.push(`${r.scheduler} on ${r.metric.name} (${r.metric.mode}) · ${coverageText(r)}`);
+  L.push(
+    r.best
+      ? `best: ${r.best.trial} ${r.metric.name}=${fmt(r.best.value)} at ${r.timeAttr}=${fmt(r.best.t)} with ${paramText(r.best.params)}`
+      : "best: no trial reported the metric yet",
+  );
+  L.push("");
+  L.push(`findings (${r.findings.length}), worst first:`);
+  const groups = groupFindings(r.findings);
+  if (groups.length === 0) L.push("  none");
+  groups.forEach((g, i) => {
+    const f = g.findings[0] as Finding;
+    L.push(`  ${i + 1}. [${f.severity}] ${f.kind}: ${f.summary}`);
+    for (const a of f.advice) L.push(`       - ${a}`);
+    const others = othersText(g);
+    if (others) L.push(`       ${others}`);
+  });
+  L.push("");
+  L.push(`leaderboard (top ${r.leaderboard.length}):`);
+  const rows: string[][] = [["#", "trial", r.metric.name, `at ${r.timeAttr}`, "state", "params"]];
+  for (const row of r.leaderboard)
+    rows.push([String(row.rank), row.trial, fmt(row.value), fmt(row.t), row.state, paramText(row.params)]);
+  const widths = rows[0]?.map((_, c) => Math.max(...rows.map((x) => (x[c] ?? "").length))) ?? [];
+  for (const x of rows) L.push(`  ${x.map((cell, c) => (c === x.length - 1 ? cell : cell.padEnd(widths[c] ?? 0))).join("  ")}`);
+  if (r.funnel.length > 0) {
+    L.push("");
+    L.push(`rung funnel: ${r.funnel.map((f) => `${r.timeAttr}>=${fmt(f.milestone)}: ${f.trials}`).join(" · ")}`);
+  }
+  L.push("");
+  L.push("GPU time:");
+  for (const [label, s] of gpuTimeRows(r))
+    L.push(
+      `  ${label.padEnd(28)} ${s === null ? "unknown" : `${hoursText(s)} GPU-h`.padStart(12)}  ${s === null ? "" : shareText(s, r.gpuTime.totalGpuS)}`,
+    );
+  L.push(`  ${"total".padEnd(28)} ${`${hoursText(r.gpuTime.totalGpuS)} GPU-h`.padStart(12)}`);
+  L.push(`cost: ${costText(r)}`);
+  return `${L.join("\n")}\n`;
+}

@@ -1,0 +1,251 @@
+import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type BadMessageCounter,
+  decode,
+  LogChunkSchema,
+  type MeshNames,
+  type TrialEvent,
+  TrialEventSchema,
+  validToken,
+} from "@rung/protocol";
+import { AmbiguousTrialError, TrialNotFoundError, TrialNotRunningError } from "./errors.js";
+import { StudyState } from "./study-state.js";
+
+/**
+ * `rung logs` and `rung attach`: a trial's terminal output from the logs stream
+ * (`rung.logs.<study>.<trial>.<attempt>`), bytes exactly as the trial wrote them — tqdm's carriage
+ * returns and colours included.
+ *
+ * Trial ids are unique per study only. A command names a trial as `study/trial`, or as `trial` with
+ * `--study`, or as a bare `trial`: then the one study that has it is used (found from the logs and
+ * events streams' subjects), and several studies having it is an error that lists them.
+ */
+
+export interface TrialRef {
+  readonly study: string | null;
+  readonly trial: string;
+}
+
+/** `study/trial`, or `trial` with an optional `--study`; when both name a study they must agree. */
+export function parseTrialRef(arg: string, study?: string): TrialRef {
+  const slash = arg.indexOf("/");
+  if (slash >= 0) {
+    const s = validToken(arg.slice(0, slash), "study");
+    const t = validToken(arg.slice(slash + 1), "trial");
+    if (study !== undefined && study !== s) throw new RangeError(`${arg} names study ${s} but --study says ${study}`);
+    return { study: s, trial: t };
+  }
+  return { study: study === undefined ? null : validToken(study, "study"), trial: validToken(arg, "trial") };
+}
+
+export interface TrialOutputIndex {
+  readonly study: string;
+  readonly trial: string;
+  /** Attempts with stored output, ascending. */
+  readonly attempts: readonly number[];
+}
+
+async function subjectsOf(nc: NatsConnection, stream: string, filter: string): Promise<string[]> {
+  const jsm = await jetstreamManager(nc);
+  try {
+    const info = await jsm.streams.info(stream, { subjects_filter: filter });
+    return Object.keys(info.state.subjects ?? {});
+  } catch (err) {
+    if (err instanceof Error && /not found/i.test(err.message)) return [];
+    throw err;
+  }
+}
+
+/** Finds the study of a trial and the attempts that have output. */
+export async function findTrialOutput(nc: NatsConnection, names: MeshNames, ref: TrialRef): Promise<TrialOutputIndex> {
+  const p = names.prefix;
+  const logSubjects = await subjectsOf(nc, names.streams.logs, `${p}.logs.${ref.study ?? "*"}.${ref.trial}.*`);
+  const byStudy = new Map<string, number[]>();
+  for (const s of logSubjects) {
+    const parts = s.split(".");
+    const attempt = Number(parts[4]);
+    if (parts.length !== 5 || !Number.isInteger(attempt)) continue;
+    const list = byStudy.get(parts[2] as string) ?? [];
+    list.push(attempt);
+    byStudy.set(parts[2] as string, list);
+  }
+  if (byStudy.size === 0) {
+    // No output yet: the trial may still exist (queued, or running its first second).
+    const eventSubjects = await subjectsOf(nc, names.streams.events, `${p}.events.${ref.study ?? "*"}.${ref.trial}`);
+    for (const s of eventSubjects) byStudy.set(s.split(".")[2] as string, []);
+  }
+  const studies = [...byStudy.keys()].sort();
+  if (studies.length === 0) throw new TrialNotFoundError(ref.trial, ref.study);
+  if (studies.length > 1) throw new AmbiguousTrialError(ref.trial, studies);
+  const study = studies[0] as string;
+  return { study, trial: ref.trial, attempts: (byStudy.get(study) ?? []).sort((a, b) => a - b) };
+}
+
+/** Every stored event of one trial, in order. */
+export async function readTrialEvents(
+  nc: NatsConnection,
+  names: MeshNames,
+  study: string,
+  trial: string,
+  drops?: BadMessageCounter,
+): Promise<TrialEvent[]> {
+  const consumer = await jetstream(nc).consumers.get(names.streams.events, {
+    filter_subjects: names.subjects.events(study, trial),
+    deliver_policy: DeliverPolicy.All,
+  });
+  let pending = (await consumer.info()).num_pending;
+  const out: TrialEvent[] = [];
+  while (pending > 0) {
+    const batch = await consumer.fetch({ max_messages: Math.min(pending, 1000), expires: 2000 });
+    let got = 0;
+    for await (const m of batch) {
+      got += 1;
+      pending = m.info.pending;
+      const r = decode(TrialEventSchema, m.data, "trial event");
+      if (r.ok) out.push(r.value);
+      else drops?.record("events", r.error);
+      if (pending === 0) break;
+    }
+    if (got === 0) break;
+  }
+  return out;
+}
+
+export interface TrialOutputOptions {
+  readonly study: string;
+  readonly trial: string;
+  /** The attempt; null: whichever attempt writes next (following a trial that has not started). */
+  readonly attempt: number | null;
+  /** Keep following new output until the attempt's end-of-output mark (or `signal`). */
+  readonly follow: boolean;
+  /** With `attempt` null: skip output of attempts below this (those that ended before). Default 1. */
+  readonly minAttempt?: number;
+  /** Receives the raw bytes; may return a promise (a full pipe) that is awaited. */
+  readonly write: (data: Uint8Array) => void | Promise<void>;
+  readonly signal?: AbortSignal;
+  readonly drops?: BadMessageCounter;
+  /**
+   * While following: when the attempt's `finished` event arrives and no end-of-output mark follows
+   * within this long (an agent that died cannot send one), stop anyway. Default 3 s.
+   */
+  readonly endGraceMs?: number;
+}
+
+export interface TrialOutputResult {
+  readonly attempt: number | null;
+  readonly chunks: number;
+  readonly bytes: number;
+  /** The end-of-output mark was seen. */
+  readonly eof: boolean;
+}
+
+/** Writes a trial attempt's stored output, and with `follow` its new output until it ends. */
+export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o: TrialOutputOptions): Promise<TrialOutputResult> {
+  const subject =
+    o.attempt === null ? names.subjects.trialLogs(o.study, o.trial) : names.subjects.logs(o.study, o.trial, o.attempt);
+  const consumer = await jetstream(nc).consumers.get(names.streams.logs, {
+    filter_subjects: subject,
+    deliver_policy: DeliverPolicy.All,
+  });
+  const pending = (await consumer.info()).num_pending;
+  let attempt = o.attempt;
+  let chunks = 0;
+  let bytes = 0;
+  let eof = false;
+  if (!o.follow && pending === 0) return { attempt, chunks, bytes, eof };
+
+  const messages = await consumer.consume({ max_messages: 256 });
+  const stop = () => void messages.stop();
+  o.signal?.addEventListener("abort", stop, { once: true });
+  let graceTimer: NodeJS.Timeout | undefined;
+  const endSoon = () => {
+    graceTimer ??= setTimeout(stop, o.endGraceMs ?? 3000);
+  };
+
+  // Following: an attempt that ended without an end-of-output mark (agent gone) must not hang us.
+  let sub: ReturnType<NatsConnection["subscribe"]> | undefined;
+  if (o.follow) {
+    sub = nc.subscribe(names.subjects.events(o.study, o.trial), {
+      callback: (err, m) => {
+        if (err) return;
+        const r = decode(TrialEventSchema, m.data, "trial event");
+        if (r.ok && r.value.type === "finished" && (attempt === null || r.value.attempt === attempt)) endSoon();
+      },
+    });
+    if (attempt !== null) {
+      const done = (await readTrialEvents(nc, names, o.study, o.trial, o.drops)).some(
+        (e) => e.type === "finished" && e.attempt === attempt,
+      );
+      if (done) endSoon();
+    }
+  }
+  let seen = 0;
+  try {
+    if (o.signal?.aborted) return { attempt, chunks, bytes, eof };
+    for await (const m of messages as AsyncIterable<JsMsg>) {
+      seen += 1;
+      const r = decode(LogChunkSchema, m.data, "log chunk");
+      if (r.ok) {
+        const c = r.value;
+        if (attempt === null && c.attempt >= (o.minAttempt ?? 1)) attempt = c.attempt;
+        if (c.attempt === attempt) {
+          chunks += 1;
+          bytes += c.data.byteLength;
+          if (c.data.byteLength > 0) await o.write(c.data);
+          if (c.eof) {
+            eof = true;
+            break;
+          }
+        }
+      } else {
+        o.drops?.record("logs", r.error);
+      }
+      if (!o.follow && (m.info.pending === 0 || seen >= pending)) break;
+    }
+  } finally {
+    if (graceTimer) clearTimeout(graceTimer);
+    o.signal?.removeEventListener("abort", stop);
+    sub?.unsubscribe();
+    messages.stop();
+  }
+  return { attempt, chunks, bytes, eof };
+}
+
+export interface AttachOptions {
+  readonly ref: TrialRef;
+  readonly write: (data: Uint8Array) => void | Promise<void>;
+  readonly signal?: AbortSignal;
+  /** Called when the trial has not started yet and attach waits for it. */
+  readonly onWaiting?: (study: string, trial: string) => void;
+  readonly drops?: BadMessageCounter;
+}
+
+/**
+ * A running trial's terminal, live and read-only: the current attempt's output from its start (so the
+ * screen is rebuilt), then new output until the attempt ends or `signal` aborts. A trial not yet
+ * started is waited for; a trial that has ended is an error that points to `rung logs`.
+ */
+export async function attachTrial(nc: NatsConnection, names: MeshNames, o: AttachOptions): Promise<TrialOutputResult> {
+  const { study, trial } = await findTrialOutput(nc, names, o.ref);
+  const state = new StudyState({ study, metric: "", mode: "max", timeAttr: "" });
+  for (const ev of await readTrialEvents(nc, names, study, trial, o.drops)) state.apply(ev);
+  const t = state.trials.get(trial);
+  if (t && (t.phase === "completed" || t.phase === "stopped" || t.phase === "failed" || t.phase === "cancelled"))
+    throw new TrialNotRunningError(study, trial, t.phase);
+  const latest = t?.attempts.at(-1);
+  const running = latest && (latest.status === "running" || latest.status === "claimed");
+  if (!running) o.onWaiting?.(study, trial);
+  // Waiting: the next attempt's output, not an earlier attempt's.
+  const ended = (t?.attempts ?? []).filter((a) => a.status !== "queued" && a.status !== "claimed" && a.status !== "running");
+  return streamTrialOutput(nc, names, {
+    study,
+    trial,
+    attempt: running ? latest.attempt : null,
+    minAttempt: Math.max(0, ...ended.map((a) => a.attempt)) + 1,
+    follow: true,
+    write: o.write,
+    signal: o.signal,
+    drops: o.drops,
+  });
+}
