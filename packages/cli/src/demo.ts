@@ -8,15 +8,25 @@ import {
   bestText,
   DetachedError,
   earlyStoppingSavings,
+  groupFindings,
   leaderboardTable,
   loadSpec,
+  loadStudyReport,
   runStudy,
   type StudyProgress,
   type StudyResult,
   type StudySpec,
   savingsText,
 } from "@rung/coordinator";
-import { connectNats, createLogger, createSigningKey, type NatsServerProcess, signOrder, startNatsServer } from "@rung/protocol";
+import {
+  connectNats,
+  createLogger,
+  createSigningKey,
+  MeshNames,
+  type NatsServerProcess,
+  signOrder,
+  startNatsServer,
+} from "@rung/protocol";
 
 /** Where `rung demo` finds the example study: the checkout this CLI was built in. */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
@@ -126,6 +136,20 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       say("");
       say(bestText(result.state));
       say(savingsText(earlyStoppingSavings(result.state, spec.scheduler.maxT)));
+      const report = await loadStudyReport(nc, new MeshNames(o.prefix ?? "rung"), spec.name).catch(() => undefined);
+      if (report) {
+        const groups = groupFindings(report.findings);
+        say("");
+        if (groups.length === 0) say("diagnosis: no bottleneck found (GPU busy share and data wait look healthy)");
+        for (const g of groups.slice(0, 4)) {
+          const first = g.findings[0];
+          if (!first) continue;
+          const more = g.findings.length > 1 ? ` (and ${g.findings.length - 1} more trial(s))` : "";
+          say(`diagnosis · ${first.severity} · ${first.summary}${more}`);
+          if (first.advice[0]) say(`  → ${first.advice[0]}`);
+        }
+        if (o.nats) say(`full report: rung study report ${spec.name} --nats ${o.nats}`);
+      }
       return { result, spec, logFile };
     } finally {
       await nc.close();
