@@ -25,6 +25,7 @@ import { ControlWatch } from "./control-watch.js";
 import { discoverGpus, hostFacts } from "./inventory.js";
 import { NvidiaSmiSampler } from "./nvidia-smi.js";
 import { type AgentOptions, type CompiledAgentOptions, compileAgentOptions, type DrainMode } from "./options.js";
+import { reapOrphans } from "./orphans.js";
 import { ReplayLedger, SharedNonces } from "./replay-ledger.js";
 import { Slots } from "./slots.js";
 import { TelemetryPublisher } from "./telemetry.js";
@@ -195,6 +196,8 @@ class AgentImpl implements Agent {
       `found ${found.gpus.length} GPU(s)${found.fake ? " (simulated)" : ""}`,
     );
     mkdirSync(o.stateDir, { recursive: true });
+    // A previous agent on this state directory that was killed outright may have left trial helpers.
+    reapOrphans(join(o.stateDir, "groups"), this.#log);
     // Unix socket paths are limited to about 100 bytes, so the report sockets live in a short temp dir.
     this.#socketDir = mkdtempSync(join(tmpdir(), "rung-agent-"));
 

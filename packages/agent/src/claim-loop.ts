@@ -21,6 +21,7 @@ import {
 import type { ControlWatch } from "./control-watch.js";
 import { EventQueue, publishEvent } from "./events.js";
 import type { CompiledAgentOptions } from "./options.js";
+import { forgetGroup, recordGroup } from "./orphans.js";
 import type { ReplayLedger, SharedNonces } from "./replay-ledger.js";
 import type { SlotHolder, SlotKind, Slots } from "./slots.js";
 import { type StopRequest, type TrialResult, TrialRun } from "./trial-runner.js";
@@ -540,6 +541,7 @@ export class ClaimLoop {
     const o = this.#o.options;
     const { study, trial } = a.order;
     const subjects = this.#o.names.subjects;
+    const groups = join(o.stateDir, "groups");
     this.#socketSeq += 1;
     const run = new TrialRun({
       order: a.order,
@@ -557,6 +559,7 @@ export class ClaimLoop {
       isClosed: this.#o.isClosed,
       onStarted: (pid) => {
         a.log.info({ pid }, "trial started");
+        recordGroup(groups, { pgid: pid, study, trial, attempt: a.attempt });
         void this.#event(a, "started", { pid, gpus: a.pool.kind === "gpu" ? a.ids : [] });
       },
       onReport: (metrics) => {
@@ -579,7 +582,10 @@ export class ClaimLoop {
     });
     a.run = run;
     if (a.stop) run.stop(a.stop);
-    return run.result;
+    // The group is gone once the result is in (the runner kills what the trial left): forget it.
+    return run.result.finally(() => {
+      if (run.pid !== undefined) forgetGroup(groups, run.pid);
+    });
   }
 
   /** Ends the order the one way that fits how the attempt ended. */

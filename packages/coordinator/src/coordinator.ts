@@ -5,6 +5,7 @@ import {
   BadMessageCounter,
   type Control,
   createLogger,
+  DecodeError,
   decode,
   encode,
   ensureResources,
@@ -169,6 +170,9 @@ export class StudyCoordinator {
       this.#mesh.stop();
       await this.#serial.catch(() => {});
       await lease.release();
+      // Counted per kind all along (warned once each); the totals go in the log once, at the end,
+      // where an operator (and the chaos suite) can compare them with what was injected.
+      if (this.drops.total > 0) this.log.warn({ drops: this.drops.snapshot() }, "malformed messages dropped during this run");
     }
   }
 
@@ -212,11 +216,12 @@ export class StudyCoordinator {
 
   async #setStudyState(state: StudyRecord["state"]): Promise<void> {
     const key = this.names.subjects.studyKey(this.spec.name);
-    const e = await this.#res.studies.get(key);
+    const e = await this.#retrying("read the study record", () => this.#res.studies.get(key));
     if (!e || e.operation !== "PUT") return;
     const r = decode(StudyRecordSchema, e.value, "study record");
     if (!r.ok || r.value.state === state) return;
-    await this.#res.studies.put(key, encode({ ...r.value, state, updatedAt: Date.now() }));
+    const data = encode({ ...r.value, state, updatedAt: Date.now() });
+    await this.#retrying("record the study's end", () => this.#res.studies.put(key, data));
   }
 
   /** `rung study stop` marks the study record stopped: stop dispatching, let the rest wind down. */
@@ -237,7 +242,13 @@ export class StudyCoordinator {
   }
 
   async #catchUp(events: StoredEvent[]): Promise<void> {
+    // Strays (the rule of StudyDecider.belongs: a planned trial, created before anything else about it)
+    // are dropped by #handle; a forged `ended` must not make the real one look published already.
+    const created = new Set<string>();
     for (const { event } of events) {
+      if (event.study !== this.spec.name || !this.#plannedTrial(event.trial)) continue;
+      if (event.type === "created" ? created.has(event.trial) : !created.has(event.trial)) continue;
+      created.add(event.trial);
       const key = actionKey(event);
       if (key) this.#done.add(key);
     }
@@ -245,15 +256,9 @@ export class StudyCoordinator {
     for (const ev of events) await this.#handle(ev);
     // Orders published but never claimed may have been lost with a crash between the queued event
     // and the order: publish them again under the same message id (the server drops duplicates).
+    // (A crash between a trial's created and queued events is mended by #dispatch, which runs next.)
     for (const t of this.state.trials.values()) {
       if (TERMINAL_PHASES.has(t.phase)) continue;
-      if (t.createdAt !== null && t.attempts.length === 0) {
-        // A crash between a trial's created event and its queued one: dispatch counts it as created,
-        // so nothing else would ever queue it. Queue its first attempt now (or, stopped, cancel it).
-        if (this.#stopRequested) await this.#end(t, "cancelled", "study stopped before the trial was queued");
-        else await this.#queue(t.trial, 1);
-        continue;
-      }
       for (const a of t.attempts) if (a.status === "queued") await this.#publishOrder(t.trial, a.attempt, true);
     }
     this.#live = true;
@@ -264,10 +269,41 @@ export class StudyCoordinator {
   async #publishEvent(ev: TrialEvent, msgID: string): Promise<void> {
     if (this.#done.has(msgID)) return;
     this.#done.add(msgID);
-    await this.#js.publish(this.names.subjects.events(ev.study, ev.trial), encode(ev), { msgID });
+    const data = encode(ev);
+    await this.#retrying(`publish the ${ev.type} event of ${ev.trial}`, () =>
+      this.#js.publish(this.names.subjects.events(ev.study, ev.trial), data, { msgID }),
+    );
+  }
+
+  /**
+   * Runs one of the coordinator's writes again through a NATS hiccup — a server restarting, a cluster
+   * electing a new leader ("jetstream is not enabled", timeouts) — instead of dying of it. Safe: every
+   * event and order carries a message id the server de-duplicates, and a stop key says the same each
+   * time. Gives up (and the run fails) after a minute without success, or once the connection is closed.
+   */
+  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + 60_000;
+    for (let wait = 250, failures = 0; ; wait = Math.min(5000, wait * 2)) {
+      try {
+        const v = await fn();
+        if (failures > 0) this.log.info({ failures }, `could ${what} again`);
+        return v;
+      } catch (err) {
+        failures += 1;
+        if (Date.now() + wait > deadline || this.#o.nc.isClosed()) throw err;
+        if (failures === 1) this.log.warn({ err: (err as Error).message }, `cannot ${what}; retrying`);
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
   }
 
   async #handle({ event: ev }: StoredEvent): Promise<void> {
+    const stray = this.#stray(ev);
+    if (stray === "copy") return;
+    if (stray) {
+      this.drops.record("events", new DecodeError("stray", "trial event", `trial event: ${stray}`));
+      return;
+    }
     this.state.apply(ev);
     const t = this.state.trial(ev.trial);
     const stop = this.#decider.onEvent(ev);
@@ -285,6 +321,24 @@ export class StudyCoordinator {
       await this.#dispatch();
       this.#progress();
     }
+  }
+
+  /**
+   * Why an event is not this study's own, or null; "copy" for a second `created` of a trial. A stray
+   * (a forged or misrouted message: a trial the study never created, a refusal of an order that names
+   * no attempt, which this coordinator never issued) would otherwise create phantom trials, feed the
+   * scheduler, or fail a real trial.
+   */
+  #stray(ev: TrialEvent): string | null {
+    if (!this.#decider.belongs(ev)) {
+      // The same trial created again is a copy of the event (seen across a cluster failover, the publish
+      // retried through the election): the first one counts, and the copy is no stray.
+      if (ev.type === "created" && ev.study === this.spec.name && this.#plannedTrial(ev.trial)) return "copy";
+      return `${ev.type} of ${ev.study}/${ev.trial}: not a trial this study created`;
+    }
+    if (ev.type === "rejected" && ev.attempt === null)
+      return `rejected of ${ev.study}/${ev.trial}: an order that names no attempt is not this coordinator's`;
+    return null;
   }
 
   /** Only STOPs are recorded: a CONTINUE changes nothing outside the scheduler, which a restart
@@ -375,7 +429,10 @@ export class StudyCoordinator {
 
   async #writeStop(trial: string, reason: Control["reason"], by: string, rung: number | null): Promise<void> {
     const control: Control = { v: 1, type: "stop", study: this.spec.name, trial, reason, by, rung, ts: Date.now() };
-    await this.#res.control.put(this.names.subjects.controlKey(this.spec.name, trial), encode(control));
+    const data = encode(control);
+    await this.#retrying(`write the stop of ${trial}`, () =>
+      this.#res.control.put(this.names.subjects.controlKey(this.spec.name, trial), data),
+    );
   }
 
   #plannedIndex = new Map<string, PlannedTrial>();
@@ -421,14 +478,22 @@ export class StudyCoordinator {
       nonce: randomBytes(12).toString("hex"),
     };
     if (this.#o.signOrder) order = this.#o.signOrder(order);
-    const ack = await this.#js.publish(this.names.subjects.work(pool), encode(order), {
-      msgID: `${this.spec.name}.${trial}.${attempt}`,
-    });
+    const data = encode(order);
+    const ack = await this.#retrying(`publish the order of ${trial} attempt ${attempt}`, () =>
+      this.#js.publish(this.names.subjects.work(pool), data, { msgID: `${this.spec.name}.${trial}.${attempt}` }),
+    );
     if (republish && !ack.duplicate) this.log.info({ trial, attempt }, "re-published an order lost in a coordinator restart");
   }
 
   /** Keeps the queue shallow: see the class comment. */
   async #dispatch(): Promise<void> {
+    // A trial created but never queued: a coordinator died between the two events (dispatch publishes
+    // both in one step, so nothing else leaves this). Nothing else would ever queue it.
+    for (const t of this.state.inFlight()) {
+      if (t.attempts.length > 0) continue;
+      if (this.#stopRequested) await this.#end(t, "cancelled", "study stopped before the trial was queued");
+      else await this.#queue(t.trial, 1);
+    }
     if (this.#stopRequested) {
       await this.#stopEverything();
       this.#maybeFinish();
@@ -436,11 +501,10 @@ export class StudyCoordinator {
     }
     const max = this.spec.maxConcurrent ?? Number.POSITIVE_INFINITY;
     for (;;) {
-      const created = [...this.state.trials.values()].filter((t) => t.createdAt !== null).length;
-      if (created >= this.planned.length) break;
       if (this.state.inFlight().length >= max) break;
       if (this.state.waitingOrders() >= this.#mesh.freePlaces(this.spec.resources.gpus)) break;
-      const next = this.planned[created] as PlannedTrial;
+      const next = this.planned.find((p) => (this.state.trials.get(p.trial)?.createdAt ?? null) === null);
+      if (!next) break;
       const { bracket } = this.#decider.addTrial(next.trial);
       const ev: TrialEvent = {
         v: 1,

@@ -1,6 +1,6 @@
 import { DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type BadMessageCounter, decode, type MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
+import { type BadMessageCounter, DecodeError, decode, type MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
 
 /**
  * A study's events, read in stream order with an ordered consumer (no server-side state to clean
@@ -30,10 +30,17 @@ async function studyConsumer(nc: NatsConnection, names: MeshNames, study: string
   });
 }
 
-function toStored(m: JsMsg, drops: BadMessageCounter | undefined): StoredEvent | undefined {
+function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefined): StoredEvent | undefined {
   const r = decode(TrialEventSchema, m.data, "trial event");
   if (!r.ok) {
     drops?.record("events", r.error);
+    return undefined;
+  }
+  // Everyone publishes an event on its own trial's subject; a body that names another study or trial
+  // was misrouted or forged, and would otherwise be folded into a trial it does not belong to.
+  const { study, trial } = r.value;
+  if (m.subject !== names.subjects.events(study, trial)) {
+    drops?.record("events", new DecodeError("stray", "trial event", `trial event: ${study}/${trial} arrived on ${m.subject}`));
     return undefined;
   }
   return { seq: m.seq, event: r.value };
@@ -43,7 +50,10 @@ function toStored(m: JsMsg, drops: BadMessageCounter | undefined): StoredEvent |
 export async function followStudyEvents(nc: NatsConnection, names: MeshNames, study: string, o: FollowOptions): Promise<void> {
   const consumer = await studyConsumer(nc, names, study);
   const pendingAtStart = (await consumer.info()).num_pending;
-  const messages = await consumer.consume();
+  // Short pulls: the client notices a consumer that died with its server (a cluster node lost) after
+  // two missed idle heartbeats, half of `expires` each, and retries at that pace too. The default
+  // (30 s) left the coordinator deaf for a minute after a node failure.
+  const messages = await consumer.consume({ expires: 5000 });
   const stop = () => void messages.stop();
   o.signal?.addEventListener("abort", stop, { once: true });
   try {
@@ -51,7 +61,7 @@ export async function followStudyEvents(nc: NatsConnection, names: MeshNames, st
     let caughtUp = pendingAtStart === 0;
     if (caughtUp) await o.onCatchUp([]);
     for await (const m of messages) {
-      const ev = toStored(m, o.drops);
+      const ev = toStored(m, names, o.drops);
       if (!caughtUp) {
         if (ev) backlog.push(ev);
         if (m.info.pending === 0) {
@@ -82,7 +92,7 @@ export async function readStudyEvents(
     let got = 0;
     for await (const m of batch) {
       got += 1;
-      const ev = toStored(m, drops);
+      const ev = toStored(m, names, drops);
       if (ev) out.push(ev);
       pending = m.info.pending;
       if (pending === 0) break;

@@ -1,5 +1,6 @@
 import type { TrialEvent } from "@rung/protocol";
 import type { SchedulerDecision } from "./scheduler.js";
+import { generateTrials } from "./search-space.js";
 import type { StudySpec } from "./spec.js";
 import { createStudyScheduler, type StudyScheduler } from "./study-scheduler.js";
 
@@ -27,9 +28,16 @@ export interface StopDecision extends SchedulerDecision {
  *   is ignored (a lost agent's copy still talking).
  * Ray's controller calls `on_trial_complete` after a STOP and when a trial ends by itself; so do we,
  * on the STOP and on a `completed` finish of a trial never stopped.
+ *
+ * Only the study's own events count ({@link belongs}): its trials, created before anything else about
+ * them. A forged or misrouted event — a report for a trial not in the search space, a second
+ * `created`, one with an impossible bracket — never reaches the scheduler, live or in a replay.
  */
 export class StudyDecider {
   readonly #scheduler: StudyScheduler;
+  readonly #study: string;
+  readonly #planned: ReadonlySet<string>;
+  readonly #created = new Set<string>();
   readonly #timeAttr: string;
   readonly #metric: string;
   readonly #maxT: number | null;
@@ -37,9 +45,20 @@ export class StudyDecider {
 
   constructor(spec: StudySpec) {
     this.#scheduler = createStudyScheduler(spec);
+    this.#study = spec.name;
+    this.#planned = new Set(generateTrials(spec).map((p) => p.trial));
     this.#timeAttr = spec.scheduler.timeAttr;
     this.#metric = spec.metric.name;
     this.#maxT = spec.scheduler.maxT;
+  }
+
+  /**
+   * Whether an event, next in stream order, is one of the study's: a trial of its search space, and a
+   * `created` the first time, anything else only after it. The coordinator drops (and counts) the rest.
+   */
+  belongs(ev: TrialEvent): boolean {
+    if (ev.study !== this.#study || !this.#planned.has(ev.trial)) return false;
+    return ev.type === "created" ? !this.#created.has(ev.trial) : this.#created.has(ev.trial);
   }
 
   /** A new trial's bracket, drawn from the seeded RNG (the live coordinator, before `created`). */
@@ -57,10 +76,17 @@ export class StudyDecider {
   }
 
   onEvent(ev: TrialEvent): StopDecision | null {
+    if (!this.belongs(ev)) return null;
     const t = this.#trial(ev.trial);
     switch (ev.type) {
       case "created":
-        this.#scheduler.onTrialAdd(ev.trial, { bracket: ev.bracket });
+        this.#created.add(ev.trial);
+        try {
+          this.#scheduler.onTrialAdd(ev.trial, { bracket: ev.bracket });
+        } catch {
+          // A bracket this scheduler does not have (a hand-made event): draw one, as for a new trial.
+          this.#scheduler.onTrialAdd(ev.trial);
+        }
         return null;
       case "queued":
       case "claimed":

@@ -21,6 +21,9 @@ export const DecodeErrorKind = {
   tooLarge: "too-large",
   msgpack: "msgpack",
   schema: "schema",
+  /** Well-formed, but it does not belong where it arrived: its body names another subject's study or
+   * trial, or a trial its study never created. Dropped and counted like the others. */
+  stray: "stray",
 } as const;
 export type DecodeErrorKind = (typeof DecodeErrorKind)[keyof typeof DecodeErrorKind];
 

@@ -1,0 +1,60 @@
+import { checkLeaks, startNats, type TestNats } from "@rung/testkit";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { expectSound } from "./expect.js";
+import { ChaosMesh, chaosSpec, runningAttempts, sleep, trialMovedOn } from "./harness.js";
+
+// Scenario 1: kill -9 of an agent in the middle of a trial, three times across a study on 3 agents.
+// Each killed agent comes back (a rebooted box) under the same name and state directory.
+
+let nats: TestNats;
+let mesh: ChaosMesh | undefined;
+beforeAll(async () => {
+  nats = await startNats();
+});
+afterAll(async () => {
+  await nats.destroy();
+});
+afterEach(async () => {
+  await mesh?.close();
+  mesh = undefined;
+  await checkLeaks({ graceMs: 5000 });
+});
+
+const QUALITIES = [0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99, 0.1, 0.6, 0.8];
+const KILLS = 3;
+
+describe("chaos 1: agents killed with SIGKILL mid-trial", () => {
+  it("loses no trial and runs none twice at once; each killed trial runs again elsewhere", async () => {
+    const m = await ChaosMesh.open({ scenario: "1 agent kill -9", url: nats.url, study: "agentkill" });
+    mesh = m;
+    m.startAgents(3);
+    m.startStudy(chaosSpec("agentkill", { qualities: QUALITIES, epochMs: 300, maxConcurrent: 3 }));
+    const victims: string[] = [];
+    for (let k = 0; k < KILLS; k++) {
+      const v = await m.waitForEvents("a trial mid-run on a live agent", (evs) =>
+        runningAttempts(evs, 1).find((r) => !victims.includes(r.trial) && m.agents.get(r.agent)?.child.exitCode === null),
+      );
+      const agent = m.agents.get(v.agent);
+      if (!agent) throw new Error(`no agent ${v.agent}`);
+      m.fault({
+        kind: "kill -9 agent",
+        target: v.agent,
+        trial: v.trial,
+        attempt: v.attempt,
+        recovered: trialMovedOn(v.trial, v.attempt),
+      });
+      await m.kill(agent);
+      victims.push(v.trial);
+      await sleep(1000);
+      m.startAgent(v.agent);
+    }
+    const r = await m.finish({ faults: `${KILLS}× kill -9 of the agent running a trial (restarted 1 s later)` });
+    expectSound(r, { outcome: "completed", trials: QUALITIES.length });
+    for (const t of victims) {
+      expect(r.attempts.get(t)?.size, `${t} ran again`).toBeGreaterThan(1);
+      expect(["completed", "stopped"]).toContain(r.ended.get(t)?.status);
+    }
+    expect(r.recovered).toBeGreaterThanOrEqual(KILLS);
+    expect(r.ttr.every((x) => x !== null)).toBe(true);
+  });
+});
