@@ -61,7 +61,7 @@ describe("chaos 4: a node of a three-node cluster killed and restarted", () => {
     const l1 = await leaders();
     const follower = ["n1", "n2", "n3"].find((n) => n !== l1.events && n !== l1.work) ?? "n1";
     await outage(follower, "leads neither stream");
-    await m.waitForEvents("a trial mid-run again", (evs) => runningAttempts(evs, 1).some((r) => r.reports >= 2), 30_000);
+    await m.waitForEvents("a trial mid-run again", (evs) => runningAttempts(evs, 1).some((r) => r.reports >= 2), 60_000);
     const l2 = await m
       .waitForEvents("an events stream leader", async () => (await leaders()).events, 20_000)
       .catch(() => undefined);

@@ -113,7 +113,8 @@ describe("chaos 2: coordinator killed with SIGKILL at awkward moments", () => {
       return "random";
     };
 
-    await sleep(1500);
+    // Under way first: a coordinator killed before it has done anything tests nothing.
+    await m.waitForEvents("the study under way", (evs) => evs.some(({ event: e }) => e.type === "report"));
     let kills = 0;
     for (const moment of moments) {
       // Up to three tries to land inside the window a moment is about.

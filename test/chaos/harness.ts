@@ -507,7 +507,7 @@ export class ChaosMesh {
         ),
         waitFor(
           "the coordinator to resume",
-          () => /resuming study|study \S+ (completed|stopped)/.test(p.out()),
+          () => /resuming study|dispatched|study \S+ (completed|stopped)/.test(p.out()),
           timeoutMs,
           50,
         ).then(() => "running" as const),
@@ -542,7 +542,7 @@ export class ChaosMesh {
   }
 
   async waitForEvents<T>(what: string, pick: (evs: TimedEvent[]) => T, timeoutMs = 60_000): Promise<NonNullable<T>> {
-    return waitFor(what, async () => pick(await this.events()), timeoutMs, 150);
+    return waitFor(what, async () => pick(await this.events()), timeoutMs, 400);
   }
 
   /** Stops everything this mesh started: agents get SIGTERM (their clean exit logs their counters). */
