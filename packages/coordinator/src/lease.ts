@@ -37,9 +37,11 @@ export class StudyLease {
 
   async acquire(): Promise<void> {
     const key = this.subjects.leaseKey(this.study);
+    let last: unknown;
     for (let i = 0; i < 5; i++) {
-      const e = await this.kv.get(key);
       try {
+        // Inside the retry: a bucket being created or failed over can time out a read once.
+        const e = await this.kv.get(key);
         if (!e || e.operation !== "PUT") {
           this.#revision = e ? await this.kv.update(key, this.#value(), e.revision) : await this.kv.create(key, this.#value());
           return;
@@ -52,9 +54,13 @@ export class StudyLease {
         return;
       } catch (err) {
         if (err instanceof StudyLeaseHeldError) throw err;
-        // lost a race with another coordinator: look again
+        // lost a race with another coordinator, or a read timed out: look again
+        last = err;
+        await new Promise((r) => setTimeout(r, 200 * (i + 1)));
       }
     }
+    // Five lost races mean another coordinator is busy taking the lease; anything else is NATS' answer.
+    if (last instanceof Error && !/wrong last sequence|key exists/i.test(last.message)) throw last;
     throw new StudyLeaseHeldError(this.study, "another coordinator", Date.now() + this.ttlMs);
   }
 
