@@ -88,7 +88,8 @@ function alive(pid: number): boolean {
   }
 }
 
-describe("rung agent processes", () => {
+// Real agent processes with several waits each: on a loaded 2-core machine a test can take over a minute.
+describe("rung agent processes", { timeout: 150_000 }, () => {
   it("kill -9 mid-trial: a second agent runs attempt 2, the trial ends once, the dead advert expires", async () => {
     mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()), { advertTtlMs: 5000 });
     const m = mesh;
