@@ -1,7 +1,15 @@
-import { readFileSync } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { fromSeed } from "@nats-io/nkeys";
-import { type Authenticator, connect, credsAuthenticator, type NatsConnection, nkeyAuthenticator } from "@nats-io/transport-node";
+import {
+  type Authenticator,
+  ConnectionError,
+  connect,
+  credsAuthenticator,
+  type NatsConnection,
+  nkeyAuthenticator,
+} from "@nats-io/transport-node";
 import { NatsAuthError, NatsCredentialsError, NatsUnreachableError } from "./errors.js";
+import { isAuthError, isConnectionRefused, isPermissionError, isTlsError } from "./nats-errors.js";
 import { seedFromText } from "./order-signing.js";
 
 export const DEFAULT_NATS_URL = "nats://127.0.0.1:4222";
@@ -99,8 +107,26 @@ export async function connectNats(options: NatsOptions = {}): Promise<NatsConnec
     });
   } catch (cause) {
     const why = cause instanceof Error ? cause.message : String(cause);
-    if (/authori[sz]ation|authentication|permissions|certificate|tls|ssl/i.test(why))
+    if (isAuthError(cause) || isPermissionError(cause) || isTlsError(cause) || tlsFileUnreadable(cause, [ca, cert, key]))
       throw new NatsAuthError(url, why, { cause });
     throw new NatsUnreachableError(url, { cause });
   }
+}
+
+/**
+ * The client reads the TLS files only once the server asks for TLS, and reports one it cannot read as a
+ * ConnectionError without a code ("<file> doesn't exist"); so look at the files themselves. A refused
+ * dial is no file's fault (the client never got as far as reading them).
+ */
+function tlsFileUnreadable(cause: unknown, files: (string | undefined)[]): boolean {
+  if (!(cause instanceof ConnectionError) || isConnectionRefused(cause)) return false;
+  return files.some((f) => {
+    if (!f) return false;
+    try {
+      accessSync(f, constants.R_OK);
+      return false;
+    } catch {
+      return true;
+    }
+  });
 }

@@ -20,6 +20,17 @@ export {
 } from "./errors.js";
 export type { Logger, LoggerOptions } from "./logger.js";
 export { createLogger, silentLogger } from "./logger.js";
+export {
+  agentEventMsgId,
+  createdMsgId,
+  decisionMsgId,
+  endedMsgId,
+  logChunkMsgId,
+  queuedMsgId,
+  reportMsgId,
+  trialEventMsgId,
+  workOrderMsgId,
+} from "./message-ids.js";
 export type {
   AgentAdvert,
   AgentState,
@@ -59,6 +70,21 @@ export {
   TrialStatus,
   WorkOrderSchema,
 } from "./messages.js";
+export {
+  isAuthError,
+  isConnectionClosed,
+  isConnectionRefused,
+  isConsumerNotFound,
+  isJetStreamNotEnabled,
+  isNoResponders,
+  isNotFound,
+  isPermissionError,
+  isStreamNotFound,
+  isTimeout,
+  isTlsError,
+  isWrongLastSequence,
+  jetStreamApiCode,
+} from "./nats-errors.js";
 export type { NatsServerOptions } from "./nats-server.js";
 export { findNatsServer, NatsServerProcess, NatsServerStartError, startNatsServer } from "./nats-server.js";
 export type { OrderCheck, SigningKey, VerifyOrderOptions } from "./order-signing.js";
@@ -90,6 +116,10 @@ export {
   NONCE_WINDOW_MS,
   streamConfigs,
 } from "./resources.js";
+export type { RetryInfo, RetryOptions } from "./retry.js";
+export { retry } from "./retry.js";
 export { poolName, Subjects } from "./subjects.js";
 export { isValidToken, MAX_TOKEN_LENGTH, validToken } from "./tokens.js";
+export type { AgentEventType, CoordinatorEventType, TrialEventInit } from "./trial-events.js";
+export { TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";
 export { RUNG_VERSION } from "./version.js";

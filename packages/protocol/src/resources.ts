@@ -12,6 +12,7 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { nanos } from "./durations.js";
 import { ResourceSetupError } from "./errors.js";
+import { isNotFound } from "./nats-errors.js";
 import { Subjects } from "./subjects.js";
 import { validToken } from "./tokens.js";
 
@@ -203,10 +204,6 @@ async function ensureStream(
       await jsm.streams.update(name, { ...cur, subjects, max_age, max_bytes, duplicate_window, num_replicas });
     }
   });
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof Error && /not found/i.test(err.message);
 }
 
 /**

@@ -1,0 +1,103 @@
+import type { TrialEvent } from "./messages.js";
+import { validToken } from "./tokens.js";
+import type { AgentEventType } from "./trial-events.js";
+
+/**
+ * Message-id grammar (the `msgID` of a JetStream publish, `Nats-Msg-Id` on the wire). The server drops a
+ * message whose id it has stored within the stream's duplicate window (10 min), so a publish retried
+ * after a lost acknowledgement, or repeated by a coordinator catching up after a restart, is stored
+ * once. Every id is built from what identifies the message, never at random:
+ *
+ *   RUNG_WORK     <study>.<trial>.<attempt>                     the order of one attempt
+ *   RUNG_EVENTS   <study>.<trial>.<attempt>.<type>              agent: claimed, started, finished, rejected
+ *                                                               (attempt 0 when a refused order names none)
+ *                 <study>.<trial>.<attempt>.report.<seq>        agent: one report
+ *                 <study>.<trial>.created                       coordinator
+ *                 <study>.<trial>.queued.<attempt>              coordinator
+ *                 <study>.<trial>.decision.<attempt>.<seq>      coordinator: a STOP on report <seq>
+ *                 <study>.<trial>.ended                         coordinator
+ *   RUNG_LOGS     <study>.<trial>.<attempt>.log.<seq>           one chunk of terminal output
+ *
+ * Ids need only be unique within a stream. In RUNG_EVENTS the agent's ids carry a number third and the
+ * coordinator's a word, and no token contains a `.`, so the two never meet. The coordinator also keys
+ * its memory of what it has published by these ids, rebuilt from the stored events on a restart (see
+ * {@link trialEventMsgId}). Changing any of them changes what the server de-duplicates across an
+ * upgrade. Tokens pass {@link validToken}, as in subjects.ts; counts must be integers.
+ */
+
+function count(value: number, what: string, min: 0 | 1): number {
+  if (!Number.isInteger(value) || value < min)
+    throw new RangeError(`${what} must be ${min === 1 ? "a positive" : "a non-negative"} integer, got ${value}`);
+  return value;
+}
+
+const trialOf = (study: string, trial: string): string => `${validToken(study, "study")}.${validToken(trial, "trial")}`;
+
+/** `<study>.<trial>.<attempt>`: the work order of one attempt. */
+export function workOrderMsgId(study: string, trial: string, attempt: number): string {
+  return `${trialOf(study, trial)}.${count(attempt, "attempt", 1)}`;
+}
+
+/** `<study>.<trial>.<attempt>.log.<seq>`: one chunk of an attempt's terminal output. */
+export function logChunkMsgId(study: string, trial: string, attempt: number, seq: number): string {
+  return `${trialOf(study, trial)}.${count(attempt, "attempt", 1)}.log.${count(seq, "seq", 0)}`;
+}
+
+/**
+ * `<study>.<trial>.<attempt>.<type>`: an agent's lifecycle event (one of each per attempt). A refused
+ * order that names no attempt (`attempt: null`) counts as attempt 0.
+ */
+export function agentEventMsgId(
+  study: string,
+  trial: string,
+  attempt: number | null,
+  type: Exclude<AgentEventType, "report">,
+): string {
+  return `${trialOf(study, trial)}.${attempt === null ? 0 : count(attempt, "attempt", 0)}.${type}`;
+}
+
+/** `<study>.<trial>.<attempt>.report.<seq>`: one report of an attempt. */
+export function reportMsgId(study: string, trial: string, attempt: number, seq: number): string {
+  return `${trialOf(study, trial)}.${count(attempt, "attempt", 1)}.report.${count(seq, "seq", 0)}`;
+}
+
+/** `<study>.<trial>.created`. */
+export function createdMsgId(study: string, trial: string): string {
+  return `${trialOf(study, trial)}.created`;
+}
+
+/** `<study>.<trial>.queued.<attempt>`. */
+export function queuedMsgId(study: string, trial: string, attempt: number): string {
+  return `${trialOf(study, trial)}.queued.${count(attempt, "attempt", 1)}`;
+}
+
+/** `<study>.<trial>.decision.<attempt>.<seq>`: the decision on report `<seq>` of an attempt. */
+export function decisionMsgId(study: string, trial: string, attempt: number, seq: number): string {
+  return `${trialOf(study, trial)}.decision.${count(attempt, "attempt", 1)}.${count(seq, "seq", 0)}`;
+}
+
+/** `<study>.<trial>.ended`. */
+export function endedMsgId(study: string, trial: string): string {
+  return `${trialOf(study, trial)}.ended`;
+}
+
+/** The id of any trial event, by its type: the one id each event is published under. */
+export function trialEventMsgId(e: TrialEvent): string {
+  switch (e.type) {
+    case "created":
+      return createdMsgId(e.study, e.trial);
+    case "queued":
+      return queuedMsgId(e.study, e.trial, e.attempt);
+    case "decision":
+      return decisionMsgId(e.study, e.trial, e.attempt, e.seq);
+    case "ended":
+      return endedMsgId(e.study, e.trial);
+    case "report":
+      return reportMsgId(e.study, e.trial, e.attempt, e.seq);
+    case "claimed":
+    case "started":
+    case "finished":
+    case "rejected":
+      return agentEventMsgId(e.study, e.trial, e.attempt, e.type);
+  }
+}

@@ -1,0 +1,70 @@
+import { describe, expect, it } from "vitest";
+import { decode, encode, SCHEMA_VERSION, TrialEventSchema, TrialEvents, TrialEventWriter, trialEvent } from "./index.js";
+
+describe("trial event constructors", () => {
+  it("stamp the schema version and the type, and decode to what they made", () => {
+    const ev = TrialEvents.queued({ study: "s", trial: "t", ts: 5, attempt: 2 });
+    expect(ev).toEqual({ v: SCHEMA_VERSION, type: "queued", study: "s", trial: "t", ts: 5, attempt: 2 });
+    expect(Object.keys(ev).slice(0, 2)).toEqual(["v", "type"]);
+    const back = decode(TrialEventSchema, encode(ev), "trial event");
+    expect(back).toEqual({ ok: true, value: ev });
+  });
+
+  it("stamp the time when none is given", () => {
+    const before = Date.now();
+    const ev = TrialEvents.ended({ study: "s", trial: "t", status: "completed", reason: "done", attempts: 1 });
+    expect(ev.ts).toBeGreaterThanOrEqual(before);
+    expect(ev.ts).toBeLessThanOrEqual(Date.now());
+  });
+
+  it("keep their own v and type over whatever the fields carry", () => {
+    const stray = { v: 99, type: "ended", study: "s", trial: "t", ts: 1, attempt: 1 } as never;
+    const ev = TrialEvents.queued(stray);
+    expect(ev.v).toBe(SCHEMA_VERSION);
+    expect(ev.type).toBe("queued");
+  });
+
+  it("exist for every event type, each passing the schema", () => {
+    const at = { study: "s", trial: "t", ts: 1 };
+    const made = [
+      TrialEvents.created({ ...at, params: { lr: 0.1, opt: "adam", bn: true }, bracket: null }),
+      TrialEvents.queued({ ...at, attempt: 1 }),
+      TrialEvents.claimed({ ...at, attempt: 1, agent: "a", gpus: [0, 1] }),
+      TrialEvents.started({ ...at, attempt: 1, agent: "a", pid: 7, gpus: [0, 1] }),
+      TrialEvents.report({ ...at, attempt: 1, agent: "a", seq: 0, metrics: { loss: Number.NaN } }),
+      TrialEvents.finished({
+        ...at,
+        attempt: 1,
+        agent: "a",
+        status: "failed",
+        exitCode: 1,
+        signal: null,
+        reason: "exit 1",
+        logTail: ["boom"],
+      }),
+      TrialEvents.rejected({ ...at, attempt: null, agent: "a", reason: "bad-signature", detail: "d", sender: "UABC" }),
+      TrialEvents.decision({
+        ...at,
+        attempt: 1,
+        seq: 0,
+        t: 1,
+        value: null,
+        decision: "STOP",
+        by: "median",
+        rung: null,
+        cutoff: null,
+      }),
+      TrialEvents.ended({ ...at, status: "cancelled", reason: "user", attempts: 0 }),
+    ];
+    expect(made.map((e) => e.type).sort()).toEqual(Object.keys(TrialEventWriter).sort());
+    expect(Object.keys(TrialEvents).sort()).toEqual(Object.keys(TrialEventWriter).sort());
+    for (const e of made) expect(TrialEventSchema.safeParse(e).success, e.type).toBe(true);
+  });
+
+  it("take the type as a value too", () => {
+    const type = "claimed" as const;
+    expect(trialEvent(type, { study: "s", trial: "t", ts: 1, attempt: 1, agent: "a", gpus: [] })).toEqual(
+      TrialEvents.claimed({ study: "s", trial: "t", ts: 1, attempt: 1, agent: "a", gpus: [] }),
+    );
+  });
+});

@@ -1,0 +1,76 @@
+import { SCHEMA_VERSION, type TrialEventOf, type TrialEventType } from "./messages.js";
+
+/**
+ * Constructors of trial events (stream RUNG_EVENTS). Each stamps the schema version `v` and the `type`
+ * discriminator, and `ts` unless the caller gives one, so no caller writes `v:` by hand:
+ *
+ *   TrialEvents.queued({ study, trial, attempt })
+ *   trialEvent(type, { study, trial, attempt, agent, ... })   // when the type is a variable
+ *
+ * The fields are the zod-inferred output of `TrialEventSchema` (messages.ts), defaults included: what
+ * a constructor returns is exactly what `decode` yields for it. Nothing is validated here — the reader
+ * validates — so a hot path (reports) pays for one object.
+ */
+
+/** Who writes each kind of trial event (docs/architecture.md); a new event type must say. */
+export const TrialEventWriter = {
+  created: "coordinator",
+  queued: "coordinator",
+  claimed: "agent",
+  started: "agent",
+  report: "agent",
+  finished: "agent",
+  rejected: "agent",
+  decision: "coordinator",
+  ended: "coordinator",
+} as const satisfies Record<TrialEventType, "agent" | "coordinator">;
+export type TrialEventWriter = (typeof TrialEventWriter)[TrialEventType];
+
+type WrittenBy<W extends TrialEventWriter> = {
+  [T in TrialEventType]: (typeof TrialEventWriter)[T] extends W ? T : never;
+}[TrialEventType];
+/** `created`, `queued`, `decision`, `ended`. */
+export type CoordinatorEventType = WrittenBy<"coordinator">;
+/** `claimed`, `started`, `report`, `finished`, `rejected`. */
+export type AgentEventType = WrittenBy<"agent">;
+
+/** The fields a caller gives for an event of type `T`: all but `v` and `type`; `ts` defaults to now. */
+export type TrialEventInit<T extends TrialEventType> = Omit<TrialEventOf<T>, "v" | "type" | "ts"> & { ts?: number };
+
+/** Makes an event of `type`. `v` and `type` are always the stamped ones, even if `init` carries others. */
+export function trialEvent<T extends TrialEventType>(type: T, init: TrialEventInit<T>): TrialEventOf<T> {
+  // Written first so that they lead the encoded map as in every other message, and again after the
+  // spread so that they win over anything `init` carries.
+  const event: Record<string, unknown> = { v: SCHEMA_VERSION, type, ...init };
+  event.v = SCHEMA_VERSION;
+  event.type = type;
+  event.ts = init.ts ?? Date.now();
+  return event as TrialEventOf<T>;
+}
+
+const make =
+  <T extends TrialEventType>(type: T) =>
+  (init: TrialEventInit<T>): TrialEventOf<T> =>
+    trialEvent(type, init);
+
+/** One constructor per trial event type, named after it. */
+export const TrialEvents = {
+  /** Coordinator: the trial exists, with its parameters and bracket. */
+  created: make("created"),
+  /** Coordinator: an order for this attempt was published. */
+  queued: make("queued"),
+  /** Agent: it holds the order and the GPUs. */
+  claimed: make("claimed"),
+  /** Agent: the process runs. */
+  started: make("started"),
+  /** Agent: one line the trial reported. */
+  report: make("report"),
+  /** Agent: the attempt ended (exactly one per attempt). */
+  finished: make("finished"),
+  /** Agent: the order was refused and never started. */
+  rejected: make("rejected"),
+  /** Coordinator: a scheduler decision on a report. */
+  decision: make("decision"),
+  /** Coordinator: the trial's final state. */
+  ended: make("ended"),
+} as const satisfies { [T in TrialEventType]: (init: TrialEventInit<T>) => TrialEventOf<T> };
