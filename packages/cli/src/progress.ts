@@ -26,4 +26,3 @@ export function progressPrinter(): { update(p: StudyProgress): void; end(): void
     },
   };
 }
-

@@ -166,3 +166,14 @@ export class TrialNotRunningError extends Error {
     super(`trial ${study}/${trial} is not running (${phase}) — see its output with "rung logs ${study}/${trial}"`);
   }
 }
+
+/** A `runStudy` option out of its bounds (`leaseMs: must be at least 1000, got 10`). */
+export class RunOptionsError extends Error {
+  override name = "RunOptionsError";
+  constructor(
+    readonly option: string,
+    readonly problem: string,
+  ) {
+    super(`invalid study run option ${option}: ${problem}`);
+  }
+}

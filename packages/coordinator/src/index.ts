@@ -1,28 +1,20 @@
-// @rung/coordinator: study spec, search space, schedulers (ASHA/Hyperband, median, FIFO, early stopping), replay.
+// @rung/coordinator — the public API. The package is layered (imports only point down, checked by
+// layers.test.ts):
+//   common/     seeded RNG, percentiles, zod issue formatting             (pure)
+//   scheduling/ Scheduler interface, ASHA/Hyperband, median, FIFO, replay (pure)
+//   study/      spec, search space, state fold, stopping policy, decider  (pure)
+//   telemetry/  telemetry join, bottleneck diagnosis, report data         (pure)
+//   views/      text rendering: progress, leaderboard, report, tail lines (pure)
+//   runtime/    everything that talks to NATS                             (I/O)
 
-export type { AshaSnapshot } from "./asha.js";
-export { Asha } from "./asha.js";
-export type {
-  AgentIdleStats,
-  DiagnosisInput,
-  DiagnosisOptions,
-  DiagnosisThresholds,
-  Distribution,
-  Evidence,
-  Finding,
-  TrialGpuStats,
-  TrialStats,
-} from "./bottleneck.js";
-export { compareFindings, compileDiagnosisOptions, DIAGNOSIS_DEFAULTS, diagnose, FindingKind, Severity } from "./bottleneck.js";
-export type { RunStudyOptions, StudyProgress, StudyResult } from "./coordinator.js";
-export { DetachedError, runStudy, StudyCoordinator } from "./coordinator.js";
-export type { EarlyStoppingOptions } from "./early-stopping.js";
-export { EarlyStopping } from "./early-stopping.js";
+export type { Rng } from "./common/index.js";
+export { ashaCutoff, ashaPercentile, createRng, nanPercentile } from "./common/index.js";
 export type { SpecProblem } from "./errors.js";
 export {
   AmbiguousTrialError,
   NoTrialOutputError,
   ReplayInputError,
+  RunOptionsError,
   SchedulerOptionsError,
   SpecError,
   StudyLeaseHeldError,
@@ -32,91 +24,175 @@ export {
   TrialNotFoundError,
   TrialNotRunningError,
 } from "./errors.js";
-export type { FollowOptions, StoredEvent } from "./event-log.js";
-export { followStudyEvents, readStudyEvents } from "./event-log.js";
-export { FifoScheduler } from "./fifo.js";
-export { MedianStoppingRule } from "./median.js";
-export { MeshView } from "./mesh-view.js";
-export { ashaCutoff, ashaPercentile, nanPercentile } from "./percentile.js";
-export type { ReplayOptions } from "./replay.js";
-export { Replayer, replayLines } from "./replay.js";
-export type { StudyReplayResult } from "./replay-study.js";
-export { replayStudy } from "./replay-study.js";
-export type { Rng } from "./rng.js";
-export { createRng } from "./rng.js";
-export { bracketProbabilities, rungCount, rungMilestones } from "./rung-ladder.js";
-export type { Scheduler, SchedulerDecision } from "./scheduler.js";
-export { createScheduler } from "./scheduler.js";
+export type {
+  AttachOptions,
+  FollowOptions,
+  LoadedStudy,
+  LoadStudyReportOptions,
+  ReadTelemetryOptions,
+  RunStudyOptions,
+  StudyResult,
+  StudyStatusJson,
+  TailOptions,
+  TailOutput,
+  TailStats,
+  TrialOutputIndex,
+  TrialOutputOptions,
+  TrialOutputResult,
+  TrialRef,
+  TrialStatusJson,
+} from "./runtime/index.js";
+export {
+  attachTrial,
+  DetachedError,
+  deleteStudy,
+  findTrialOutput,
+  followStudyEvents,
+  listStudies,
+  loadStudy,
+  loadStudyReport,
+  MeshAdverts,
+  parseTrialRef,
+  readAdverts,
+  readStudyEvents,
+  readTelemetry,
+  readTrialEvents,
+  runStudy,
+  runTail,
+  StudyCoordinator,
+  stopStudy,
+  streamTrialOutput,
+  studyStatusJson,
+  trialStatusJson,
+} from "./runtime/index.js";
 export type {
   AshaOptions,
+  AshaSnapshot,
+  EarlyStoppingOptions,
   FifoOptions,
   MedianOptions,
   OptionProblem,
+  ReplayOptions,
+  Scheduler,
+  SchedulerDecision,
   SchedulerOptions,
   SchedulerOptionsInput,
-} from "./scheduler-options.js";
+} from "./scheduling/index.js";
 export {
+  Asha,
+  bracketProbabilities,
   checkSchedulerOptions,
   compileSchedulerOptions,
+  createScheduler,
+  EarlyStopping,
+  FifoScheduler,
+  MedianStoppingRule,
   MetricMode,
+  Replayer,
+  replayLines,
+  rungCount,
+  rungMilestones,
   SCHEDULER_DEFAULTS,
   SchedulerType,
-} from "./scheduler-options.js";
-export type { ParamKind, ParamSpec, ParamValue, PlannedTrial, SearchSpec } from "./search-space.js";
-export {
-  countTrials,
-  DISTRIBUTIONS,
-  generateTrials,
-  MAX_TRIALS,
-  parseParam,
-  SearchAlgorithm,
-  sampleParam,
-  trialId,
-} from "./search-space.js";
-export type { EarlyStoppingSpec, SchedulerSpec, SpecInput, StudySpec } from "./spec.js";
+} from "./scheduling/index.js";
+export type {
+  AttemptRecord,
+  AttemptStatus,
+  EarlyStoppingSavings,
+  EarlyStoppingSpec,
+  Metrics,
+  ParamKind,
+  ParamSpec,
+  ParamValue,
+  PhaseCounts,
+  PlannedTrial,
+  SchedulerSpec,
+  SearchSpec,
+  SpecInput,
+  StopDecision,
+  StopInfo,
+  StoredEvent,
+  StudyPolicy,
+  StudyProgress,
+  StudyReplayResult,
+  StudySpec,
+  TrialRecord,
+} from "./study/index.js";
 export {
   canonicalJson,
   compileSpec,
+  countTrials,
+  createStudyPolicy,
   DEFAULT_RETRIES,
   DEFAULT_TIME_ATTR,
+  DISTRIBUTIONS,
+  decideStudy,
+  earlyStoppingSavings,
+  generateTrials,
+  isCopyRejection,
   loadSpec,
+  MAX_TRIALS,
+  parseParam,
   parseSpec,
   REDACTED,
   RESERVED_PLACEHOLDERS,
+  replayStudy,
+  rungFunnel,
+  SearchAlgorithm,
+  StudyDecider,
+  StudyState,
+  sampleParam,
   schedulerOptionsOf,
   specForRecord,
   specHash,
   specToInput,
+  TERMINAL_PHASES,
+  TrialPhase,
   trialArgv,
-} from "./spec.js";
-export type { LoadedStudy, StudyStatusJson, TrialStatusJson } from "./study-admin.js";
-export { deleteStudy, listStudies, loadStudy, stopStudy, studyStatusJson, trialStatusJson } from "./study-admin.js";
-export type { StopDecision } from "./study-decider.js";
-export { decideStudy, StudyDecider } from "./study-decider.js";
+  trialId,
+} from "./study/index.js";
 export type {
   AgentCost,
+  AgentIdleStats,
   CostSummary,
+  DiagnosisInput,
+  DiagnosisOptions,
+  DiagnosisThresholds,
+  Distribution,
+  Evidence,
+  Finding,
   GpuTime,
+  JoinedTelemetry,
+  JoinOptions,
   LeaderboardRow,
   ReportableStudy,
   ReportTrial,
   StudyReport,
   StudyReportOptions,
-} from "./study-report.js";
-export { buildStudyReport, groupFindings, REPORT_VERSION, renderReportMarkdown, renderReportText } from "./study-report.js";
-export type { Metrics, StudyScheduler } from "./study-scheduler.js";
-export { createStudyScheduler } from "./study-scheduler.js";
-export type { AttemptRecord, AttemptStatus, PhaseCounts, StopInfo, TrialRecord } from "./study-state.js";
-export { isCopyRejection, StudyState, TERMINAL_PHASES, TrialPhase } from "./study-state.js";
-export type { EarlyStoppingSavings } from "./study-view.js";
-export { bestText, earlyStoppingSavings, leaderboardTable, progressLine, rungFunnel, savingsText } from "./study-view.js";
-export type { TailOptions, TailOutput, TailStats } from "./tail.js";
-export { runTail } from "./tail.js";
-export type { JoinedTelemetry, JoinOptions } from "./telemetry-join.js";
-export { joinTelemetry } from "./telemetry-join.js";
-export type { LoadStudyReportOptions, ReadTelemetryOptions } from "./telemetry-log.js";
-export { loadStudyReport, readAdverts, readTelemetry } from "./telemetry-log.js";
-export type { StudyMeta, TailFilter, TailViewOptions } from "./telemetry-view.js";
-export { studyMetaFromSpec, TailFormat, TailView } from "./telemetry-view.js";
-export type { AttachOptions, TrialOutputIndex, TrialOutputOptions, TrialOutputResult, TrialRef } from "./trial-logs.js";
-export { attachTrial, findTrialOutput, parseTrialRef, readTrialEvents, streamTrialOutput } from "./trial-logs.js";
+  TrialGpuStats,
+  TrialStats,
+} from "./telemetry/index.js";
+export {
+  buildStudyReport,
+  compareFindings,
+  compileDiagnosisOptions,
+  DIAGNOSIS_DEFAULTS,
+  diagnose,
+  FindingKind,
+  joinTelemetry,
+  REPORT_VERSION,
+  Severity,
+} from "./telemetry/index.js";
+export type { StudyMeta, TailFilter, TailViewOptions } from "./views/index.js";
+export {
+  bestText,
+  groupFindings,
+  leaderboardTable,
+  progressLine,
+  renderReportMarkdown,
+  renderReportText,
+  savingsText,
+  studyMetaFromSpec,
+  TailFormat,
+  TailView,
+} from "./views/index.js";

@@ -1,6 +1,6 @@
 import { createInterface } from "node:readline";
+import { loadStudy, Replayer, readStudyEvents, replayStudy, type SchedulerType } from "@rung/coordinator";
 import type { Command } from "commander";
-import { loadStudy, readStudyEvents, Replayer, replayStudy, type SchedulerType } from "@rung/coordinator";
 import { withMesh } from "../connect.js";
 import { type NatsFlags, withNatsOptions } from "../nats-options.js";
 

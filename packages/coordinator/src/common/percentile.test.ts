@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { ashaCutoff, ashaPercentile, nanPercentile } from "./index.js";
+import { ashaCutoff, ashaPercentile, nanPercentile } from "../index.js";
 
 const fOf = (rf: number) => ashaPercentile(rf) / 100;
 

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import type { SpecProblem } from "./errors.js";
+import type { SpecProblem } from "../errors.js";
 
 /**
  * Turns zod issues into one-line problems that name the field path and what is allowed

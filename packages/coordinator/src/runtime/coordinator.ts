@@ -1,71 +1,39 @@
 import { randomBytes } from "node:crypto";
-import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
 import {
   BadMessageCounter,
-  type Control,
-  createLogger,
+  createdMsgId,
   DecodeError,
-  decode,
-  encode,
-  ensureResources,
+  decisionMsgId,
+  endedMsgId,
   type Logger,
-  MeshNames,
-  type MeshResources,
+  type MeshNames,
   poolName,
-  type ResourceOptions,
-  type StudyRecord,
-  StudyRecordSchema,
+  queuedMsgId,
   type TrialEvent,
+  TrialEvents,
+  TrialEventWriter,
+  trialEventMsgId,
   type WorkOrder,
+  workOrderMsgId,
 } from "@rung/protocol";
-import { StudySpecChangedError } from "./errors.js";
-import { followStudyEvents, type StoredEvent } from "./event-log.js";
+import {
+  generateTrials,
+  isCopyRejection,
+  type PlannedTrial,
+  type StopDecision,
+  type StoredEvent,
+  StudyDecider,
+  type StudySpec,
+  StudyState,
+  TERMINAL_PHASES,
+  type TrialRecord,
+  trialArgv,
+} from "../study/index.js";
+import { followStudyEvents } from "./event-reader.js";
 import { StudyLease } from "./lease.js";
-import { MeshView } from "./mesh-view.js";
-import type { PlannedTrial } from "./search-space.js";
-import { generateTrials } from "./search-space.js";
-import { type StudySpec, specForRecord, specHash, trialArgv } from "./spec.js";
-import { type StopDecision, StudyDecider } from "./study-decider.js";
-import { isCopyRejection, StudyState, TERMINAL_PHASES, type TrialRecord } from "./study-state.js";
-
-/** Options of `runStudy`; durations are milliseconds (the CLI parses "30s"). */
-export interface RunStudyOptions {
-  nc: NatsConnection;
-  spec: StudySpec;
-  /** Mesh prefix. Default "rung". */
-  prefix?: string;
-  log?: Logger;
-  /** Called after every change worth showing (throttle it in the caller). */
-  onProgress?: (p: StudyProgress) => void;
-  /** Aborting detaches the coordinator: trials in flight keep running and a new run resumes. */
-  signal?: AbortSignal;
-  /** Coordinator lease TTL. Default 15 s. */
-  leaseMs?: number;
-  /** How long an order stays valid in the queue. Default 24 h. */
-  orderTtlMs?: number;
-  /** Adverts older than this are not counted as free capacity. Default 15 s. */
-  advertStaleMs?: number;
-  /**
-   * Signs each order before it is published (`rung study run --signing-key`: protocol's `signOrder`
-   * with the key's seed). Agents started with `--trust` run only orders signed by a key they trust.
-   * Default: orders go out unsigned, which only `--insecure` agents run.
-   */
-  signOrder?: (order: WorkOrder) => WorkOrder;
-  /** Stream and bucket options for `ensureResources` (`--replicas` on a cluster). Default protocol's. */
-  resources?: ResourceOptions;
-}
-
-export interface StudyProgress {
-  study: string;
-  state: StudyState;
-  planned: number;
-  agents: number;
-  gpus: number;
-  busyGpus: number;
-  waitingForAgents: boolean;
-  done: boolean;
-}
+import { MeshAdverts } from "./mesh-adverts.js";
+import { type CompiledRunOptions, compileRunOptions, type RunStudyOptions } from "./run-options.js";
+import { StudyStore } from "./study-store.js";
 
 export interface StudyResult {
   study: string;
@@ -100,13 +68,10 @@ export class StudyCoordinator {
   readonly drops: BadMessageCounter;
   readonly state: StudyState;
   readonly planned: PlannedTrial[];
-  readonly #o: RunStudyOptions;
+  readonly #o: CompiledRunOptions;
+  readonly #store: StudyStore;
   readonly #decider: StudyDecider;
-  #js!: JetStreamClient;
-  #res!: MeshResources;
-  #mesh!: MeshView;
-  /** Actions already in the stream (found at catch-up): never published again. */
-  readonly #done = new Set<string>();
+  #mesh!: MeshAdverts;
   #live = false;
   #serial: Promise<void> = Promise.resolve();
   #stopRequested = false;
@@ -115,10 +80,11 @@ export class StudyCoordinator {
   readonly #finished: Promise<StudyResult>;
 
   constructor(options: RunStudyOptions) {
-    this.#o = options;
-    this.spec = options.spec;
-    this.names = new MeshNames(options.prefix ?? "rung");
-    this.log = (options.log ?? createLogger()).child({ study: this.spec.name });
+    this.#o = compileRunOptions(options);
+    this.spec = this.#o.spec;
+    this.names = this.#o.names;
+    this.log = this.#o.log;
+    this.#store = new StudyStore(this.#o);
     this.drops = new BadMessageCounter(this.log);
     this.state = new StudyState({
       study: this.spec.name,
@@ -136,20 +102,19 @@ export class StudyCoordinator {
 
   async run(): Promise<StudyResult> {
     const o = this.#o;
-    this.#res = await ensureResources(o.nc, this.names, o.resources);
-    this.#js = jetstream(o.nc);
-    const lease = new StudyLease(this.#res.studies, this.names.subjects, this.spec.name, o.leaseMs ?? 15_000);
+    const res = await this.#store.open();
+    const lease = new StudyLease(res.studies, this.names.subjects, this.spec.name, o.leaseMs);
     await lease.acquire();
     lease.keepAlive((err) => this.#fail(err));
     const detach = new AbortController();
     const onAbort = () => detach.abort();
     o.signal?.addEventListener("abort", onAbort, { once: true });
-    this.#mesh = new MeshView(this.#res.agents, o.advertStaleMs ?? 15_000, () => this.#kick(), this.drops);
+    this.#mesh = new MeshAdverts(res.agents, o.advertStaleMs, () => this.#kick(), this.drops);
     const tick = setInterval(() => this.#kick(), 1000);
     try {
-      await this.#recordStudy();
+      if ((await this.#store.recordStudy(this.spec)).stopped) this.#stopRequested = true;
       await this.#mesh.start();
-      this.#watchStudyRecord(detach.signal);
+      this.#store.watchStop(detach.signal, () => this.#onStopRequested());
       const following = followStudyEvents(o.nc, this.names, this.spec.name, {
         signal: detach.signal,
         drops: this.drops,
@@ -161,7 +126,7 @@ export class StudyCoordinator {
         detach.signal.addEventListener("abort", () => reject(new DetachedError(this.spec.name)), { once: true });
       });
       const result = await Promise.race([this.#finished, detached]);
-      await this.#setStudyState(result.status);
+      await this.#store.setStudyState(result.status);
       return result;
     } finally {
       clearInterval(tick);
@@ -190,55 +155,12 @@ export class StudyCoordinator {
     });
   }
 
-  async #recordStudy(): Promise<void> {
-    const key = this.names.subjects.studyKey(this.spec.name);
-    const hash = specHash(this.spec);
-    const e = await this.#res.studies.get(key);
-    if (e && e.operation === "PUT") {
-      const r = decode(StudyRecordSchema, e.value, "study record");
-      if (r.ok && r.value.specHash !== hash) throw new StudySpecChangedError(this.spec.name, r.value.specHash, hash);
-      if (r.ok && r.value.state === "stopped") this.#stopRequested = true;
-      return;
-    }
-    const now = Date.now();
-    const rec: StudyRecord = {
-      v: 1,
-      type: "study",
-      name: this.spec.name,
-      spec: specForRecord(this.spec),
-      specHash: hash,
-      createdAt: now,
-      state: "running",
-      updatedAt: now,
-    };
-    await this.#res.studies.put(key, encode(rec));
-  }
-
-  async #setStudyState(state: StudyRecord["state"]): Promise<void> {
-    const key = this.names.subjects.studyKey(this.spec.name);
-    const e = await this.#retrying("read the study record", () => this.#res.studies.get(key));
-    if (!e || e.operation !== "PUT") return;
-    const r = decode(StudyRecordSchema, e.value, "study record");
-    if (!r.ok || r.value.state === state) return;
-    const data = encode({ ...r.value, state, updatedAt: Date.now() });
-    await this.#retrying("record the study's end", () => this.#res.studies.put(key, data));
-  }
-
-  /** `rung study stop` marks the study record stopped: stop dispatching, let the rest wind down. */
-  #watchStudyRecord(signal: AbortSignal): void {
-    void (async () => {
-      const iter = await this.#res.studies.watch({ key: this.names.subjects.studyKey(this.spec.name) });
-      signal.addEventListener("abort", () => iter.stop(), { once: true });
-      for await (const e of iter) {
-        if (e.operation !== "PUT") continue;
-        const r = decode(StudyRecordSchema, e.value, "study record");
-        if (r.ok && r.value.state === "stopped" && !this.#stopRequested) {
-          this.#stopRequested = true;
-          this.log.info("study stop requested: no new trials; running ones are being stopped");
-          this.#kick();
-        }
-      }
-    })().catch(() => {});
+  /** `rung study stop` marked the study record stopped: stop dispatching, let the rest wind down. */
+  #onStopRequested(): void {
+    if (this.#stopRequested) return;
+    this.#stopRequested = true;
+    this.log.info("study stop requested: no new trials; running ones are being stopped");
+    this.#kick();
   }
 
   async #catchUp(events: StoredEvent[]): Promise<void> {
@@ -250,7 +172,7 @@ export class StudyCoordinator {
       if (event.type === "created" ? created.has(event.trial) : !created.has(event.trial)) continue;
       created.add(event.trial);
       const key = actionKey(event);
-      if (key) this.#done.add(key);
+      if (key) this.#store.markPublished(key);
     }
     if (events.length > 0) this.log.info({ events: events.length }, "resuming study from its event stream");
     for (const ev of events) await this.#handle(ev);
@@ -264,37 +186,6 @@ export class StudyCoordinator {
     this.#live = true;
     await this.#dispatch();
     this.#progress();
-  }
-
-  async #publishEvent(ev: TrialEvent, msgID: string): Promise<void> {
-    if (this.#done.has(msgID)) return;
-    this.#done.add(msgID);
-    const data = encode(ev);
-    await this.#retrying(`publish the ${ev.type} event of ${ev.trial}`, () =>
-      this.#js.publish(this.names.subjects.events(ev.study, ev.trial), data, { msgID }),
-    );
-  }
-
-  /**
-   * Runs one of the coordinator's writes again through a NATS hiccup — a server restarting, a cluster
-   * electing a new leader ("jetstream is not enabled", timeouts) — instead of dying of it. Safe: every
-   * event and order carries a message id the server de-duplicates, and a stop key says the same each
-   * time. Gives up (and the run fails) after a minute without success, or once the connection is closed.
-   */
-  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    const deadline = Date.now() + 60_000;
-    for (let wait = 250, failures = 0; ; wait = Math.min(5000, wait * 2)) {
-      try {
-        const v = await fn();
-        if (failures > 0) this.log.info({ failures }, `could ${what} again`);
-        return v;
-      } catch (err) {
-        failures += 1;
-        if (Date.now() + wait > deadline || this.#o.nc.isClosed()) throw err;
-        if (failures === 1) this.log.warn({ err: (err as Error).message }, `cannot ${what}; retrying`);
-        await new Promise((r) => setTimeout(r, wait));
-      }
-    }
   }
 
   async #handle({ event: ev }: StoredEvent): Promise<void> {
@@ -344,13 +235,10 @@ export class StudyCoordinator {
   /** Only STOPs are recorded: a CONTINUE changes nothing outside the scheduler, which a restart
    * rebuilds by feeding it the same events in the same order. */
   async #onStop(d: StopDecision): Promise<void> {
-    const key = `${this.spec.name}.${d.trial}.decision.${d.attempt}.${d.seq}`;
-    const decision: TrialEvent = {
-      v: 1,
-      type: "decision",
+    const key = decisionMsgId(this.spec.name, d.trial, d.attempt, d.seq);
+    const decision = TrialEvents.decision({
       study: this.spec.name,
       trial: d.trial,
-      ts: Date.now(),
       attempt: d.attempt,
       seq: d.seq,
       t: d.t,
@@ -359,15 +247,15 @@ export class StudyCoordinator {
       by: d.by,
       rung: d.rung,
       cutoff: d.cutoff,
-    };
+    });
     this.state.apply(decision);
-    if (this.#done.has(key)) return; // decided before a restart; its stop key was written then
-    if (!d.atMaxT) await this.#writeStop(d.trial, "scheduler-stop", d.by, d.rung ?? d.t);
+    if (this.#store.isPublished(key)) return; // decided before a restart; its stop key was written then
+    if (!d.atMaxT) await this.#store.writeStop(d.trial, "scheduler-stop", d.by, d.rung ?? d.t);
     this.log.info(
       { trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason },
       d.atMaxT ? "trial reached max_t" : "stopping trial",
     );
-    await this.#publishEvent(decision, key);
+    await this.#store.publishEvent(decision, key);
   }
 
   async #onFinished(t: TrialRecord, ev: Extract<TrialEvent, { type: "finished" }>): Promise<void> {
@@ -413,26 +301,9 @@ export class StudyCoordinator {
   }
 
   async #end(t: TrialRecord, status: "completed" | "stopped" | "failed" | "cancelled", reason: string): Promise<void> {
-    const ev: TrialEvent = {
-      v: 1,
-      type: "ended",
-      study: this.spec.name,
-      trial: t.trial,
-      ts: Date.now(),
-      status,
-      reason,
-      attempts: t.attempts.length,
-    };
+    const ev = TrialEvents.ended({ study: this.spec.name, trial: t.trial, status, reason, attempts: t.attempts.length });
     this.state.apply(ev);
-    await this.#publishEvent(ev, `${this.spec.name}.${t.trial}.ended`);
-  }
-
-  async #writeStop(trial: string, reason: Control["reason"], by: string, rung: number | null): Promise<void> {
-    const control: Control = { v: 1, type: "stop", study: this.spec.name, trial, reason, by, rung, ts: Date.now() };
-    const data = encode(control);
-    await this.#retrying(`write the stop of ${trial}`, () =>
-      this.#res.control.put(this.names.subjects.controlKey(this.spec.name, trial), data),
-    );
+    await this.#store.publishEvent(ev, endedMsgId(this.spec.name, t.trial));
   }
 
   #plannedIndex = new Map<string, PlannedTrial>();
@@ -443,13 +314,13 @@ export class StudyCoordinator {
   }
 
   async #queue(trial: string, attempt: number): Promise<void> {
-    const key = `${this.spec.name}.${trial}.queued.${attempt}`;
+    const key = queuedMsgId(this.spec.name, trial, attempt);
     // Re-deciding a retry during catch-up: it was queued before the restart, and the catch-up
     // re-publishes the order afterwards only if no agent claimed it.
-    if (this.#done.has(key)) return;
-    const ev: TrialEvent = { v: 1, type: "queued", study: this.spec.name, trial, ts: Date.now(), attempt };
+    if (this.#store.isPublished(key)) return;
+    const ev = TrialEvents.queued({ study: this.spec.name, trial, attempt });
     this.state.apply(ev);
-    await this.#publishEvent(ev, key);
+    await this.#store.publishEvent(ev, key);
     await this.#publishOrder(trial, attempt, false);
   }
 
@@ -474,14 +345,11 @@ export class StudyCoordinator {
       params: { ...planned.params },
       timeAttr: this.spec.scheduler.timeAttr,
       issuedAt: now,
-      expiresAt: now + (this.#o.orderTtlMs ?? 86_400_000),
+      expiresAt: now + this.#o.orderTtlMs,
       nonce: randomBytes(12).toString("hex"),
     };
     if (this.#o.signOrder) order = this.#o.signOrder(order);
-    const data = encode(order);
-    const ack = await this.#retrying(`publish the order of ${trial} attempt ${attempt}`, () =>
-      this.#js.publish(this.names.subjects.work(pool), data, { msgID: `${this.spec.name}.${trial}.${attempt}` }),
-    );
+    const ack = await this.#store.publishOrder(order, workOrderMsgId(this.spec.name, trial, attempt));
     if (republish && !ack.duplicate) this.log.info({ trial, attempt }, "re-published an order lost in a coordinator restart");
   }
 
@@ -506,17 +374,9 @@ export class StudyCoordinator {
       const next = this.planned.find((p) => (this.state.trials.get(p.trial)?.createdAt ?? null) === null);
       if (!next) break;
       const { bracket } = this.#decider.addTrial(next.trial);
-      const ev: TrialEvent = {
-        v: 1,
-        type: "created",
-        study: this.spec.name,
-        trial: next.trial,
-        ts: Date.now(),
-        params: { ...next.params },
-        bracket,
-      };
+      const ev = TrialEvents.created({ study: this.spec.name, trial: next.trial, params: { ...next.params }, bracket });
       this.state.apply(ev);
-      await this.#publishEvent(ev, `${this.spec.name}.${next.trial}.created`);
+      await this.#store.publishEvent(ev, createdMsgId(this.spec.name, next.trial));
       this.log.debug({ trial: next.trial, params: next.params, bracket }, "dispatching trial");
       await this.#queue(next.trial, 1);
     }
@@ -527,7 +387,7 @@ export class StudyCoordinator {
   async #stopEverything(): Promise<void> {
     if (this.#stoppedAll) return;
     this.#stoppedAll = true;
-    for (const t of this.state.inFlight()) await this.#writeStop(t.trial, "user-stop", "user", null);
+    for (const t of this.state.inFlight()) await this.#store.writeStop(t.trial, "user-stop", "user", null);
   }
 
   #maybeFinish(): void {
@@ -575,18 +435,7 @@ function stopReason(t: TrialRecord): string {
 
 /** The de-duplication key of an event the coordinator itself publishes; undefined for the agents'. */
 function actionKey(ev: TrialEvent): string | undefined {
-  switch (ev.type) {
-    case "created":
-      return `${ev.study}.${ev.trial}.created`;
-    case "queued":
-      return `${ev.study}.${ev.trial}.queued.${ev.attempt}`;
-    case "ended":
-      return `${ev.study}.${ev.trial}.ended`;
-    case "decision":
-      return `${ev.study}.${ev.trial}.decision.${ev.attempt}.${ev.seq}`;
-    default:
-      return undefined;
-  }
+  return TrialEventWriter[ev.type] === "coordinator" ? trialEventMsgId(ev) : undefined;
 }
 
 /** Runs one study to its end (or until `signal` detaches). */

@@ -1,17 +1,13 @@
 import { DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type BadMessageCounter, DecodeError, decode, type MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
+import { type BadMessageCounter, DecodeError, decode, type MeshNames, TrialEventSchema } from "@rung/protocol";
+import type { StoredEvent } from "../study/index.js";
 
 /**
  * A study's events, read in stream order with an ordered consumer (no server-side state to clean
  * up). The coordinator reads everything stored first (its catch-up), then keeps following; the
  * one-shot commands (`status`, `report`, `replay --study`) read up to the end and stop.
  */
-
-export interface StoredEvent {
-  seq: number;
-  event: TrialEvent;
-}
 
 export interface FollowOptions {
   /** Called once with every event stored when following began (possibly none). */

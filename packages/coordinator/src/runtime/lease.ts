@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { KV } from "@nats-io/kv";
-import { decode, encode, type Lease, LeaseSchema, type Subjects } from "@rung/protocol";
-import { StudyLeaseHeldError, StudyLeaseLostError } from "./errors.js";
+import { decode, encode, isWrongLastSequence, type Lease, LeaseSchema, retry, type Subjects } from "@rung/protocol";
+import { StudyLeaseHeldError, StudyLeaseLostError } from "../errors.js";
 
 /**
  * One coordinator per study. The lease is a key in the studies bucket, written with compare-and-set
@@ -37,31 +37,29 @@ export class StudyLease {
 
   async acquire(): Promise<void> {
     const key = this.subjects.leaseKey(this.study);
-    let last: unknown;
-    for (let i = 0; i < 5; i++) {
-      try {
-        // Inside the retry: a bucket being created or failed over can time out a read once.
-        const e = await this.kv.get(key);
-        if (!e || e.operation !== "PUT") {
-          this.#revision = e ? await this.kv.update(key, this.#value(), e.revision) : await this.kv.create(key, this.#value());
-          return;
-        }
-        const cur = decode(LeaseSchema, e.value, "lease");
-        if (cur.ok && cur.value.expiresAt > Date.now() && cur.value.holder !== this.holder) {
-          throw new StudyLeaseHeldError(this.study, cur.value.holder, cur.value.expiresAt);
-        }
-        this.#revision = await this.kv.update(key, this.#value(), e.revision);
-        return;
-      } catch (err) {
-        if (err instanceof StudyLeaseHeldError) throw err;
-        // lost a race with another coordinator, or a read timed out: look again
-        last = err;
-        await new Promise((r) => setTimeout(r, 200 * (i + 1)));
-      }
+    try {
+      await retry(
+        async () => {
+          // Inside the retry: a bucket being created or failed over can time out a read once.
+          const e = await this.kv.get(key);
+          if (!e || e.operation !== "PUT") {
+            this.#revision = e ? await this.kv.update(key, this.#value(), e.revision) : await this.kv.create(key, this.#value());
+            return;
+          }
+          const cur = decode(LeaseSchema, e.value, "lease");
+          if (cur.ok && cur.value.expiresAt > Date.now() && cur.value.holder !== this.holder) {
+            throw new StudyLeaseHeldError(this.study, cur.value.holder, cur.value.expiresAt);
+          }
+          this.#revision = await this.kv.update(key, this.#value(), e.revision);
+        },
+        // Lost a race with another coordinator, or a read timed out: look again.
+        { attempts: 5, initialDelayMs: 200, retryable: (err) => !(err instanceof StudyLeaseHeldError) },
+      );
+    } catch (err) {
+      // Five lost races mean another coordinator is busy taking the lease; anything else is NATS' answer.
+      if (err instanceof StudyLeaseHeldError || !isWrongLastSequence(err)) throw err;
+      throw new StudyLeaseHeldError(this.study, "another coordinator", Date.now() + this.ttlMs);
     }
-    // Five lost races mean another coordinator is busy taking the lease; anything else is NATS' answer.
-    if (last instanceof Error && !/wrong last sequence|key exists/i.test(last.message)) throw last;
-    throw new StudyLeaseHeldError(this.study, "another coordinator", Date.now() + this.ttlMs);
   }
 
   /** Refreshes at a third of the TTL; calls `onLost` if another coordinator took the lease. */
@@ -77,7 +75,7 @@ export class StudyLease {
     } catch (cause) {
       // A revision mismatch means someone else wrote the key; a NATS outage is retried next tick
       // unless the lease has run out meanwhile.
-      if (cause instanceof Error && /wrong last sequence/i.test(cause.message)) {
+      if (isWrongLastSequence(cause)) {
         clearInterval(this.#timer);
         this.#lost?.(new StudyLeaseLostError(this.study, { cause }));
       }

@@ -6,7 +6,7 @@ import { type AgentAdvert, AgentAdvertSchema, type BadMessageCounter, decode } f
  * An advert older than the bucket's TTL is dropped even if the server has not expired it yet, so a
  * dead agent stops counting as free capacity.
  */
-export class MeshView {
+export class MeshAdverts {
   readonly adverts = new Map<string, AgentAdvert>();
   #stop: (() => void) | undefined;
 

@@ -8,11 +8,9 @@ import {
   type StudyRecord,
   StudyRecordSchema,
 } from "@rung/protocol";
-import { StudyNotFoundError } from "./errors.js";
-import { readStudyEvents } from "./event-log.js";
-import { compileSpec, type StudySpec } from "./spec.js";
-import { generateTrials } from "./search-space.js";
-import { StudyState, TERMINAL_PHASES, type TrialRecord } from "./study-state.js";
+import { StudyNotFoundError } from "../errors.js";
+import { compileSpec, generateTrials, type StudySpec, StudyState, TERMINAL_PHASES, type TrialRecord } from "../study/index.js";
+import { readStudyEvents } from "./event-reader.js";
 
 /**
  * What the one-shot study commands need (`status`, `best`, `stop`, `list`, `delete`): read the study
@@ -67,7 +65,16 @@ export async function stopStudy(nc: NatsConnection, names: MeshNames, study: str
   const stopped: string[] = [];
   for (const t of loaded.state.trials.values()) {
     if (t.createdAt === null || TERMINAL_PHASES.has(t.phase)) continue;
-    const control: Control = { v: 1, type: "stop", study, trial: t.trial, reason: "user-stop", by: "user", rung: null, ts: Date.now() };
+    const control: Control = {
+      v: 1,
+      type: "stop",
+      study,
+      trial: t.trial,
+      reason: "user-stop",
+      by: "user",
+      rung: null,
+      ts: Date.now(),
+    };
     await res.control.put(names.subjects.controlKey(study, t.trial), encode(control));
     stopped.push(t.trial);
   }
@@ -132,7 +139,9 @@ export function trialStatusJson(t: TrialRecord): TrialStatusJson {
   };
 }
 
-export function studyStatusJson(s: LoadedStudy | { record: { state: string }; spec: StudySpec; state: StudyState; planned: number }): StudyStatusJson {
+export function studyStatusJson(
+  s: LoadedStudy | { record: { state: string }; spec: StudySpec; state: StudyState; planned: number },
+): StudyStatusJson {
   const best = s.state.best();
   return {
     study: s.state.study,

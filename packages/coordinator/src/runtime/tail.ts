@@ -10,7 +10,7 @@ import {
   type TrialEvent,
   TrialEventSchema,
 } from "@rung/protocol";
-import { studyMetaFromSpec, type TailFilter, type TailFormat, TailView } from "./telemetry-view.js";
+import { studyMetaFromSpec, type TailFilter, type TailFormat, TailView } from "../views/index.js";
 
 /**
  * `rung tail`: telemetry and trial events, live. Live means core NATS subscriptions on

@@ -10,9 +10,9 @@ import {
   type Telemetry,
   TelemetrySchema,
 } from "@rung/protocol";
-import { readStudyEvents } from "./event-log.js";
+import { buildStudyReport, type StudyReport, type StudyReportOptions } from "../telemetry/index.js";
+import { readStudyEvents } from "./event-reader.js";
 import { loadStudy } from "./study-admin.js";
-import { buildStudyReport, type StudyReport, type StudyReportOptions } from "./study-report.js";
 
 /**
  * Stored telemetry, read back: the samples of a time window (ordered consumers starting at the

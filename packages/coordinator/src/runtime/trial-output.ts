@@ -3,14 +3,15 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type BadMessageCounter,
   decode,
+  isNotFound,
   LogChunkSchema,
   type MeshNames,
   type TrialEvent,
   TrialEventSchema,
   validToken,
 } from "@rung/protocol";
-import { AmbiguousTrialError, TrialNotFoundError, TrialNotRunningError } from "./errors.js";
-import { StudyState } from "./study-state.js";
+import { AmbiguousTrialError, TrialNotFoundError, TrialNotRunningError } from "../errors.js";
+import { StudyState } from "../study/index.js";
 
 /**
  * `rung logs` and `rung attach`: a trial's terminal output from the logs stream
@@ -52,7 +53,7 @@ async function subjectsOf(nc: NatsConnection, stream: string, filter: string): P
     const info = await jsm.streams.info(stream, { subjects_filter: filter });
     return Object.keys(info.state.subjects ?? {});
   } catch (err) {
-    if (err instanceof Error && /not found/i.test(err.message)) return [];
+    if (isNotFound(err)) return [];
     throw err;
   }
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import type { AshaOptions, SchedulerOptionsInput } from "./index.js";
+import type { AshaOptions, SchedulerOptionsInput } from "../index.js";
 import {
   Asha,
   bracketProbabilities,
@@ -7,7 +7,7 @@ import {
   rungCount,
   rungMilestones,
   SchedulerOptionsError,
-} from "./index.js";
+} from "../index.js";
 
 /** ASHA with Ray's defaults unless overridden; `seed` feeds the bracket draws. */
 function asha(input: Omit<SchedulerOptionsInput, "scheduler"> & { scheduler?: "asha" | "hyperband" }, seed = 0): Asha {

@@ -1,17 +1,16 @@
 import type { Decision } from "@rung/protocol";
-import { SchedulerOptionsError } from "./errors.js";
-import { ashaCutoff } from "./percentile.js";
-import type { Rng } from "./rng.js";
-import { createRng } from "./rng.js";
+import type { Rng } from "../common/index.js";
+import { ashaCutoff, createRng } from "../common/index.js";
+import { SchedulerOptionsError } from "../errors.js";
+import type { AshaOptions } from "./options.js";
+import { checkSchedulerOptions } from "./options.js";
 import { bracketProbabilities, drawIndex, rungMilestones } from "./rung-ladder.js";
 import type { Scheduler, SchedulerDecision } from "./scheduler.js";
-import type { AshaOptions } from "./scheduler-options.js";
-import { checkSchedulerOptions } from "./scheduler-options.js";
 
 /**
  * Asynchronous successive halving, decision for decision as Ray Tune's AsyncHyperBandScheduler
- * (ASHAScheduler) at ray-project/ray@490d7eb; the rules are written up in
- * shared/specs/asha-ray-semantics.md and every one of them is pinned in asha.test.ts.
+ * (ASHAScheduler); every one of its rules, the floating-point corner cases included, is pinned in
+ * asha.test.ts.
  *
  * `hyperband` is this same class with several brackets (Ray's ASHA with `brackets > 1`, "asynchronous
  * Hyperband"): each trial is put in one bracket by a softmax over rung counts, and brackets never

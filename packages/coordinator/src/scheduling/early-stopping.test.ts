@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { compileSpec, createStudyScheduler, EarlyStopping } from "./index.js";
+import { compileSpec, createStudyPolicy, EarlyStopping } from "../index.js";
 
 const feed = (es: EarlyStopping, trial: string, values: number[]) => values.map((v, i) => es.onResult(trial, i + 1, v).decision);
 
@@ -41,7 +41,7 @@ describe("EarlyStopping (patience)", () => {
   });
 });
 
-describe("createStudyScheduler", () => {
+describe("createStudyPolicy", () => {
   const spec = (extra: Record<string, unknown>) =>
     compileSpec({
       name: "s",
@@ -53,19 +53,19 @@ describe("createStudyScheduler", () => {
     });
 
   it("applies early stopping on top of the scheduler, on its own metric", () => {
-    const s = createStudyScheduler(spec({ early_stopping: { monitor: "val_loss", mode: "min", patience: 2 } }));
+    const s = createStudyPolicy(spec({ early_stopping: { monitor: "val_loss", mode: "min", patience: 2 } }));
     expect(s.onReport("a", { epoch: 1, val_acc: 0.5, val_loss: 1.0 }).decision).toBe("CONTINUE");
     expect(s.onReport("a", { epoch: 2, val_acc: 0.6, val_loss: 1.2 }).decision).toBe("CONTINUE");
     expect(s.onReport("a", { epoch: 3, val_acc: 0.7, val_loss: 1.1 })).toMatchObject({ decision: "STOP", by: "early-stopping" });
   });
 
   it("lets the scheduler's STOP stand and reads time and metric from the report", () => {
-    const s = createStudyScheduler(spec({ early_stopping: { patience: 5 } }));
+    const s = createStudyPolicy(spec({ early_stopping: { patience: 5 } }));
     expect(s.onReport("a", { epoch: 10, val_acc: 0.9 })).toMatchObject({ decision: "STOP", by: "fifo", reason: "max_t" });
   });
 
   it("continues and changes nothing on a report without the time attribute or metric", () => {
-    const s = createStudyScheduler(
+    const s = createStudyPolicy(
       compileSpec({
         name: "s",
         command: "python train.py",

@@ -1,5 +1,5 @@
+import type { MetricMode } from "./options.js";
 import type { Scheduler, SchedulerDecision } from "./scheduler.js";
-import type { MetricMode } from "./scheduler-options.js";
 
 export interface EarlyStoppingOptions {
   /** Whether larger (`max`) or smaller (`min`) monitored values are better. */
@@ -19,7 +19,7 @@ export interface EarlyStoppingOptions {
  *     else     -> wait += 1; wait >= patience -> STOP
  *
  * Strict comparisons, so an equal value is no improvement; NaN never improves. It applies on top of any
- * scheduler (see study-scheduler.ts): the scheduler always sees the result, and early stopping can turn
+ * scheduler (see study/policy.ts): the scheduler always sees the result, and early stopping can turn
  * its CONTINUE into a STOP. It keeps no order between trials, only each trial's own history.
  */
 export class EarlyStopping implements Scheduler {

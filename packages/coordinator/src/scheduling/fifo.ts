@@ -1,7 +1,7 @@
-import { SchedulerOptionsError } from "./errors.js";
+import { SchedulerOptionsError } from "../errors.js";
+import type { FifoOptions } from "./options.js";
+import { checkSchedulerOptions } from "./options.js";
 import type { Scheduler, SchedulerDecision } from "./scheduler.js";
-import type { FifoOptions } from "./scheduler-options.js";
-import { checkSchedulerOptions } from "./scheduler-options.js";
 
 /**
  * First in, first out: every trial runs to the end. The only STOP is at t >= max_t (when max_t is set),

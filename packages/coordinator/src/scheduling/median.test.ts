@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { FifoOptions, MedianOptions } from "./index.js";
-import { compileSchedulerOptions, FifoScheduler, MedianStoppingRule } from "./index.js";
+import type { FifoOptions, MedianOptions } from "../index.js";
+import { compileSchedulerOptions, FifoScheduler, MedianStoppingRule } from "../index.js";
 
 function median(input: { mode?: "max" | "min"; gracePeriod?: number; minSamplesRequired?: number; maxT?: number }) {
   return new MedianStoppingRule(compileSchedulerOptions({ scheduler: "median", ...input }) as MedianOptions);

@@ -1,7 +1,7 @@
-import { SchedulerOptionsError } from "./errors.js";
+import { SchedulerOptionsError } from "../errors.js";
+import type { MedianOptions } from "./options.js";
+import { checkSchedulerOptions } from "./options.js";
 import type { Scheduler, SchedulerDecision } from "./scheduler.js";
-import type { MedianOptions } from "./scheduler-options.js";
-import { checkSchedulerOptions } from "./scheduler-options.js";
 
 /**
  * The median stopping rule (Vizier), as Ray Tune's MedianStoppingRule with `hard_stop=True`:

@@ -1,4 +1,4 @@
-import { SchedulerOptionsError } from "./errors.js";
+import { SchedulerOptionsError } from "../errors.js";
 import { rungCount } from "./rung-ladder.js";
 
 /** Whether a larger metric is better (`max`, accuracy) or a smaller one (`min`, loss). */

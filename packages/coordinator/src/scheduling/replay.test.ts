@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { AshaOptions } from "./index.js";
-import { Asha, compileSchedulerOptions, Replayer, ReplayInputError, replayLines, SchedulerOptionsError } from "./index.js";
+import type { AshaOptions } from "../index.js";
+import { Asha, compileSchedulerOptions, Replayer, ReplayInputError, replayLines, SchedulerOptionsError } from "../index.js";
 
 const line = (o: Record<string, unknown>) => JSON.stringify(o);
 const decisions = (out: string[]) => out.map((l) => (JSON.parse(l) as { decision: string }).decision);

@@ -1,15 +1,15 @@
 import { z } from "zod";
-import { ReplayInputError } from "./errors.js";
+import { issuesToProblems, strictObject } from "../common/index.js";
+import { ReplayInputError } from "../errors.js";
+import { createScheduler } from "./factory.js";
+import type { SchedulerOptionsInput } from "./options.js";
+import { compileSchedulerOptions } from "./options.js";
 import type { Scheduler } from "./scheduler.js";
-import { createScheduler } from "./scheduler.js";
-import type { SchedulerOptionsInput } from "./scheduler-options.js";
-import { compileSchedulerOptions } from "./scheduler-options.js";
-import { issuesToProblems, strictObject } from "./zod-issues.js";
 
 /**
  * `rung replay`: feed results through a scheduler and print its decisions, one JSON line in, at most
  * one out. Because decisions are a pure function of the input and the seed, replaying a study's
- * results gives the decisions the coordinator made (DESIGN invariant 3), and a Ray Tune user can
+ * results gives the decisions the coordinator made (invariant 3, docs/architecture.md), and a Ray Tune user can
  * check that Rung decides as Ray would.
  *
  * Input, one JSON object per line (blank lines are skipped but counted):

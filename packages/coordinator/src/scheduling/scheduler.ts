@@ -1,8 +1,4 @@
 import type { Decision } from "@rung/protocol";
-import { Asha } from "./asha.js";
-import { FifoScheduler } from "./fifo.js";
-import { MedianStoppingRule } from "./median.js";
-import type { SchedulerOptions } from "./scheduler-options.js";
 
 /** What a scheduler says about one result. */
 export interface SchedulerDecision {
@@ -39,17 +35,4 @@ export interface Scheduler {
   onResult(trial: string, t: number, value: number): SchedulerDecision;
   /** The trial ended (after a STOP, or by itself), with its last result. Never decides anything. */
   onComplete(trial: string, t: number, value: number): void;
-}
-
-/** Builds the scheduler for compiled options. `seed` feeds the bracket draws (ASHA/Hyperband only). */
-export function createScheduler(options: SchedulerOptions, seed = 0): Scheduler {
-  switch (options.type) {
-    case "asha":
-    case "hyperband":
-      return new Asha(options, seed);
-    case "median":
-      return new MedianStoppingRule(options);
-    case "fifo":
-      return new FifoScheduler(options);
-  }
 }

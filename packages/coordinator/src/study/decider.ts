@@ -1,8 +1,8 @@
 import type { TrialEvent } from "@rung/protocol";
-import type { SchedulerDecision } from "./scheduler.js";
+import type { SchedulerDecision } from "../scheduling/index.js";
+import { createStudyPolicy, type StudyPolicy } from "./policy.js";
 import { generateTrials } from "./search-space.js";
 import type { StudySpec } from "./spec.js";
-import { createStudyScheduler, type StudyScheduler } from "./study-scheduler.js";
 
 /** A STOP the scheduler decided on a report. */
 export interface StopDecision extends SchedulerDecision {
@@ -34,7 +34,7 @@ export interface StopDecision extends SchedulerDecision {
  * `created`, one with an impossible bracket — never reaches the scheduler, live or in a replay.
  */
 export class StudyDecider {
-  readonly #scheduler: StudyScheduler;
+  readonly #scheduler: StudyPolicy;
   readonly #study: string;
   readonly #planned: ReadonlySet<string>;
   readonly #created = new Set<string>();
@@ -44,7 +44,7 @@ export class StudyDecider {
   readonly #trials = new Map<string, { stopped: boolean; latest: number; finished: Set<number>; last: Record<string, number> }>();
 
   constructor(spec: StudySpec) {
-    this.#scheduler = createStudyScheduler(spec);
+    this.#scheduler = createStudyPolicy(spec);
     this.#study = spec.name;
     this.#planned = new Set(generateTrials(spec).map((p) => p.trial));
     this.#timeAttr = spec.scheduler.timeAttr;

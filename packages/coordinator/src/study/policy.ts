@@ -1,6 +1,5 @@
-import { EarlyStopping } from "./early-stopping.js";
-import type { Scheduler, SchedulerDecision } from "./scheduler.js";
-import { createScheduler } from "./scheduler.js";
+import type { Scheduler, SchedulerDecision } from "../scheduling/index.js";
+import { createScheduler, EarlyStopping } from "../scheduling/index.js";
 import type { StudySpec } from "./spec.js";
 import { schedulerOptionsOf } from "./spec.js";
 
@@ -16,7 +15,7 @@ export type Metrics = Readonly<Record<string, number>>;
  * - The scheduler always sees the result first (so its records match a replay of the scheduler
  *   alone); early stopping can only turn a CONTINUE into a STOP.
  */
-export interface StudyScheduler {
+export interface StudyPolicy {
   readonly scheduler: Scheduler;
   readonly earlyStopping: EarlyStopping | null;
   onTrialAdd(trial: string, options?: { readonly bracket?: number | null | undefined }): { bracket: number | null };
@@ -25,7 +24,7 @@ export interface StudyScheduler {
 }
 
 /** `seed` defaults to the spec's search seed (bracket draws use their own stream of it). */
-export function createStudyScheduler(spec: StudySpec, seed: number = spec.search.seed): StudyScheduler {
+export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.seed): StudyPolicy {
   const scheduler = createScheduler(schedulerOptionsOf(spec), seed);
   const es = spec.earlyStopping;
   const earlyStopping = es === null ? null : new EarlyStopping({ mode: es.mode, patience: es.patience, minDelta: es.minDelta });

@@ -1,6 +1,5 @@
-import { createScheduler } from "./scheduler.js";
-import { compileSchedulerOptions, type SchedulerOptionsInput } from "./scheduler-options.js";
-import type { StoredEvent } from "./event-log.js";
+import { compileSchedulerOptions, createScheduler, type SchedulerOptionsInput } from "../scheduling/index.js";
+import type { StoredEvent } from "./stored-event.js";
 
 /**
  * `rung replay --study NAME`: feeds a finished study's own reports, in the order they arrived,

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
-import type { ParamSpec, SearchSpec } from "./index.js";
-import { countTrials, createRng, generateTrials, parseParam, sampleParam, trialId } from "./index.js";
+import type { ParamSpec, SearchSpec } from "../index.js";
+import { countTrials, createRng, generateTrials, parseParam, sampleParam, trialId } from "../index.js";
 
 function search(space: Record<string, ParamSpec>, extra: Partial<SearchSpec> = {}): { search: SearchSpec } {
   return { search: { algorithm: "random", samples: 1, seed: 0, space, ...extra } };

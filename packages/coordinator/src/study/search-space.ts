@@ -1,5 +1,5 @@
-import type { Rng } from "./rng.js";
-import { createRng } from "./rng.js";
+import type { Rng } from "../common/index.js";
+import { createRng } from "../common/index.js";
 
 /** A parameter value as it reaches the trial (argv and RUNG_PARAMS). */
 export type ParamValue = string | number | boolean;

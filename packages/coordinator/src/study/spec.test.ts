@@ -13,7 +13,7 @@ import {
   specHash,
   specToInput,
   trialArgv,
-} from "./index.js";
+} from "../index.js";
 
 const EXAMPLE = `
 name: digits-asha                       # token rules from protocol (validToken)

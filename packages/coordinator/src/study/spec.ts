@@ -3,8 +3,9 @@ import { readFile } from "node:fs/promises";
 import { CommandTemplateError, InvalidTokenError, placeholders, renderArgv, splitCommand, validToken } from "@rung/protocol";
 import { parseDocument } from "yaml";
 import { z } from "zod";
-import type { SpecProblem } from "./errors.js";
-import { SpecError } from "./errors.js";
+import { issuesToProblems, strictObject } from "../common/index.js";
+import type { SpecProblem } from "../errors.js";
+import { SpecError } from "../errors.js";
 import type {
   AshaOptions,
   FifoOptions,
@@ -12,11 +13,10 @@ import type {
   MetricMode,
   SchedulerOptions,
   SchedulerOptionsInput,
-} from "./scheduler-options.js";
-import { checkSchedulerOptions } from "./scheduler-options.js";
+} from "../scheduling/index.js";
+import { checkSchedulerOptions } from "../scheduling/index.js";
 import type { ParamSpec, ParamValue, PlannedTrial, SearchSpec } from "./search-space.js";
 import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-space.js";
-import { issuesToProblems, strictObject } from "./zod-issues.js";
 
 /**
  * The study spec: what the user writes (YAML or JSON, snake_case) and what the coordinator runs on

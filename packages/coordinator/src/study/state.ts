@@ -1,5 +1,5 @@
 import type { RejectReason, TrialEvent } from "@rung/protocol";
-import type { MetricMode } from "./scheduler-options.js";
+import type { MetricMode } from "../scheduling/index.js";
 
 /**
  * A study's state as a pure fold of its events. The coordinator keeps one live; `rung study status`,

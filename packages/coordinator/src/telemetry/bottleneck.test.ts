@@ -6,7 +6,7 @@ import {
   diagnose,
   type Finding,
   type TrialStats,
-} from "./index.js";
+} from "../index.js";
 
 /** A healthy trial: busy GPU, little data wait, half the memory. Override what a case needs. */
 function trial(over: Partial<TrialStats> & { util?: number; wait?: number; mem?: number; cpu?: number | null } = {}): TrialStats {

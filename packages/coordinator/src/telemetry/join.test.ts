@@ -1,6 +1,6 @@
 import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
-import { diagnose, joinTelemetry, StudyState, type TrialStats } from "./index.js";
+import { diagnose, joinTelemetry, StudyState, type TrialStats } from "../index.js";
 
 const T0 = 1_700_000_000_000;
 const at = (s: number) => T0 + s * 1000;

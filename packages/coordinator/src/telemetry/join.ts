@@ -1,7 +1,7 @@
 import type { AgentAdvert, GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
+import { nanPercentile } from "../common/index.js";
+import { type StudyState, TERMINAL_PHASES, type TrialRecord } from "../study/index.js";
 import type { AgentIdleStats, DiagnosisInput, Distribution, TrialGpuStats, TrialStats } from "./bottleneck.js";
-import { nanPercentile } from "./percentile.js";
-import { type StudyState, TERMINAL_PHASES, type TrialRecord } from "./study-state.js";
 
 /**
  * Joins a study's GPU and host samples with its trials. Pure: the study state (folded events), the

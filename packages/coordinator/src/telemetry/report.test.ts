@@ -1,6 +1,6 @@
 import type { AgentAdvert, GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
-import { buildStudyReport, compileSpec, renderReportMarkdown, renderReportText, StudyState } from "./index.js";
+import { buildStudyReport, compileSpec, renderReportMarkdown, renderReportText, StudyState } from "../index.js";
 
 const T0 = 1_700_000_000_000;
 const at = (s: number) => T0 + s * 1000;

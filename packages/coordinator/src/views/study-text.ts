@@ -1,19 +1,7 @@
-import type { StudyProgress } from "./coordinator.js";
-import { StudyState, type TrialRecord } from "./study-state.js";
+import type { EarlyStoppingSavings, StudyProgress, StudyState, TrialRecord } from "../study/index.js";
+import { fmt, paramText } from "./format.js";
 
 /** Text views of a study for terminals and logs: progress line, leaderboard, best configuration. */
-
-function fmt(x: number | null, digits = 4): string {
-  if (x === null) return "-";
-  if (Number.isNaN(x)) return "NaN";
-  return Number.isInteger(x) ? String(x) : x.toPrecision(digits);
-}
-
-function paramText(p: Record<string, string | number | boolean>): string {
-  return Object.entries(p)
-    .map(([k, v]) => `${k}=${typeof v === "number" && !Number.isInteger(v) ? v.toPrecision(3) : v}`)
-    .join(" ");
-}
 
 /** One line: `12/16 created · 3 running · 2 queued · 5 stopped · 2 completed · best 0.9722 (t0007) · GPUs 3/4 busy` */
 export function progressLine(p: StudyProgress): string {
@@ -34,17 +22,12 @@ export function progressLine(p: StudyProgress): string {
   return parts.join(" · ");
 }
 
-/** Trials reaching each time value (the rung funnel), from the reports seen. */
-export function rungFunnel(state: StudyState, milestones: readonly number[]): { milestone: number; trials: number }[] {
-  return milestones.map((m) => ({
-    milestone: m,
-    trials: [...state.trials.values()].filter((t) => t.lastT !== null && t.lastT >= m).length,
-  }));
-}
-
 export function leaderboardTable(state: StudyState, top = 10): string {
   const rows: string[][] = [["#", "trial", state.metric, `at ${state.timeAttr}`, "state", "params"]];
-  const board = state.leaderboard().filter((t: TrialRecord) => t.createdAt !== null).slice(0, top);
+  const board = state
+    .leaderboard()
+    .filter((t: TrialRecord) => t.createdAt !== null)
+    .slice(0, top);
   board.forEach((t, i) => {
     const state = t.stop && t.phase === "stopped" ? `stopped@${fmt(t.stop.rung ?? t.stop.t)}` : t.phase;
     rows.push([String(i + 1), t.trial, fmt(t.bestValue), fmt(t.bestT), state, paramText(t.params)]);
@@ -57,35 +40,6 @@ export function bestText(state: StudyState): string {
   const b = state.best();
   if (!b) return "no trial reported the metric";
   return `best: ${b.trial} ${state.metric}=${fmt(b.bestValue)} at ${state.timeAttr}=${fmt(b.bestT)} with ${paramText(b.params)}`;
-}
-
-export interface EarlyStoppingSavings {
-  /** GPU-seconds the study used. */
-  usedGpuSeconds: number;
-  /** Estimated GPU-seconds had every trial run to max_t. */
-  fullGpuSeconds: number;
-  savedGpuSeconds: number;
-  /** saved / full, 0..1. */
-  savedShare: number;
-}
-
-/**
- * GPU time saved by stopping early: each stopped trial's own pace (GPU-seconds per unit of the time
- * attribute so far) projected to max_t. An estimate — a trial's first epochs include its start-up.
- */
-export function earlyStoppingSavings(state: StudyState, maxT: number | null, now = Date.now()): EarlyStoppingSavings {
-  let used = 0;
-  let full = 0;
-  for (const t of state.trials.values()) {
-    if (t.createdAt === null) continue;
-    const u = t.attempts.reduce((s, a) => s + StudyState.attemptGpuSeconds(a, now), 0);
-    used += u;
-    full += u;
-    if (maxT !== null && t.lastT !== null && t.lastT > 0 && t.lastT < maxT && t.phase === "stopped") {
-      full += (u / t.lastT) * (maxT - t.lastT);
-    }
-  }
-  return { usedGpuSeconds: used, fullGpuSeconds: full, savedGpuSeconds: full - used, savedShare: full > 0 ? (full - used) / full : 0 };
 }
 
 export function savingsText(s: EarlyStoppingSavings): string {

@@ -1,6 +1,6 @@
 import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
-import { studyMetaFromSpec, TailView } from "./index.js";
+import { studyMetaFromSpec, TailView } from "../index.js";
 
 const TS = new Date(2026, 0, 2, 14, 2, 11).getTime();
 

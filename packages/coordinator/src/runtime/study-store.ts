@@ -1,0 +1,158 @@
+import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import {
+  type Control,
+  decode,
+  encode,
+  ensureResources,
+  type MeshResources,
+  retry,
+  type StudyRecord,
+  StudyRecordSchema,
+  type TrialEvent,
+  type WorkOrder,
+} from "@rung/protocol";
+import { StudySpecChangedError } from "../errors.js";
+import { type StudySpec, specForRecord, specHash } from "../study/index.js";
+import type { CompiledRunOptions } from "./run-options.js";
+
+/**
+ * Everything one study's coordinator writes to the mesh, and nothing it decides: the study record,
+ * its events, its work orders and its stop keys. Every write goes through a NATS hiccup (a restarting
+ * server, a cluster electing a leader) by retrying, which is safe because each one is idempotent —
+ * events and orders carry message ids the server de-duplicates, a stop key says the same each time.
+ *
+ * The store also remembers which of the coordinator's own actions are already in the stream (found
+ * at catch-up or published since), so none is ever published twice.
+ */
+export class StudyStore {
+  readonly #o: CompiledRunOptions;
+  readonly #published = new Set<string>();
+  #js!: JetStreamClient;
+  #res!: MeshResources;
+
+  constructor(options: CompiledRunOptions) {
+    this.#o = options;
+  }
+
+  /** Creates or checks the mesh's streams and buckets; the first call of a run. */
+  async open(): Promise<MeshResources> {
+    this.#res = await ensureResources(this.#o.nc, this.#o.names, this.#o.resources);
+    this.#js = jetstream(this.#o.nc);
+    return this.#res;
+  }
+
+  get resources(): MeshResources {
+    return this.#res;
+  }
+
+  #studyKey(): string {
+    return this.#o.names.subjects.studyKey(this.#o.spec.name);
+  }
+
+  /**
+   * Writes the study record on the first run; on a later run checks that the spec is the same one.
+   * Returns whether the study was stopped (`rung study stop`) before this run.
+   */
+  async recordStudy(spec: StudySpec): Promise<{ stopped: boolean }> {
+    const hash = specHash(spec);
+    const e = await this.#res.studies.get(this.#studyKey());
+    if (e && e.operation === "PUT") {
+      const r = decode(StudyRecordSchema, e.value, "study record");
+      if (r.ok && r.value.specHash !== hash) throw new StudySpecChangedError(spec.name, r.value.specHash, hash);
+      return { stopped: r.ok && r.value.state === "stopped" };
+    }
+    const now = Date.now();
+    const rec: StudyRecord = {
+      v: 1,
+      type: "study",
+      name: spec.name,
+      spec: specForRecord(spec),
+      specHash: hash,
+      createdAt: now,
+      state: "running",
+      updatedAt: now,
+    };
+    await this.#res.studies.put(this.#studyKey(), encode(rec));
+    return { stopped: false };
+  }
+
+  async setStudyState(state: StudyRecord["state"]): Promise<void> {
+    const key = this.#studyKey();
+    const e = await this.#retrying("read the study record", () => this.#res.studies.get(key));
+    if (!e || e.operation !== "PUT") return;
+    const r = decode(StudyRecordSchema, e.value, "study record");
+    if (!r.ok || r.value.state === state) return;
+    const data = encode({ ...r.value, state, updatedAt: Date.now() });
+    await this.#retrying("record the study's end", () => this.#res.studies.put(key, data));
+  }
+
+  /** Calls `onStopped` once when `rung study stop` marks the record stopped. */
+  watchStop(signal: AbortSignal, onStopped: () => void): void {
+    void (async () => {
+      const iter = await this.#res.studies.watch({ key: this.#studyKey() });
+      signal.addEventListener("abort", () => iter.stop(), { once: true });
+      for await (const e of iter) {
+        if (e.operation !== "PUT") continue;
+        const r = decode(StudyRecordSchema, e.value, "study record");
+        if (r.ok && r.value.state === "stopped") onStopped();
+      }
+    })().catch(() => {});
+  }
+
+  /** Notes an action found in the stream at catch-up: it is never published again. */
+  markPublished(msgID: string): void {
+    this.#published.add(msgID);
+  }
+
+  isPublished(msgID: string): boolean {
+    return this.#published.has(msgID);
+  }
+
+  /** Publishes one of the coordinator's events once (a second call with the same id does nothing). */
+  async publishEvent(ev: TrialEvent, msgID: string): Promise<void> {
+    if (this.#published.has(msgID)) return;
+    this.#published.add(msgID);
+    const data = encode(ev);
+    await this.#retrying(`publish the ${ev.type} event of ${ev.trial}`, () =>
+      this.#js.publish(this.#o.names.subjects.events(ev.study, ev.trial), data, { msgID }),
+    );
+  }
+
+  /** Publishes a work order; `duplicate` is true when the server already had it (same message id). */
+  async publishOrder(order: WorkOrder, msgID: string): Promise<{ duplicate: boolean }> {
+    const data = encode(order);
+    const ack = await this.#retrying(`publish the order of ${order.trial} attempt ${order.attempt}`, () =>
+      this.#js.publish(this.#o.names.subjects.work(order.pool), data, { msgID }),
+    );
+    return { duplicate: ack.duplicate };
+  }
+
+  /** Writes a trial's stop key, which its agent watches. */
+  async writeStop(trial: string, reason: Control["reason"], by: string, rung: number | null): Promise<void> {
+    const study = this.#o.spec.name;
+    const control: Control = { v: 1, type: "stop", study, trial, reason, by, rung, ts: Date.now() };
+    const data = encode(control);
+    await this.#retrying(`write the stop of ${trial}`, () =>
+      this.#res.control.put(this.#o.names.subjects.controlKey(study, trial), data),
+    );
+  }
+
+  /**
+   * Runs a write again through a NATS hiccup instead of dying of it ("jetstream is not enabled" during
+   * an election, timeouts). Gives up (and the run fails) after a minute without success, or once the
+   * connection is closed.
+   */
+  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    let failures = 0;
+    const v = await retry(fn, {
+      deadlineMs: 60_000,
+      retryable: () => !this.#o.nc.isClosed(),
+      onRetry: ({ error }) => {
+        failures += 1;
+        if (failures === 1) this.#o.log.warn({ err: (error as Error).message }, `cannot ${what}; retrying`);
+      },
+    });
+    if (failures > 0) this.#o.log.info({ failures }, `could ${what} again`);
+    return v;
+  }
+}
