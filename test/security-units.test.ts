@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ReplayLedger, SECRET_MASK, SecretMasker, secretValues } from "@rung/agent";
+import { ReplayLedger, SECRET_MASK, SecretMasker, secretValues } from "@rung/agent/internal";
 import { isCopyRejection, StudyState } from "@rung/coordinator";
 import {
   canonicalJson,

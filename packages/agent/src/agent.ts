@@ -20,14 +20,14 @@ import {
   SCHEMA_VERSION,
 } from "@rung/protocol";
 import { Advertiser } from "./advert.js";
-import { ClaimLoop, type ClaimLoopCounters } from "./claim-loop.js";
+import { ClaimLoop, type ClaimLoopCounters, ReplayLedger, SharedNonces } from "./claiming/index.js";
 import { ControlWatch } from "./control-watch.js";
 import { discoverGpus, hostFacts } from "./inventory.js";
 import { NvidiaSmiSampler } from "./nvidia-smi.js";
 import { type AgentOptions, type CompiledAgentOptions, compileAgentOptions, type DrainMode } from "./options.js";
 import { reapOrphans } from "./orphans.js";
-import { ReplayLedger, SharedNonces } from "./replay-ledger.js";
 import { Slots } from "./slots.js";
+import { StateMachine, type Transitions } from "./state-machine.js";
 import { TelemetryPublisher } from "./telemetry.js";
 
 /**
@@ -43,7 +43,15 @@ import { TelemetryPublisher } from "./telemetry.js";
  *
  * `close()` is graceful and idempotent (the same promise every time); `kill()` is the second signal:
  * it kills the trials at once and hands their orders back, best effort, for a process about to exit.
+ * A change along an edge not drawn above throws (a bug); staying in the same state is no change.
  */
+export const AGENT_TRANSITIONS: Transitions<AgentState> = {
+  starting: ["running", "failed"],
+  running: ["draining", "failed"],
+  draining: ["stopped", "failed"],
+  stopped: [],
+  failed: [],
+};
 
 export interface AgentCounters extends ClaimLoopCounters {
   /** Messages (orders, stop decisions) that failed to decode and were dropped. */
@@ -90,7 +98,7 @@ class AgentImpl implements Agent {
   readonly #names: MeshNames;
   readonly #bad: BadMessageCounter;
   readonly #startedAt = Date.now();
-  #state: AgentState = "starting";
+  readonly #life = new StateMachine<AgentState>("agent", "starting", AGENT_TRANSITIONS);
   #resolveDone!: () => void;
   #nc: NatsConnection | undefined;
   #connected = false;
@@ -155,7 +163,7 @@ class AgentImpl implements Agent {
   }
 
   get state(): AgentState {
-    return this.#state;
+    return this.#life.state;
   }
 
   get running(): number {
@@ -163,8 +171,8 @@ class AgentImpl implements Agent {
   }
 
   #setState(state: AgentState, fields: Record<string, unknown> = {}): void {
-    if (this.#state === state) return;
-    this.#state = state;
+    if (this.#life.state === state) return;
+    this.#life.transition(state);
     this.#log.info({ state, ...fields }, `agent ${state}`);
     void this.#advert?.refresh();
   }
@@ -279,7 +287,8 @@ class AgentImpl implements Agent {
     this.#statusLoop = this.#watchConnection(nc);
     await this.#advert.start();
     loop.start();
-    this.#setState("running", { pools: loop.pools.map((p) => p.name) });
+    // Unless NATS was lost for good meanwhile: then the agent has failed and is shutting down already.
+    if (this.#life.state === "starting") this.#setState("running", { pools: loop.pools.map((p) => p.name) });
     if (o.idleExitMs !== null) this.#idleTimer = setInterval(() => this.#checkIdle(), Math.min(1000, o.idleExitMs));
   }
 
@@ -291,7 +300,7 @@ class AgentImpl implements Agent {
       v: SCHEMA_VERSION,
       type: "advert",
       agent: this.name,
-      state: this.#state,
+      state: this.#life.state,
       host: this.host,
       gpus: this.gpus.map((g) => {
         const s = samples.get(g.index);
@@ -304,8 +313,8 @@ class AgentImpl implements Agent {
         };
       }),
       cpuSlots: slots.total("cpu"),
-      freeGpus: this.#state === "running" ? slots.free("gpu") : 0,
-      freeCpuSlots: this.#state === "running" ? slots.free("cpu") : 0,
+      freeGpus: this.#life.state === "running" ? slots.free("gpu") : 0,
+      freeCpuSlots: this.#life.state === "running" ? slots.free("cpu") : 0,
       labels: { ...this.options.labels },
       pricePerGpuHour: this.options.pricePerGpuHour,
       version: RUNG_VERSION,
@@ -344,7 +353,7 @@ class AgentImpl implements Agent {
 
   #checkIdle(): void {
     const idleMs = this.options.idleExitMs;
-    if (idleMs === null || this.#state !== "running" || this.running > 0) {
+    if (idleMs === null || this.#life.state !== "running" || this.running > 0) {
       this.#lastActivity = Math.max(this.#lastActivity, this.running > 0 ? Date.now() : 0);
       return;
     }
@@ -376,7 +385,7 @@ class AgentImpl implements Agent {
   drain(mode: DrainMode = this.options.drain): Promise<void> {
     if (mode === "requeue") this.#loop?.requeueAll();
     this.#draining ??= (async () => {
-      if (this.#state === "running") this.#setState("draining", { mode });
+      if (this.#life.state === "running") this.#setState("draining", { mode });
       await this.#loop?.stopClaiming();
       await this.#loop?.settled();
     })();
@@ -418,7 +427,8 @@ class AgentImpl implements Agent {
       await this.#statusLoop.catch(() => {});
       if (this.#socketDir) rmSync(this.#socketDir, { recursive: true, force: true });
       this.exitReason ??= "closed";
-      if (this.#state !== "failed") this.#setState("stopped", { counters: { ...this.counters }, dropped: this.#bad.snapshot() });
+      if (this.#life.state !== "failed")
+        this.#setState("stopped", { counters: { ...this.counters }, dropped: this.#bad.snapshot() });
       await this.#afterShutdown?.().catch(() => {});
       this.#resolveDone();
     })();
@@ -428,7 +438,8 @@ class AgentImpl implements Agent {
   /** Undo a start that failed half-way, so nothing is left running. */
   async abortStart(): Promise<void> {
     this.#closing ??= Promise.resolve();
-    this.#state = "failed";
+    // Not logged: startAgent rejects with the reason, which says more than "agent failed".
+    if (this.#life.state !== "failed") this.#life.transition("failed");
     this.exitReason = "failed";
     await this.#shutdown().catch(() => {});
   }

@@ -59,3 +59,15 @@ export class TrialStartError extends Error {
     super(`cannot start trial ${study}/${trial}: ${detail}`, options);
   }
 }
+
+/** A state machine of the agent was asked to move along an edge it does not have: a bug in the agent. */
+export class IllegalTransitionError extends Error {
+  override name = "IllegalTransitionError";
+  constructor(
+    readonly machine: string,
+    readonly from: string,
+    readonly to: string,
+  ) {
+    super(`${machine}: illegal state transition ${from} → ${to} (a bug in rung agent; please report it)`);
+  }
+}

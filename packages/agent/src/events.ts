@@ -1,9 +1,9 @@
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { encode, type Logger, type Subjects, type TrialEvent } from "@rung/protocol";
+import { encode, type Logger, retry, type Subjects, type TrialEvent, trialEventMsgId } from "@rung/protocol";
 
 /**
  * Trial events leave the agent through JetStream publishes with deterministic message ids
- * (`<study>.<trial>.<attempt>.<type>`, reports `….report.<seq>`), so a publish retried after a lost
+ * (protocol's `trialEventMsgId`), so a publish retried after a lost
  * acknowledgement is dropped by the server's duplicate window instead of being counted twice.
  *
  * One queue per attempt keeps its events in order (claimed, started, reports, finished) with one
@@ -12,12 +12,6 @@ import { encode, type Logger, type Subjects, type TrialEvent } from "@rung/proto
  */
 
 const MAX_QUEUED_REPORTS = 1000;
-
-export function eventMsgId(e: TrialEvent): string {
-  const attempt = "attempt" in e && e.attempt !== null ? e.attempt : 0;
-  const base = `${e.study}.${e.trial}.${attempt}.${e.type}`;
-  return e.type === "report" ? `${base}.${e.seq}` : base;
-}
 
 export interface EventQueueOptions {
   js: JetStreamClient;
@@ -94,18 +88,16 @@ export async function publishEvent(
 ): Promise<boolean> {
   const subject = subjects.events(event.study, event.trial);
   const bytes = encode(event);
-  const msgID = eventMsgId(event);
-  const deadline = Date.now() + retryForMs;
-  let wait = 250;
-  for (;;) {
-    try {
-      await js.publish(subject, bytes, { msgID, timeout: 5000 });
-      return true;
-    } catch (err) {
-      onError?.(err as Error);
-      if (Date.now() + wait > deadline || giveUp?.()) return false;
-      await new Promise((r) => setTimeout(r, wait));
-      wait = Math.min(5000, wait * 2);
-    }
+  const msgID = trialEventMsgId(event);
+  try {
+    await retry(() => js.publish(subject, bytes, { msgID, timeout: 5000 }), {
+      deadlineMs: retryForMs,
+      retryable: () => !giveUp?.(),
+      onRetry: ({ error }) => onError?.(error as Error),
+    });
+    return true;
+  } catch (err) {
+    onError?.(err as Error);
+    return false;
   }
 }

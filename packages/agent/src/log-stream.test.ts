@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { JetStreamClient } from "@nats-io/jetstream";
 import { decode, LogChunkSchema, silentLogger } from "@rung/protocol";
 import { afterAll, describe, expect, it } from "vitest";
-import { LogStream } from "./log-stream.js";
+import { cleanLine, LogStream } from "./log-stream.js";
 
 const dir = mkdtempSync(join(tmpdir(), "rung-log-stream-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -90,5 +90,12 @@ describe("log stream", () => {
     expect(g.sent.at(-1)?.chunk.eof).toBe(true);
     // The local file has everything.
     expect(readFileSync(join(dir, "b.log")).length).toBe(50_000 * 100);
+  });
+});
+
+describe("log tail lines", () => {
+  it("cleans terminal lines for the log tail", () => {
+    expect(cleanLine("\x1b[31mred\x1b[0m\r")).toBe("red");
+    expect(cleanLine("10%\r50%\r100%")).toBe("100%");
   });
 });

@@ -2,7 +2,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { encode, type LogChunk, type Logger, SCHEMA_VERSION } from "@rung/protocol";
+import { encode, type LogChunk, type Logger, logChunkMsgId, SCHEMA_VERSION } from "@rung/protocol";
 
 /**
  * One attempt's terminal output, on its three ways out:
@@ -224,7 +224,7 @@ export class LogStream {
 
   async #publish(chunk: LogChunk): Promise<boolean> {
     const bytes = encode(chunk);
-    const msgID = `${this.#o.study}.${this.#o.trial}.${this.#o.attempt}.log.${chunk.seq}`;
+    const msgID = logChunkMsgId(this.#o.study, this.#o.trial, this.#o.attempt, chunk.seq);
     for (;;) {
       try {
         await this.#js.publish(this.#o.subject, bytes, { msgID, timeout: 5000 });

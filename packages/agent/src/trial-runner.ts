@@ -171,18 +171,7 @@ export class TrialRun {
     try {
       program = this.#prepare(env);
     } catch (err) {
-      const detail = masker.maskText(err instanceof TrialStartError ? err.detail : (err as Error).message);
-      logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
-      await logs.finish();
-      return {
-        status: "failed",
-        exitCode: null,
-        signal: null,
-        reason: `cannot start: ${detail}`,
-        logTail: logs.tail(),
-        started: false,
-        stop: null,
-      };
+      return cannotStart(logs, masker.maskText(err instanceof TrialStartError ? err.detail : (err as Error).message));
     }
     const reports = await ReportSocket.listen(o.reportPath, { onReport: o.onReport, onMalformed: o.onMalformedReport });
     if (signal.aborted) {
@@ -205,18 +194,7 @@ export class TrialRun {
       });
     } catch (err) {
       await reports.close(0);
-      const detail = masker.maskText((err as Error).message);
-      logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
-      await logs.finish();
-      return {
-        status: "failed",
-        exitCode: null,
-        signal: null,
-        reason: `cannot start: ${detail}`,
-        logTail: logs.tail(),
-        started: false,
-        stop: null,
-      };
+      return cannotStart(logs, masker.maskText((err as Error).message));
     }
     const pid = term.pid;
     this.#pid = pid;
@@ -285,4 +263,19 @@ export class TrialRun {
     }
     return program;
   }
+}
+
+/** The result of a trial that never started: the sentence goes into its log as well. */
+async function cannotStart(logs: LogStream, detail: string): Promise<TrialResult> {
+  logs.write(Buffer.from(`[rung] cannot start: ${detail}\r\n`));
+  await logs.finish();
+  return {
+    status: "failed",
+    exitCode: null,
+    signal: null,
+    reason: `cannot start: ${detail}`,
+    logTail: logs.tail(),
+    started: false,
+    stop: null,
+  };
 }

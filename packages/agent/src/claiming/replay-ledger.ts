@@ -3,6 +3,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, renameSync, writeF
 import { dirname } from "node:path";
 import type { KV } from "@nats-io/kv";
 import { decode, encode, type Logger, type NonceRecord, NonceRecordSchema, SCHEMA_VERSION, type WorkOrder } from "@rung/protocol";
+import { sleep } from "./timers.js";
 
 /**
  * THE REPLAY RULE
@@ -34,6 +35,9 @@ import { decode, encode, type Logger, type NonceRecord, NonceRecordSchema, SCHEM
  * back, never run unchecked. Limits: agents may write the bucket, so a malicious agent can erase
  * records (each agent's own ledger still holds); unsigned orders (`--insecure`) are not checked at all,
  * since anyone able to publish them can make up a fresh nonce.
+ *
+ * This file is the I/O of the rule (the ledger file, the bucket); deciding what an answer means for
+ * an order is admission's (`admission.ts`) and the claim loop's.
  */
 
 interface Entry {
@@ -115,6 +119,13 @@ export class ReplayLedger {
   }
 }
 
+/**
+ * What the mesh says about a message's nonce: `first` (or the same message again: run it), `copy`
+ * (another message carried it first: a replay), or `unreachable` (the bucket did not answer: hand the
+ * order back rather than run it unchecked).
+ */
+export type MeshNonceResult = { kind: "first" } | { kind: "copy"; why: string } | { kind: "unreachable"; error: Error };
+
 /** A nonce as a KV key: itself when it is a plain token, else its SHA-256 (keys allow a narrow alphabet). */
 export function nonceKey(nonce: string): string {
   return /^[A-Za-z0-9_-]{1,128}$/.test(nonce) ? nonce : createHash("sha256").update(nonce).digest("hex");
@@ -162,5 +173,27 @@ export class SharedNonces {
       if (r.value.seq === seq) return null;
       return `an order with nonce ${order.nonce} was already accepted by agent ${r.value.agent} (work-stream message ${r.value.seq}); message ${seq} is a copy`;
     }
+  }
+
+  /**
+   * {@link claim}, tried three times with a growing pause while the bucket does not answer (not once
+   * the connection is closed for good).
+   */
+  async claimRetrying(order: WorkOrder, seq: number, isClosed: () => boolean): Promise<MeshNonceResult> {
+    let why: string | null = null;
+    let failure: Error | undefined;
+    for (let i = 0; i < 3; i++) {
+      try {
+        why = await this.claim(order, seq);
+        failure = undefined;
+        break;
+      } catch (err) {
+        failure = err as Error;
+        if (isClosed()) break;
+        await sleep(500 * (i + 1));
+      }
+    }
+    if (failure) return { kind: "unreachable", error: failure };
+    return why === null ? { kind: "first" } : { kind: "copy", why };
   }
 }

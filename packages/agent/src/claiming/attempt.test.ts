@@ -1,0 +1,322 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import {
+  type Control,
+  decode,
+  MeshNames,
+  SCHEMA_VERSION,
+  silentLogger,
+  type TrialEvent,
+  TrialEventSchema,
+  type WorkOrder,
+} from "@rung/protocol";
+import { checkLeaks } from "@rung/testkit";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { IllegalTransitionError } from "../errors.js";
+import { type CompiledAgentOptions, compileAgentOptions } from "../options.js";
+import { ATTEMPT_TRANSITIONS, Attempt, type AttemptContext, AttemptState, stopRequestFrom } from "./attempt.js";
+import { newClaimLoopCounters } from "./counters.js";
+import { poolsFor } from "./pools.js";
+
+/**
+ * An attempt's state machine without NATS: a stand-in work message records every ack, nak and term;
+ * stand-ins for JetStream, the connection and the control bucket. The trials are real processes in a
+ * real pseudo-terminal, as in production.
+ */
+
+const NODE = process.execPath;
+const names = new MeshNames("t");
+const dir = mkdtempSync(join(tmpdir(), "rung-attempt-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+afterEach(async () => {
+  await checkLeaks();
+});
+
+let nextTrial = 0;
+function order(argv: string[]): WorkOrder {
+  nextTrial += 1;
+  return {
+    v: SCHEMA_VERSION,
+    type: "order",
+    study: "s",
+    trial: `t${nextTrial}`,
+    attempt: 1,
+    pool: "gpu1",
+    resources: { gpus: 1, cpus: 0 },
+    argv,
+    workdir: ".",
+    env: {},
+    secretEnv: [],
+    params: {},
+    timeAttr: "epoch",
+    issuedAt: Date.now(),
+    expiresAt: Date.now() + 3_600_000,
+    nonce: `nonce-${nextTrial}`,
+  };
+}
+
+function control(o: WorkOrder, c: Partial<Control> = {}): Control {
+  return {
+    v: SCHEMA_VERSION,
+    type: "stop",
+    study: o.study,
+    trial: o.trial,
+    reason: "scheduler-stop",
+    by: "asha",
+    rung: 3,
+    ts: Date.now(),
+    ...c,
+  };
+}
+
+interface Rig {
+  /** Every ack, nak and term the work message received, in order (in-progress acks apart). */
+  endings: string[];
+  workings: number;
+  events: TrialEvent[];
+  ctx: AttemptContext;
+}
+
+function rig(
+  o: {
+    options?: Partial<CompiledAgentOptions>;
+    decided?: Control | null;
+    readControl?: () => Promise<Control | null>;
+    connected?: boolean;
+    publishFails?: boolean;
+  } = {},
+): Rig {
+  const r: Rig = { endings: [], workings: 0, events: [], ctx: undefined as unknown as AttemptContext };
+  const js = {
+    async publish(subject: string, data: Uint8Array) {
+      if (o.publishFails) throw new Error("no responders");
+      if (subject.startsWith(`${names.prefix}.events.`)) {
+        const e = decode(TrialEventSchema, data);
+        if (e.ok) r.events.push(e.value);
+      }
+      return { seq: 1, duplicate: false, stream: "S" };
+    },
+  } as unknown as JetStreamClient;
+  let sockets = 0;
+  r.ctx = {
+    nc: { flush: async () => {} },
+    js,
+    subjects: names.subjects,
+    options: {
+      ...compileAgentOptions({ name: "box", insecure: true, stateDir: join(dir, "state"), workdir: dir, stopGrace: "2s" }),
+      ...o.options,
+    },
+    control: { read: o.readControl ?? (async () => o.decided ?? null) },
+    counters: newClaimLoopCounters(),
+    log: silentLogger(),
+    isConnected: () => o.connected ?? true,
+    isClosed: () => o.publishFails ?? false,
+    nextReportPath: () => join(dir, `${++sockets}-${nextTrial}.sock`),
+  };
+  return r;
+}
+
+function attempt(r: Rig, o: WorkOrder): Attempt {
+  const msg = {
+    info: { streamSequence: 1, deliveryCount: 1 },
+    working: () => {
+      r.workings += 1;
+    },
+    nak: (delay?: number) => r.endings.push(delay ? `nak ${delay}` : "nak"),
+    term: () => r.endings.push("term"),
+    ackAck: async () => {
+      r.endings.push("ack");
+      return true;
+    },
+  } as unknown as JsMsg;
+  const [pool] = poolsFor(1, 0);
+  if (!pool) throw new Error("no pool");
+  return new Attempt(r.ctx, {
+    order: o,
+    number: 1,
+    msg,
+    pool,
+    ids: [0],
+    holder: { study: o.study, trial: o.trial, attempt: 1, busyShare: null },
+  });
+}
+
+async function until(what: string, cond: () => boolean, ms = 10_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const finished = (r: Rig) => r.events.find((e) => e.type === "finished");
+const SLEEPER = [NODE, "-e", "setInterval(() => {}, 1000)"];
+
+describe("an attempt", () => {
+  it("moves forward only, never from claimed straight to running, and ends for good", () => {
+    const order_ = Object.values(AttemptState);
+    for (const [i, from] of order_.entries()) {
+      const later = order_.slice(i + 1).filter((to) => !(from === "claimed" && to === "running"));
+      expect([...ATTEMPT_TRANSITIONS[from]].sort()).toEqual([...later].sort());
+    }
+    expect(ATTEMPT_TRANSITIONS.ended).toEqual([]);
+  });
+
+  it("runs a trial to the end: starting, running, finished completed, acked once, ended", async () => {
+    const r = rig();
+    const a = attempt(r, order([NODE, "-e", "setTimeout(() => {}, 300)"]));
+    expect(a.state).toBe("claimed");
+    const done = a.run();
+    expect(a.state).toBe("starting");
+    await until("the trial runs", () => a.state === "running");
+    await done;
+    expect(r.events.map((e) => e.type)).toEqual(["claimed", "started", "finished"]);
+    expect(finished(r)).toMatchObject({ status: "completed", attempt: 1, agent: "box" });
+    expect(r.endings).toEqual(["ack"]);
+    expect(a.ending).toBe("ack");
+    expect(a.state).toBe("running");
+    a.end();
+    expect(a.state).toBe("ended");
+    expect(() => a.end()).toThrow(IllegalTransitionError);
+  });
+
+  it("never starts a trial whose stop was decided before the order arrived; acks it", async () => {
+    const o = order(SLEEPER);
+    const r = rig({ decided: control(o) });
+    const a = attempt(r, o);
+    await a.run();
+    expect(a.state).toBe("stopping");
+    expect(r.events.map((e) => e.type)).toEqual(["claimed", "finished"]);
+    expect(finished(r)).toMatchObject({ status: "stopped", reason: "scheduler-stop at t=3" });
+    expect(r.endings).toEqual(["ack"]);
+    a.end();
+  });
+
+  it("stops on its trial's stop decision only, the first one wins, and acks", async () => {
+    const o = order(SLEEPER);
+    const r = rig();
+    const a = attempt(r, o);
+    const done = a.run();
+    await until("the trial runs", () => a.state === "running" && r.events.some((e) => e.type === "started"));
+    a.onControl(control(order(SLEEPER)));
+    expect(a.state).toBe("running");
+    a.onControl(control(o));
+    expect(a.state).toBe("stopping");
+    a.onControl(control(o, { reason: "user-stop", by: "alice" }));
+    expect(a.stopRequest).toEqual({ reason: "scheduler-stop", detail: "scheduler-stop at t=3" });
+    await done;
+    expect(finished(r)).toMatchObject({ status: "stopped", reason: "scheduler-stop at t=3" });
+    expect(r.endings).toEqual(["ack"]);
+    a.end();
+  });
+
+  it("drain with requeue stops the trial and hands the order back once, also after a stop decision", async () => {
+    const o = order(SLEEPER);
+    const r = rig();
+    const a = attempt(r, o);
+    const done = a.run();
+    await until("the trial runs", () => r.events.some((e) => e.type === "started"));
+    a.onControl(control(o));
+    a.requeue();
+    expect(a.state).toBe("requeuing");
+    a.requeue();
+    await done;
+    expect(finished(r)).toMatchObject({ status: "stopped" });
+    expect(r.endings).toEqual(["nak"]);
+    expect(r.ctx.counters.ordersReturned).toBe(1);
+    a.end();
+
+    const r2 = rig();
+    const b = attempt(r2, order(SLEEPER));
+    const done2 = b.run();
+    await until("the trial runs", () => r2.events.some((e) => e.type === "started"));
+    b.requeue();
+    await done2;
+    expect(finished(r2)).toMatchObject({ status: "stopped", reason: "agent-shutdown" });
+    expect(r2.endings).toEqual(["nak"]);
+    b.end();
+  });
+
+  it("a forced shutdown hands the order back at once, and only once", async () => {
+    const r = rig();
+    const a = attempt(r, order(SLEEPER));
+    const done = a.run();
+    await until("the trial runs", () => r.events.some((e) => e.type === "started"));
+    a.kill();
+    expect(a.state).toBe("requeuing");
+    expect(r.endings).toEqual(["nak"]);
+    await done;
+    expect(finished(r)).toMatchObject({ status: "stopped", reason: "agent-shutdown (forced)" });
+    expect(r.endings).toEqual(["nak"]);
+    expect(a.ending).toBe("nak");
+    a.end();
+  });
+
+  it("confirmed heartbeats keep a claim alive past its lease", async () => {
+    const r = rig({ options: { leaseMs: 1000, heartbeatMs: 100 } });
+    const a = attempt(r, order([NODE, "-e", "setTimeout(() => {}, 1500)"]));
+    await a.run();
+    expect(r.workings).toBeGreaterThanOrEqual(3);
+    expect(r.ctx.counters.claimsLost).toBe(0);
+    expect(finished(r)).toMatchObject({ status: "completed" });
+    expect(r.endings).toEqual(["ack"]);
+    a.end();
+  });
+
+  it("loses a claim not kept alive within the lease: kills the trial at once and leaves the order alone", async () => {
+    const r = rig({ options: { leaseMs: 300, heartbeatMs: 100 }, connected: false });
+    const a = attempt(r, order(SLEEPER));
+    await a.run();
+    expect(a.state).toBe("lost");
+    expect(finished(r)).toMatchObject({ status: "stopped", reason: "claim-lost" });
+    expect(r.ctx.counters.claimsLost).toBe(1);
+    expect(r.ctx.counters.missedHeartbeats).toBeGreaterThanOrEqual(1);
+    // Not ours any more: neither a drain nor a forced shutdown touches the order.
+    a.requeue();
+    a.kill();
+    expect(a.state).toBe("lost");
+    expect(r.endings).toEqual([]);
+    expect(a.ending).toBeNull();
+    a.end();
+    expect(a.state).toBe("ended");
+  });
+
+  it("ends its order even when our own code fails: ack once finished went out, nak when it could not", async () => {
+    const r = rig({ readControl: () => Promise.reject(new Error("boom")) });
+    const a = attempt(r, order(SLEEPER));
+    await a.run();
+    expect(finished(r)).toMatchObject({ status: "failed", reason: "agent error: boom" });
+    expect(r.endings).toEqual(["ack"]);
+    a.end();
+
+    const r2 = rig({ readControl: () => Promise.reject(new Error("boom")), publishFails: true });
+    const b = attempt(r2, order(SLEEPER));
+    await b.run();
+    expect(r2.events).toEqual([]);
+    expect(r2.endings).toEqual(["nak"]);
+    expect(r2.ctx.counters.ordersReturned).toBe(1);
+    b.end();
+  });
+
+  it("ends the work message at most once: a rejected copy is termed, a later nak does nothing", () => {
+    const r = rig();
+    const a = attempt(r, order(SLEEPER));
+    expect(a.term()).toBe(true);
+    expect(a.nak(5000)).toBe(false);
+    expect(r.endings).toEqual(["term"]);
+    expect(a.ending).toBe("term");
+    a.end();
+    expect(a.state).toBe("ended");
+  });
+
+  it("turns stop decisions into the finished event's reason", () => {
+    const base = { v: 1 as const, type: "stop" as const, study: "s", trial: "t", by: "asha", ts: 1 };
+    expect(stopRequestFrom({ ...base, reason: "scheduler-stop", rung: 3 })).toEqual({
+      reason: "scheduler-stop",
+      detail: "scheduler-stop at t=3",
+    });
+    expect(stopRequestFrom({ ...base, reason: "user-stop", rung: null, by: "alice" }).detail).toBe("user-stop by alice");
+  });
+});

@@ -1,0 +1,427 @@
+import { join, resolve } from "node:path";
+import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type AgentEventType,
+  type Control,
+  type Logger,
+  StopReason,
+  type Subjects,
+  type TrialEvent,
+  type TrialEventInit,
+  trialEvent,
+  type WorkOrder,
+} from "@rung/protocol";
+import type { ControlWatch } from "../control-watch.js";
+import { EventQueue } from "../events.js";
+import type { CompiledAgentOptions } from "../options.js";
+import { forgetGroup, recordGroup } from "../orphans.js";
+import type { SlotHolder } from "../slots.js";
+import { StateMachine, type Transitions } from "../state-machine.js";
+import { type StopRequest, type TrialResult, TrialRun } from "../trial-runner.js";
+import { attemptKey } from "./admission.js";
+import type { ClaimLoopCounters } from "./counters.js";
+import type { Pool } from "./pools.js";
+import { sleep, withTimeout } from "./timers.js";
+import { OrderEnding, safely } from "./work-message.js";
+
+/**
+ * AN ATTEMPT: one claimed order on this agent, from the moment its slots are taken until its order
+ * has ended (attempt number = the order's attempt + deliveries - 1, so a redelivery after an agent
+ * died runs attempt 2). Its events go out in order: claimed ─▶ started ─▶ (report)* ─▶ finished.
+ *
+ * Its life is ONE state, which says how the work message will end:
+ *
+ *   claimed ─▶ starting ─▶ running ─▶ stopping ─▶ requeuing ─▶ lost ─▶ ended
+ *
+ * Moves go forward only and may skip ahead (a stop decided before the trial started, a claim lost
+ * while stopping, an order rejected while claimed), except from claimed straight to running: a trial
+ * runs only after starting.
+ *
+ *   claimed    slots held, heartbeats going; the mesh-wide replay check (the nonces bucket) runs. A
+ *              copy is rejected (`term`); an unreachable bucket hands the order back (nak, 5 s delay);
+ *              either way straight to ended, nothing started;
+ *   starting   admitted: the stop key in the control bucket is read, `claimed` goes out, the trial is
+ *              spawned;
+ *   running    the trial's process is running: reports are published, heartbeats keep the claim;
+ *   stopping   a stop decision (from the control bucket: read when the order arrives, watched
+ *              afterwards, read again after a reconnect) stops the trial — SIGTERM, grace, SIGKILL — or
+ *              keeps it from starting: `finished stopped`, ack;
+ *   requeuing  drain with requeue (or a forced shutdown): the trial is stopped (killed), `finished
+ *              stopped agent-shutdown`, nak without delay so another agent takes the order at once;
+ *   lost       a heartbeat found more than a lease since the last confirmed one (the agent was frozen,
+ *              or cut off from NATS): the order has been handed to another agent. The trial is killed
+ *              at once (SIGKILL, no grace: the other copy may be running already), `finished stopped
+ *              claim-lost` is published, and the order is neither acked nor nak'd — it is not ours;
+ *   ended      the order has ended and the claim loop releases the slots. Terminal.
+ *
+ * There is no state for "exited": once the trial's process is gone, the state keeps saying how the
+ * order will end while `finished` goes out, and `ended` follows.
+ *
+ * A trial that completes or crashes while `starting` or `running` ends `finished completed|failed`,
+ * ack: retrying a failure is the coordinator's decision (a new order with a higher attempt), not
+ * JetStream's. An exception in our own code ends the order too: ack when `finished` went out, nak
+ * otherwise. Whatever happens, the work message is ended at most once (`ack`, `nak` or `term`), and
+ * every path out releases the slots: "we MUST release the job".
+ *
+ * Heartbeats: every third of the lease, an in-progress ack, then a round trip to the server that
+ * confirms it; a missed heartbeat is counted and logged, not thrown. Transitions along edges not
+ * drawn above throw (a bug), and the error path above still ends the order.
+ */
+export const AttemptState = {
+  claimed: "claimed",
+  starting: "starting",
+  running: "running",
+  stopping: "stopping",
+  requeuing: "requeuing",
+  lost: "lost",
+  ended: "ended",
+} as const;
+export type AttemptState = (typeof AttemptState)[keyof typeof AttemptState];
+
+/** The edges of the diagram above. */
+export const ATTEMPT_TRANSITIONS: Transitions<AttemptState> = {
+  claimed: ["starting", "stopping", "requeuing", "lost", "ended"],
+  starting: ["running", "stopping", "requeuing", "lost", "ended"],
+  running: ["stopping", "requeuing", "lost", "ended"],
+  stopping: ["requeuing", "lost", "ended"],
+  requeuing: ["lost", "ended"],
+  lost: ["ended"],
+  ended: [],
+};
+
+/** States in which a stop decision still changes what happens (later ones are on their way out). */
+const STOPPABLE: ReadonlySet<AttemptState> = new Set<AttemptState>(["claimed", "starting", "running"]);
+
+/** What a stop decision says, as the reason of the trial's AbortController. */
+export function stopRequestFrom(c: Control): StopRequest {
+  if (c.reason === "scheduler-stop")
+    return { reason: StopReason.schedulerStop, detail: c.rung === null ? "scheduler-stop" : `scheduler-stop at t=${c.rung}` };
+  return { reason: StopReason.userStop, detail: c.by ? `user-stop by ${c.by}` : "user-stop" };
+}
+
+/** What every attempt of one claim loop shares. */
+export interface AttemptContext {
+  /** For the heartbeat's round trip. */
+  nc: Pick<NatsConnection, "flush">;
+  js: JetStreamClient;
+  subjects: Subjects;
+  options: CompiledAgentOptions;
+  control: Pick<ControlWatch, "read">;
+  /** The claim loop's counters, which attempts add to. */
+  counters: ClaimLoopCounters;
+  /** The agent's logger; each attempt logs through a child with study, trial and attempt. */
+  log: Logger;
+  /** False while the connection is down: heartbeats cannot succeed then, so none is sent. */
+  isConnected(): boolean;
+  /** True once the connection is closed for good: publishes stop retrying. */
+  isClosed(): boolean;
+  /** A fresh path for the report socket of a trial about to start. */
+  nextReportPath(): string;
+}
+
+export interface AttemptInit {
+  order: WorkOrder;
+  /** The attempt number: `attemptNumber()` in admission.ts. */
+  number: number;
+  msg: JsMsg;
+  pool: Pool;
+  /** The slots taken for it: GPU indices, or CPU slot numbers. */
+  ids: number[];
+  holder: SlotHolder;
+}
+
+export class Attempt {
+  /** `<study>.<trial>.<attempt>`. */
+  readonly key: string;
+  readonly order: WorkOrder;
+  readonly number: number;
+  readonly pool: Pool;
+  readonly ids: number[];
+  readonly holder: SlotHolder;
+  readonly log: Logger;
+  readonly #ctx: AttemptContext;
+  /** The work message: ended (ack, nak, term) only through this attempt, at most once. */
+  readonly #msg: JsMsg;
+  readonly #life: StateMachine<AttemptState>;
+  readonly #events: EventQueue;
+  readonly #heartbeat: NodeJS.Timeout;
+  #trial: TrialRun | undefined;
+  /** Why the trial is (to be) stopped: given to it as soon as it exists. */
+  #stop: StopRequest | null = null;
+  #ending: OrderEnding | null = null;
+  #lastBeatOkAt = Date.now();
+  /** A heartbeat's round trip is in flight. */
+  #beating = false;
+  #seq = 0;
+  #malformed = 0;
+
+  /** Claims the order: from here on heartbeats keep it ours until {@link end}. */
+  constructor(ctx: AttemptContext, init: AttemptInit) {
+    this.#ctx = ctx;
+    this.order = init.order;
+    this.number = init.number;
+    this.#msg = init.msg;
+    this.pool = init.pool;
+    this.ids = init.ids;
+    this.holder = init.holder;
+    this.key = attemptKey(init.order.study, init.order.trial, init.number);
+    this.#life = new StateMachine(`attempt ${this.key}`, AttemptState.claimed, ATTEMPT_TRANSITIONS);
+    this.log = ctx.log.child({ study: init.order.study, trial: init.order.trial, attempt: init.number });
+    this.#events = new EventQueue({
+      js: ctx.js,
+      subjects: ctx.subjects,
+      log: ctx.log,
+      giveUp: ctx.isClosed,
+      onDroppedReport: () => {
+        ctx.counters.droppedReports += 1;
+      },
+    });
+    this.#heartbeat = setInterval(() => this.#beat(), ctx.options.heartbeatMs);
+  }
+
+  get state(): AttemptState {
+    return this.#life.state;
+  }
+
+  /** Why the trial is being stopped, once something asked; null while nothing has. */
+  get stopRequest(): StopRequest | null {
+    return this.#stop;
+  }
+
+  /** How the work message ended; null until it has (and for good when the claim was lost before). */
+  get ending(): OrderEnding | null {
+    return this.#ending;
+  }
+
+  get #gpus(): number[] {
+    return this.pool.kind === "gpu" ? this.ids : [];
+  }
+
+  /**
+   * The attempt once admitted: starts the trial, waits for it, publishes `finished` and ends the order.
+   * Never rejects: an error in our own code still ends the order.
+   */
+  async run(): Promise<void> {
+    const { study, trial } = this.order;
+    let finishedSent = false;
+    try {
+      if (this.state === AttemptState.claimed) this.#life.transition(AttemptState.starting);
+      const decided = await this.#ctx.control.read(study, trial);
+      if (decided && decided.study === study && decided.trial === trial) this.#noteStop(stopRequestFrom(decided));
+      void this.#publish("claimed", { gpus: this.#gpus });
+      this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
+      const result = await this.#execute();
+      await this.#publish("finished", {
+        status: result.status,
+        exitCode: result.exitCode,
+        signal: result.signal,
+        reason: result.reason,
+        logTail: result.logTail,
+      });
+      finishedSent = true;
+      this.log.info({ status: result.status, reason: result.reason }, "trial finished");
+      await this.#endOrder(finishedSent);
+    } catch (err) {
+      this.log.error({ err: (err as Error).message, stack: (err as Error).stack }, "agent error while running a trial");
+      this.#trial?.killNow({ reason: StopReason.agentShutdown, detail: "agent error" });
+      if (!finishedSent && this.state !== AttemptState.lost) {
+        finishedSent = await this.#publish("finished", {
+          status: "failed",
+          exitCode: null,
+          signal: null,
+          reason: `agent error: ${(err as Error).message}`,
+          logTail: [],
+        });
+      }
+      await this.#endOrder(finishedSent).catch(() => {});
+    }
+  }
+
+  /** A stop decision from the control bucket, for any trial: stops this attempt if it is that trial's. */
+  onControl(c: Control): void {
+    if (this.order.study !== c.study || this.order.trial !== c.trial) return;
+    const req = stopRequestFrom(c);
+    if (!this.#noteStop(req)) return;
+    this.log.info({ why: req.detail }, "stop decision received");
+    this.#trial?.stop(req);
+  }
+
+  /** Drain with requeue: stop the trial and hand the order back. Not for a lost claim: not ours. */
+  requeue(): void {
+    if (this.state === AttemptState.lost) return;
+    if (this.state !== AttemptState.requeuing) this.#life.transition(AttemptState.requeuing);
+    const req: StopRequest = { reason: StopReason.agentShutdown, detail: "agent-shutdown" };
+    this.#stop ??= req;
+    this.#trial?.stop(req);
+  }
+
+  /** Forced shutdown: kill the trial now and hand the order back at once, best effort (the process is exiting). */
+  kill(): void {
+    if (this.state !== AttemptState.lost && this.state !== AttemptState.requeuing) this.#life.transition(AttemptState.requeuing);
+    this.#trial?.killNow({ reason: StopReason.agentShutdown, detail: "agent-shutdown (forced)" });
+    if (this.state !== AttemptState.lost) this.nak();
+  }
+
+  /** Hands the order back (redelivered after `delayMs`, default at once), unless it has ended already. */
+  nak(delayMs?: number): boolean {
+    return this.#endMessage(OrderEnding.nak, () => this.#msg.nak(delayMs));
+  }
+
+  /** Ends the order as one that can never run here, unless it has ended already. */
+  term(): boolean {
+    // No reason text on the term: nats-server 2.9 does not recognise "+TERM <reason>" and would
+    // redeliver the order after the lease. The reason goes out in the rejected event instead.
+    return this.#endMessage(OrderEnding.term, () => this.#msg.term());
+  }
+
+  /** The attempt is over: heartbeats stop. The claim loop releases the slots. */
+  end(): void {
+    clearInterval(this.#heartbeat);
+    this.#life.transition(AttemptState.ended);
+  }
+
+  /** Records a stop request unless one is recorded already; false when it was. */
+  #noteStop(req: StopRequest): boolean {
+    if (this.#stop) return false;
+    this.#stop = req;
+    if (STOPPABLE.has(this.state)) this.#life.transition(AttemptState.stopping);
+    return true;
+  }
+
+  #endMessage(how: OrderEnding, send: () => void): boolean {
+    if (this.#ending !== null) return false;
+    this.#ending = how;
+    safely(send);
+    return true;
+  }
+
+  #publish(type: AgentEventType, fields: Record<string, unknown>): Promise<boolean> {
+    const event = trialEvent(type, {
+      study: this.order.study,
+      trial: this.order.trial,
+      attempt: this.number,
+      agent: this.#ctx.options.name,
+      ...fields,
+    } as TrialEventInit<typeof type>);
+    return this.#events.push(event as TrialEvent);
+  }
+
+  async #execute(): Promise<TrialResult> {
+    const ctx = this.#ctx;
+    const o = ctx.options;
+    const { study, trial } = this.order;
+    const groups = join(o.stateDir, "groups");
+    const run = new TrialRun({
+      order: this.order,
+      attempt: this.number,
+      agent: o.name,
+      gpus: this.#gpus,
+      workdir: resolve(o.workdir, this.order.workdir),
+      checkpointDir: join(o.stateDir, "checkpoints", study, trial),
+      logFile: join(o.stateDir, "logs", study, trial, `${this.number}.log`),
+      reportPath: ctx.nextReportPath(),
+      logsSubject: ctx.subjects.logs(study, trial, this.number),
+      js: ctx.js,
+      log: this.log,
+      stopGraceMs: o.stopGraceMs,
+      isClosed: ctx.isClosed,
+      onStarted: (pid) => {
+        this.log.info({ pid }, "trial started");
+        recordGroup(groups, { pgid: pid, study, trial, attempt: this.number });
+        void this.#publish("started", { pid, gpus: this.#gpus });
+      },
+      onReport: (metrics) => {
+        ctx.counters.reports += 1;
+        const wait = metrics.data_wait_s;
+        const compute = metrics.compute_s;
+        if (wait !== undefined && compute !== undefined && Number.isFinite(wait + compute) && wait + compute > 0)
+          this.holder.busyShare = Math.min(1, Math.max(0, compute / (wait + compute)));
+        void this.#publish("report", { seq: this.#seq++, metrics });
+      },
+      onMalformedReport: (why, line) => {
+        ctx.counters.malformedReportLines += 1;
+        this.#malformed += 1;
+        if (this.#malformed === 1)
+          this.log.warn(
+            { why, line },
+            "the trial wrote a report line that is not a flat JSON object of numbers; skipped (further ones are counted)",
+          );
+      },
+    });
+    this.#trial = run;
+    if (this.state === AttemptState.starting) this.#life.transition(AttemptState.running);
+    if (this.#stop) run.stop(this.#stop);
+    // The group is gone once the result is in (the runner kills what the trial left): forget it.
+    return run.result.finally(() => {
+      if (run.pid !== undefined) forgetGroup(groups, run.pid);
+    });
+  }
+
+  /** Ends the order the one way that fits how the attempt ended. */
+  async #endOrder(finishedSent: boolean): Promise<void> {
+    if (this.state === AttemptState.lost) return; // the order is another agent's now; touching it would disturb theirs
+    if (this.state === AttemptState.requeuing || !finishedSent) {
+      this.nak();
+      this.#ctx.counters.ordersReturned += 1;
+      return;
+    }
+    if (this.#ending !== null) return;
+    this.#ending = OrderEnding.ack;
+    for (let i = 0; ; i++) {
+      try {
+        await this.#msg.ackAck({ timeout: 5000 });
+        return;
+      } catch (err) {
+        if (i >= 2 || Date.now() - this.#lastBeatOkAt > this.#ctx.options.leaseMs) {
+          this.log.warn({ err: (err as Error).message }, "cannot ack the finished order; it may be delivered again");
+          return;
+        }
+        await sleep(500);
+      }
+    }
+  }
+
+  /** One heartbeat: an in-progress ack the server confirms, or the discovery that the claim is lost. */
+  #beat(): void {
+    const ctx = this.#ctx;
+    const leaseMs = ctx.options.leaseMs;
+    const now = Date.now();
+    if (this.state === AttemptState.lost || this.state === AttemptState.ended) return;
+    if (now - this.#lastBeatOkAt > leaseMs) {
+      this.#life.transition(AttemptState.lost);
+      ctx.counters.claimsLost += 1;
+      this.log.warn(
+        { sinceLastHeartbeatMs: now - this.#lastBeatOkAt, leaseMs },
+        "claim lost: no confirmed heartbeat within the lease; killing the trial",
+      );
+      // Another agent may be running this trial already: no grace period (a trainer may spend many
+      // seconds saving a checkpoint on SIGTERM), or two copies would run at once for that long.
+      const req: StopRequest = { reason: StopReason.claimLost, detail: "claim-lost" };
+      this.#stop = req;
+      this.#trial?.killNow(req);
+      return;
+    }
+    if (this.#beating) return;
+    if (!ctx.isConnected()) {
+      ctx.counters.missedHeartbeats += 1;
+      return;
+    }
+    this.#beating = true;
+    const sentAt = now;
+    // An in-progress ack, then a round trip to the server: once the PONG is back, the server has read
+    // the ack (one connection is processed in order), so the lease was extended from `sentAt`.
+    this.#msg.working();
+    withTimeout(ctx.nc.flush(), Math.max(500, Math.min(5000, ctx.options.heartbeatMs)))
+      .then(() => {
+        this.#lastBeatOkAt = Math.max(this.#lastBeatOkAt, sentAt);
+      })
+      .catch((err: Error) => {
+        ctx.counters.missedHeartbeats += 1;
+        this.log.warn({ err: err.message }, "missed a heartbeat");
+      })
+      .finally(() => {
+        this.#beating = false;
+      });
+  }
+}

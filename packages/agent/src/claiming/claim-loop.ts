@@ -1,0 +1,365 @@
+import { join } from "node:path";
+import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type BadMessageCounter,
+  type Control,
+  decode,
+  ensureWorkConsumer,
+  type Logger,
+  type MeshNames,
+  OrderIdentitySchema,
+  type RejectReason,
+  TrialEvents,
+  WorkOrderSchema,
+} from "@rung/protocol";
+import type { ControlWatch } from "../control-watch.js";
+import { publishEvent } from "../events.js";
+import type { CompiledAgentOptions } from "../options.js";
+import type { SlotHolder, Slots } from "../slots.js";
+import { admitOrder, SECURITY_REASONS } from "./admission.js";
+import { Attempt, type AttemptContext } from "./attempt.js";
+import { type ClaimLoopCounters, newClaimLoopCounters } from "./counters.js";
+import { type Pool, pickPool, poolsFor, poolsThatFit } from "./pools.js";
+import type { ReplayLedger, SharedNonces } from "./replay-ledger.js";
+import { sleep } from "./timers.js";
+import { safely } from "./work-message.js";
+
+/**
+ * THE CLAIM LOOP
+ *
+ * Work orders wait in the work stream, one pool per trial shape (`gpu1`, `gpu2`, …, `cpu1`, …), each
+ * pool with ONE durable pull consumer that every agent shares. An agent with N GPUs serves gpu1…gpuN
+ * (and cpu1…cpuM with M CPU slots). The loop, while the agent is claiming:
+ *
+ *   waiting ──(a slot is freed)──▶ pulling
+ *   pulling: among the pools whose k slots are free together right now (no partial gangs), pick one
+ *            that holds orders, the largest gang first (else the next in turn); ask for ONE message,
+ *            waiting at most a second; none → pick again; no pool fits → waiting.
+ *   received: decode, admit and take the k slots synchronously — nothing else can run between the
+ *            pull and the taking, so an order is only ever held with its slots. An order that can
+ *            never run here is terminated (`term`) with a `rejected` event, so it is not redelivered
+ *            for ever; an order that arrives once claiming has stopped is handed back (`nak`, no delay).
+ *   claimed: the order is now an Attempt (attempt.ts, whose header is the state machine of a claimed
+ *            order); the mesh-wide replay check runs, then the attempt runs on its own, and the loop
+ *            pulls again as soon as slots are free.
+ *
+ * Admission (admission.ts, a pure function) decides whether an order can run here: signature against
+ * `--trust` (unsigned, untrusted-signer, bad-signature), expiry, replay (this agent's ledger, then —
+ * once the slots are taken and before anything starts — the mesh's nonces bucket), the pool,
+ * `--allow-command`, the workdir. A refusal on security grounds is logged at warn with `security` and
+ * the claimed signer, and goes out as a `rejected` event that names both; the process never starts.
+ * With `--insecure` only expiry and the local checks apply.
+ *
+ * Besides pulling, the loop only dispatches: stop decisions, drain with requeue and forced shutdown go
+ * to every attempt it holds; an attempt that has ended gives its slots back here.
+ */
+
+export interface ClaimLoopOptions {
+  nc: NatsConnection;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  names: MeshNames;
+  options: CompiledAgentOptions;
+  slots: Slots;
+  control: ControlWatch;
+  bad: BadMessageCounter;
+  log: Logger;
+  /** Directory for the per-attempt report sockets (short: Unix socket paths are limited to ~100 bytes). */
+  socketDir: string;
+  /** Called when an attempt begins or ends (idle tracking, advert refresh). */
+  onActivity(): void;
+  /** False while the connection is down: heartbeats cannot succeed then, so none is sent. */
+  isConnected(): boolean;
+  /** True once the connection is closed for good: publishes stop retrying. */
+  isClosed(): boolean;
+  /** Replay protection for signed orders; null with `--insecure`. */
+  replay: { ledger: ReplayLedger; nonces: SharedNonces } | null;
+}
+
+export class ClaimLoop {
+  readonly counters: ClaimLoopCounters = newClaimLoopCounters();
+  readonly #o: ClaimLoopOptions;
+  readonly #pools: Pool[];
+  readonly #consumers = new Map<string, Consumer>();
+  readonly #attempts = new Map<string, { attempt: Attempt; done: Promise<void> }>();
+  readonly #attemptContext: AttemptContext;
+  /** Rejections and other one-off publishes still in flight, so close() can wait for them. */
+  readonly #sideTasks = new Set<Promise<unknown>>();
+  readonly #stopClaiming = new AbortController();
+  #loop: Promise<void> = Promise.resolve();
+  #socketSeq = 0;
+  #pullErrors = 0;
+
+  constructor(options: ClaimLoopOptions) {
+    this.#o = options;
+    this.#pools = poolsFor(options.slots.total("gpu"), options.slots.total("cpu"));
+    this.#attemptContext = {
+      nc: options.nc,
+      js: options.js,
+      subjects: options.names.subjects,
+      options: options.options,
+      control: options.control,
+      counters: this.counters,
+      log: options.log,
+      isConnected: options.isConnected,
+      isClosed: options.isClosed,
+      nextReportPath: () => {
+        this.#socketSeq += 1;
+        return join(options.socketDir, `${this.#socketSeq}.sock`);
+      },
+    };
+  }
+
+  get pools(): readonly Pool[] {
+    return this.#pools;
+  }
+
+  get running(): number {
+    return this.#attempts.size;
+  }
+
+  get claiming(): boolean {
+    return !this.#stopClaiming.signal.aborted;
+  }
+
+  /** Creates (or finds) each pool's shared consumer; the agent's lease is the consumer's ack wait. */
+  async prepare(): Promise<void> {
+    const { jsm, names, options, js } = this.#o;
+    for (const p of this.#pools) {
+      const durable = await ensureWorkConsumer(jsm, names, p.name, {
+        ackWaitMs: options.leaseMs,
+        maxDeliver: options.maxDeliver,
+      });
+      this.#consumers.set(p.name, await js.consumers.get(names.streams.work, durable));
+    }
+  }
+
+  start(): void {
+    this.#loop = this.#run();
+  }
+
+  /** Stops pulling; resolves once the pull in progress (at most a second) has returned. */
+  async stopClaiming(): Promise<void> {
+    this.#stopClaiming.abort();
+    await this.#loop;
+  }
+
+  async #run(): Promise<void> {
+    const signal = this.#stopClaiming.signal;
+    let turn = 0;
+    while (!signal.aborted) {
+      const fits = poolsThatFit(this.#pools, (kind) => this.#o.slots.free(kind));
+      if (fits.length === 0) {
+        await this.#o.slots.freed(signal);
+        continue;
+      }
+      let pool = fits[turn++ % fits.length] as Pool;
+      let msg: JsMsg | null = null;
+      try {
+        pool = await this.#choose(fits, pool);
+        msg = await this.#pull(pool);
+        if (this.#pullErrors > 0) this.#o.log.info({ pool: pool.name }, "pulling work again");
+        this.#pullErrors = 0;
+      } catch (err) {
+        this.#pullErrors += 1;
+        if (this.#pullErrors === 1)
+          this.#o.log.warn({ err: (err as Error).message, pool: pool.name }, "cannot pull work; retrying");
+        await sleep(Math.min(5000, 500 * this.#pullErrors), signal);
+        continue;
+      }
+      if (!msg) continue;
+      try {
+        this.#receive(msg, pool);
+      } catch (err) {
+        // Our own bug or a connection closing under us: the order must not be held regardless.
+        this.#o.log.error({ err: (err as Error).message, pool: pool.name }, "could not take a pulled order; handing it back");
+        safely(() => msg.nak());
+      }
+    }
+  }
+
+  /**
+   * With several pools to serve, waiting a second on each empty one in turn would leave an order in
+   * the last pool waiting for seconds. So ask each consumer how many orders it holds (one cheap request
+   * each, in parallel) and let `pickPool` choose. No work anywhere: `fallback`.
+   */
+  async #choose(fits: Pool[], fallback: Pool): Promise<Pool> {
+    if (fits.length === 1) return fallback;
+    const pending = await Promise.all(
+      fits.map(async (p) => {
+        const c = this.#consumers.get(p.name);
+        return c ? (await c.info(false)).num_pending : 0;
+      }),
+    );
+    return pickPool(fits, pending, fallback);
+  }
+
+  async #pull(pool: Pool): Promise<JsMsg | null> {
+    let consumer = this.#consumers.get(pool.name);
+    if (!consumer || this.#pullErrors > 2) {
+      // The consumer may have been deleted (or never made it): create it again.
+      const { jsm, names, options, js } = this.#o;
+      const durable = await ensureWorkConsumer(jsm, names, pool.name, {
+        ackWaitMs: options.leaseMs,
+        maxDeliver: options.maxDeliver,
+      });
+      consumer = await js.consumers.get(names.streams.work, durable);
+      this.#consumers.set(pool.name, consumer);
+    }
+    return consumer.next({ expires: this.#o.options.pullExpiresMs });
+  }
+
+  /** Synchronous from pull to slots taken: see the comment at the top. */
+  #receive(msg: JsMsg, pool: Pool): void {
+    const r = decode(WorkOrderSchema, msg.data, "order");
+    if (!r.ok) {
+      this.#o.bad.record("orders", r.error);
+      const id = decode(OrderIdentitySchema, msg.data, "order");
+      this.#reject(() => safely(() => msg.term()), id.ok ? id.value : null, "malformed", r.error.message);
+      return;
+    }
+    const order = r.value;
+    if (this.#stopClaiming.signal.aborted) {
+      // Pulled just as claiming stopped: hand it back at once rather than sit on it.
+      msg.nak();
+      this.counters.ordersReturned += 1;
+      return;
+    }
+    const seq = msg.info.streamSequence;
+    const verdict = admitOrder({
+      order,
+      pool,
+      deliveryCount: msg.info.deliveryCount,
+      policy: this.#o.options,
+      now: Date.now(),
+      replayed: this.#o.replay?.ledger.check(order.nonce, seq) ?? null,
+      isRunning: (key) => this.#attempts.has(key),
+    });
+    if (!verdict.admit) {
+      this.#reject(() => safely(() => msg.term()), order, verdict.reason, verdict.detail, order.signer ?? null, verdict.attempt);
+      return;
+    }
+    const attempt = verdict.attempt;
+    // On disk before anything starts, so a restarted agent still knows this nonce. Before the slots
+    // too: if the write fails, nothing is held (a redelivery of this same message is no replay).
+    this.#o.replay?.ledger.record(order.nonce, seq, order.expiresAt);
+    const holder: SlotHolder = { study: order.study, trial: order.trial, attempt, busyShare: null };
+    const ids = this.#o.slots.take(pool.kind, pool.k, holder);
+    if (!ids) {
+      msg.nak();
+      this.counters.ordersReturned += 1;
+      return;
+    }
+    this.counters.ordersClaimed += 1;
+    const a = new Attempt(this.#attemptContext, { order, number: attempt, msg, pool, ids, holder });
+    const entry = { attempt: a, done: Promise.resolve() };
+    this.#attempts.set(a.key, entry);
+    this.#o.onActivity();
+    entry.done = this.#admitInMesh(a, seq).then((admitted) => (admitted ? this.#runAttempt(a) : undefined));
+  }
+
+  /**
+   * The mesh-wide replay check, the one asynchronous step before an attempt begins: the slots are
+   * held meanwhile, nothing has started. A copy of an order another agent accepted is rejected; when
+   * the bucket cannot be reached the order is handed back rather than run unchecked.
+   */
+  async #admitInMesh(a: Attempt, seq: number): Promise<boolean> {
+    const replay = this.#o.replay;
+    if (!replay) return true;
+    const mesh = await replay.nonces.claimRetrying(a.order, seq, this.#o.isClosed);
+    if (mesh.kind === "first") return true;
+    if (mesh.kind === "unreachable") {
+      a.log.error(
+        { err: mesh.error.message, bucket: this.#o.names.nonces },
+        "cannot record the order's nonce in the mesh; handing the order back instead of running it unchecked",
+      );
+      a.nak(5000);
+      this.counters.ordersReturned += 1;
+    } else {
+      this.#reject(() => a.term(), a.order, "replayed", mesh.why, a.order.signer ?? null, a.number);
+    }
+    this.#forget(a);
+    return false;
+  }
+
+  async #runAttempt(a: Attempt): Promise<void> {
+    try {
+      await a.run();
+    } finally {
+      this.#forget(a);
+    }
+  }
+
+  /** Every path out of an attempt comes here once: it is over, its slots are free. */
+  #forget(a: Attempt): void {
+    a.end();
+    this.#attempts.delete(a.key);
+    this.#o.slots.release(a.pool.kind, a.ids);
+    this.#o.onActivity();
+  }
+
+  /** Ends a message that can never run here (`term`, through `end`) and says so in a `rejected` event. */
+  #reject(
+    end: () => void,
+    id: { study: string; trial: string; attempt?: number | null } | null,
+    reason: RejectReason,
+    detail: string,
+    sender: string | null = null,
+    attempt: number | null = id?.attempt ?? null,
+  ): void {
+    this.counters.ordersRejected += 1;
+    end();
+    const security = SECURITY_REASONS.has(reason);
+    this.#o.log.warn(
+      { study: id?.study, trial: id?.trial, reason, detail, ...(security ? { security: true, sender } : {}) },
+      security ? "refused a work order on security grounds; it was not started" : "rejected a work order",
+    );
+    if (!id) return;
+    const event = TrialEvents.rejected({
+      study: id.study,
+      trial: id.trial,
+      attempt,
+      agent: this.#o.options.name,
+      reason,
+      detail,
+      sender,
+    });
+    this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed));
+  }
+
+  #track(p: Promise<unknown>): void {
+    this.#sideTasks.add(p);
+    void p.finally(() => this.#sideTasks.delete(p));
+  }
+
+  /** A stop decision from the control bucket: stops every local attempt of that trial. */
+  onControl(c: Control): void {
+    for (const { attempt } of this.#attempts.values()) attempt.onControl(c);
+  }
+
+  /** After a reconnect: decisions made while we were away are in the bucket; read them. */
+  async recheckControls(): Promise<void> {
+    for (const { attempt } of [...this.#attempts.values()]) {
+      const c = await this.#o.control.read(attempt.order.study, attempt.order.trial);
+      if (c) this.onControl(c);
+    }
+  }
+
+  /** Drain with requeue: stop every running trial and hand its order back. */
+  requeueAll(): void {
+    for (const { attempt } of this.#attempts.values()) attempt.requeue();
+  }
+
+  /** Forced shutdown: kill every trial now and hand back the orders, best effort (the process is exiting). */
+  killAll(): void {
+    for (const { attempt } of this.#attempts.values()) attempt.kill();
+  }
+
+  /** Resolves when no attempt runs any more and every side publish has settled. */
+  async settled(): Promise<void> {
+    while (this.#attempts.size > 0 || this.#sideTasks.size > 0) {
+      await Promise.allSettled([...[...this.#attempts.values()].map((e) => e.done), ...this.#sideTasks]);
+    }
+  }
+}
