@@ -7,35 +7,15 @@ import {
   decode,
   encode,
   LogChunkSchema,
-  MeshNames,
   renderArgv,
   SCHEMA_VERSION,
   splitCommand,
   TelemetrySchema,
   type TrialEvent,
 } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats, uniquePrefix, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Mesh, makeOrder, NODE, writeTrials } from "./agent-helpers.js";
-
-let nats: TestNats;
-let mesh: Mesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks();
-});
-
-async function newMesh(resources: { advertTtlMs?: number } = {}): Promise<Mesh> {
-  mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()), resources);
-  return mesh;
-}
+import { waitFor } from "@rung/testkit";
+import { describe, expect } from "vitest";
+import { it, type Mesh, makeOrder, NODE, writeTrials } from "./agent-helpers.js";
 
 /** Messages still in the work stream (a work-queue stream keeps an order until it is acked or termed). */
 async function ordersLeft(m: Mesh): Promise<number> {
@@ -56,7 +36,7 @@ function putStop(m: Mesh, study: string, trial: string, rung: number | null = 3)
 }
 
 describe("claiming", () => {
-  it("claims only with a free GPU, and runs the trial with the environment it needs", async () => {
+  it("claims only with a free GPU, and runs the trial with the environment it needs", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     await m.agent({ name: "one", fakeGpus: 1 });
@@ -101,7 +81,7 @@ describe("claiming", () => {
     expect(await ordersLeft(m)).toBe(1);
   });
 
-  it("runs gangs of 2 on a 4-GPU agent, never splitting a gang or sharing a GPU", async () => {
+  it("runs gangs of 2 on a 4-GPU agent, never splitting a gang or sharing a GPU", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const agent = await m.agent({ name: "four", fakeGpus: 4 });
@@ -130,7 +110,7 @@ describe("claiming", () => {
     expect(agent.counters.ordersClaimed).toBe(3);
   });
 
-  it("passes parameter values with ;, $() and spaces to argv literally", async () => {
+  it("passes parameter values with ;, $() and spaces to argv literally", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     await m.agent();
@@ -147,7 +127,7 @@ describe("claiming", () => {
 });
 
 describe("stopping", () => {
-  it("kills a trial that ignores SIGTERM within grace + 2 s of the stop decision", async () => {
+  it("kills a trial that ignores SIGTERM within grace + 2 s of the stop decision", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     await m.agent({ stopGrace: "1s" });
@@ -162,7 +142,7 @@ describe("stopping", () => {
     await waitFor("the order to be acked", async () => (await ordersLeft(m)) === 0);
   });
 
-  it("does not start a trial whose stop was decided before the order arrived", async () => {
+  it("does not start a trial whose stop was decided before the order arrived", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     await m.agent();
@@ -174,7 +154,7 @@ describe("stopping", () => {
     await waitFor("the order to be acked", async () => (await ordersLeft(m)) === 0);
   });
 
-  it("drain with requeue stops the trial and hands the order back: the next agent runs attempt 2", async () => {
+  it("drain with requeue stops the trial and hands the order back: the next agent runs attempt 2", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const first = await m.agent({ name: "first" });
@@ -192,7 +172,7 @@ describe("stopping", () => {
 });
 
 describe("reporting, logs and failures", () => {
-  it("publishes good report lines, counts garbage ones, and the trial still completes", async () => {
+  it("publishes good report lines, counts garbage ones, and the trial still completes", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const agent = await m.agent();
@@ -217,7 +197,7 @@ describe("reporting, logs and failures", () => {
     expect(agent.counters.malformedReportLines).toBe(4);
   });
 
-  it("runs a real Python trial with rung_trial.py; fake GPU utilization follows its reports", async () => {
+  it("runs a real Python trial with rung_trial.py; fake GPU utilization follows its reports", async ({ newMesh }) => {
     const m = await newMesh();
     const agent = await m.agent({ name: "py", telemetryInterval: "200ms" });
     const script = join(m.dir, "trial.py");
@@ -266,7 +246,9 @@ time.sleep(1.5)
     expect(agent.counters.malformedReportLines).toBe(0);
   });
 
-  it("a crash finishes failed with the exit code and the last 50 lines; output reaches the logs stream and a file", async () => {
+  it("a crash finishes failed with the exit code and the last 50 lines; output reaches the logs stream and a file", async ({
+    newMesh,
+  }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     await m.agent({ name: "c" });
@@ -310,7 +292,7 @@ time.sleep(1.5)
 });
 
 describe("orders that can never run here", () => {
-  it("terms them with a rejected event instead of retrying them for ever", async () => {
+  it("terms them with a rejected event instead of retrying them for ever", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const agent = await m.agent({ allowCommand: [NODE] });
@@ -343,7 +325,7 @@ describe("orders that can never run here", () => {
 });
 
 describe("advert and lifecycle", () => {
-  it("advertises GPUs and free slots, shows the running trial, deletes the advert on close", async () => {
+  it("advertises GPUs and free slots, shows the running trial, deletes the advert on close", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const agent = await m.agent({ name: "adv", fakeGpus: 2, labels: { zone: "eu" }, pricePerGpuHour: 2.5 });
@@ -366,7 +348,7 @@ describe("advert and lifecycle", () => {
     await agent.close(); // idempotent
   });
 
-  it("exits after --idle-exit without work and runs --on-idle", async () => {
+  it("exits after --idle-exit without work and runs --on-idle", async ({ newMesh }) => {
     const m = await newMesh();
     const marker = join(m.dir, "idle-ran");
     const agent = await m.agent({ idleExit: "1s", onIdle: `touch ${marker}` });
@@ -376,7 +358,7 @@ describe("advert and lifecycle", () => {
     await waitFor("the --on-idle command", () => existsSync(marker), 5000);
   });
 
-  it("refuses to start with no GPU and no CPU slots, and runs CPU trials with --cpu-slots", async () => {
+  it("refuses to start with no GPU and no CPU slots, and runs CPU trials with --cpu-slots", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     await expect(m.agent({ fakeGpus: 0, nvidiaSmi: "/nonexistent/nvidia-smi" })).rejects.toThrow(/no GPU to offer.*--cpu-slots/);

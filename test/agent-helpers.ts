@@ -7,18 +7,18 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { Agent, AgentOptions } from "@rung/agent";
 import { startAgent } from "@rung/agent";
 import {
-  connectNats,
   createLogger,
   decode,
   encode,
-  ensureResources,
   type MeshNames,
+  type ResourceOptions,
   SCHEMA_VERSION,
   type TrialEvent,
   TrialEventSchema,
   type WorkOrder,
 } from "@rung/protocol";
-import { waitFor } from "@rung/testkit";
+import { openMesh, stopAll, type TestProcess, waitFor } from "@rung/testkit";
+import { meshTest } from "@rung/testkit/vitest";
 
 /** Shared by the agent test files: orders, an event recorder, tiny trials, agents that clean up. */
 
@@ -99,9 +99,13 @@ export class EventLog {
   }
 }
 
-/** A mesh for one test: a connection, the resources, an event log, and agents that are closed after. */
+/**
+ * A mesh for one test: a connection, the resources, an event log, and agents — in this process, or
+ * `rung agent` processes pushed to `procs` — that are closed after.
+ */
 export class Mesh {
   readonly agents: Agent[] = [];
+  readonly procs: TestProcess[] = [];
   readonly dirs: string[] = [];
 
   private constructor(
@@ -113,18 +117,18 @@ export class Mesh {
     readonly dir: string,
   ) {}
 
-  static async start(url: string, names: MeshNames, resources: { advertTtlMs?: number } = {}): Promise<Mesh> {
-    const nc = await connectNats({ url, name: "agent-test" });
+  /** A mesh of its own (a new prefix) on the server at `url`. */
+  static async start(url: string, resources: ResourceOptions = {}): Promise<Mesh> {
+    const m = await openMesh(url, { name: "agent-test", resources });
     let events: EventLog;
     try {
-      await ensureResources(nc, names, resources);
-      events = await EventLog.start(nc, names);
+      events = await EventLog.start(m.nc, m.names);
     } catch (err) {
-      await nc.close();
+      await m.close();
       throw err;
     }
     const dir = tempDir();
-    return new Mesh(url, names, nc, jetstream(nc), events, dir);
+    return new Mesh(url, m.names, m.nc, m.js, events, dir);
   }
 
   async agent(options: AgentOptions = {}): Promise<Agent> {
@@ -155,12 +159,30 @@ export class Mesh {
   }
 
   async close(): Promise<void> {
+    await stopAll(this.procs.splice(0));
     await Promise.allSettled(this.agents.map((a) => a.close()));
     await this.events.stop();
     await this.nc.close();
     rmSync(this.dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * The end-to-end fixtures (a server per file, the leak check) and `newMesh(resources?)`: opens a `Mesh`
+ * on the file's server, closed after the test (before the leak check).
+ */
+export const test = meshTest.extend("newMesh", ({ nats, leakCheck: _ }, { onCleanup }) => {
+  const meshes: Mesh[] = [];
+  onCleanup(async () => {
+    for (const m of meshes.splice(0)) await m.close();
+  });
+  return async (resources: ResourceOptions = {}): Promise<Mesh> => {
+    const m = await Mesh.start(nats.url, resources);
+    meshes.push(m);
+    return m;
+  };
+});
+export const it = test;
 
 /**
  * Tiny trials as Node scripts (fast to start, no shell anywhere): each takes its behaviour from argv.

@@ -1,108 +1,53 @@
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { listAdverts } from "@rung/agent";
-import { type AgentAdvert, decode, MeshNames, type Telemetry, TelemetrySchema } from "@rung/protocol";
-import { checkLeaks, FakeNvidiaSmi, fakeGpu, startNats, type TestNats, uniquePrefix, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Mesh, makeOrder, NODE, writeTrials } from "./agent-helpers.js";
+import { type AgentAdvert, decode, type Telemetry, TelemetrySchema } from "@rung/protocol";
+import { exitOf, FakeNvidiaSmi, fakeGpu, pidAlive, RUNG_BIN, rungAgent, type TestProcess, waitFor } from "@rung/testkit";
+import { describe, expect } from "vitest";
+import { it, type Mesh, makeOrder, NODE, writeTrials } from "./agent-helpers.js";
 
 /**
  * The agent as users run it: `rung agent` processes (the built CLI), killed with -9, frozen with
  * SIGSTOP, stopped with SIGTERM.
  */
 
-const BIN = resolve(import.meta.dirname, "..", "packages", "cli", "dist", "bin.js");
 const run = promisify(execFile);
 
-let nats: TestNats;
-let mesh: Mesh | undefined;
-const children: ChildProcess[] = [];
-beforeAll(async () => {
-  if (!existsSync(BIN)) throw new Error(`${BIN} is missing: build first with "npx tsc -b packages/cli"`);
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  for (const c of children.splice(0)) {
-    if (c.exitCode === null && c.signalCode === null) {
-      c.kill("SIGCONT");
-      c.kill("SIGKILL");
-      await exited(c);
-    }
-  }
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks();
-});
-
-function exited(c: ChildProcess): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
-  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve({ code: c.exitCode, signal: c.signalCode });
-  return new Promise((r) => c.once("exit", (code, signal) => r({ code, signal })));
-}
-
-function agentProcess(m: Mesh, name: string, ...extra: string[]): ChildProcess & { stderrText: () => string } {
-  const args = [
-    BIN,
-    "agent",
-    "--nats",
-    m.url,
-    "--prefix",
-    m.names.prefix,
-    "--name",
+/** A `rung agent` of the mesh, logging at info; killed (SIGKILL) with the mesh if the test leaves it running. */
+function agentProcess(m: Mesh, name: string, ...extra: string[]): TestProcess {
+  const p = rungAgent(m.url, m.names.prefix, {
     name,
-    "--lease",
-    "3s",
-    "--stop-grace",
-    "1s",
-    "--workdir",
-    m.dir,
-    "--state-dir",
-    join(m.dir, "state", name),
-    ...(extra.includes("--trust") ? [] : ["--insecure"]),
-    ...extra,
-  ];
-  const child = spawn(NODE, args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stderr = "";
-  child.stderr?.on("data", (d) => {
-    stderr += d;
+    stateDir: join(m.dir, "state", name),
+    workdir: m.dir,
+    fakeGpus: null,
+    stopGrace: "1s",
+    flags: extra,
+    env: { RUNG_LOG_LEVEL: process.env.RUNG_LOG_LEVEL ?? "info" },
+    stopSignal: "SIGKILL",
   });
-  child.stdout?.resume();
-  children.push(child);
-  return Object.assign(child, { stderrText: () => stderr });
+  m.procs.push(p);
+  return p;
 }
 
 async function advertOf(m: Mesh, name: string): Promise<AgentAdvert | undefined> {
   return (await listAdverts(m.nc, m.names)).find((a) => a.agent === name);
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 // Real agent processes with several waits each: on a loaded 2-core machine a test can take over a minute.
 describe("rung agent processes", { timeout: 150_000 }, () => {
-  it("kill -9 mid-trial: a second agent runs attempt 2, the trial ends once, the dead advert expires", async () => {
-    mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()), { advertTtlMs: 5000 });
-    const m = mesh;
+  it("kill -9 mid-trial: a second agent runs attempt 2, the trial ends once, the dead advert expires", async ({ newMesh }) => {
+    const m = await newMesh({ advertTtlMs: 5000 });
     const t = writeTrials(m.dir);
     const a = agentProcess(m, "doomed", "--fake-gpus", "1");
     await waitFor("the first agent's advert", () => advertOf(m, "doomed"), 15_000);
     await m.publish(makeOrder({ study: "k", trial: "survivor", argv: [NODE, t.sleep, "60000", "300"] }));
     const started = await m.events.wait("started", "survivor");
     expect(started).toMatchObject({ attempt: 1, agent: "doomed" });
-    a.kill("SIGKILL");
-    await exited(a);
+    a.child.kill("SIGKILL");
+    await exitOf(a.child);
     // Its trial loses its terminal and goes with it.
-    await waitFor("the orphaned trial to end", () => !alive(started.pid), 5000);
+    await waitFor("the orphaned trial to end", () => !pidAlive(started.pid), 5000);
 
     const b = agentProcess(m, "heir", "--fake-gpus", "1");
     const done = await m.events.wait("finished", "survivor", 20_000);
@@ -118,35 +63,35 @@ describe("rung agent processes", { timeout: 150_000 }, () => {
     expect(m.events.of("finished", "survivor")).toHaveLength(1);
 
     // SIGTERM: a clean exit that deletes the advert at once.
-    b.kill("SIGTERM");
-    expect(await exited(b)).toEqual({ code: 0, signal: null });
+    b.child.kill("SIGTERM");
+    expect(await exitOf(b.child)).toEqual({ code: 0, signal: null });
     expect(await advertOf(m, "heir")).toBeUndefined();
   });
 
-  it("a frozen agent loses its claim: the trial moves on, the frozen one reports claim-lost when it wakes", async () => {
-    mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()));
-    const m = mesh;
+  it("a frozen agent loses its claim: the trial moves on, the frozen one reports claim-lost when it wakes", async ({
+    newMesh,
+  }) => {
+    const m = await newMesh();
     const t = writeTrials(m.dir);
     const a = agentProcess(m, "sleepy", "--fake-gpus", "1");
     await waitFor("the first agent's advert", () => advertOf(m, "sleepy"), 15_000);
     await m.publish(makeOrder({ study: "z", trial: "frozen", argv: [NODE, t.sleep, "60000", "300"] }));
     const started = await m.events.wait("started", "frozen");
-    a.kill("SIGSTOP");
+    a.child.kill("SIGSTOP");
     agentProcess(m, "awake", "--fake-gpus", "1");
     const second = await m.events.wait("finished", "frozen", 20_000, (e) => e.attempt === 2);
     expect(second).toMatchObject({ agent: "awake", status: "completed" });
-    a.kill("SIGCONT");
+    a.child.kill("SIGCONT");
     const lost = await m.events.wait("finished", "frozen", 10_000, (e) => e.attempt === 1);
     expect(lost).toMatchObject({ agent: "sleepy", status: "stopped", reason: "claim-lost" });
-    await waitFor("the frozen agent's trial to be killed", () => !alive(started.pid), 5000);
-    a.kill("SIGTERM");
-    expect((await exited(a)).code).toBe(0);
-    expect(a.stderrText()).toMatch(/claim lost/);
+    await waitFor("the frozen agent's trial to be killed", () => !pidAlive(started.pid), 5000);
+    a.child.kill("SIGTERM");
+    expect((await exitOf(a.child)).code).toBe(0);
+    expect(a.stderr()).toMatch(/claim lost/);
   });
 
-  it("with the fake nvidia-smi ([N/A] fields): inventory, telemetry with nulls, rung agents", async () => {
-    mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()));
-    const m = mesh;
+  it("with the fake nvidia-smi ([N/A] fields): inventory, telemetry with nulls, rung agents", async ({ newMesh }) => {
+    const m = await newMesh();
     const smi = new FakeNvidiaSmi(join(m.dir, "smi"), [
       fakeGpu(0, { utilizationGpu: 87, memoryUsedMiB: 40000 }),
       fakeGpu(1, { powerW: "[N/A]", smClockMHz: "[Not Supported]", utilizationMemory: "[N/A]" }),
@@ -178,20 +123,19 @@ describe("rung agent processes", { timeout: 150_000 }, () => {
     expect(gpu.gpus[0]).toMatchObject({ memoryUsedMiB: 40000, powerW: 69.82, smClockMHz: 345, study: null, trial: null });
     expect(gpu.gpus[1]).toMatchObject({ powerW: null, smClockMHz: null, utilizationMemory: null, temperatureC: 31 });
 
-    const table = await run(NODE, [BIN, "agents", "--nats", m.url, "--prefix", m.names.prefix]);
+    const table = await run(NODE, [RUNG_BIN, "agents", "--nats", m.url, "--prefix", m.names.prefix]);
     expect(table.stdout).toMatch(/^AGENT\s+GPU\s+MODEL/);
     expect(table.stdout).toMatch(/smi\s+1\s+NVIDIA H100 80GB HBM3/);
-    const json = await run(NODE, [BIN, "agents", "--json", "--nats", m.url, "--prefix", m.names.prefix]);
+    const json = await run(NODE, [RUNG_BIN, "agents", "--json", "--nats", m.url, "--prefix", m.names.prefix]);
     expect((JSON.parse(json.stdout) as AgentAdvert[]).map((x) => x.agent)).toEqual(["smi"]);
 
     sub.unsubscribe();
-    a.kill("SIGTERM");
-    expect((await exited(a)).code).toBe(0);
+    a.child.kill("SIGTERM");
+    expect((await exitOf(a.child)).code).toBe(0);
   });
 
-  it("restarts a dying nvidia-smi child with backoff and keeps sampling", async () => {
-    mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()));
-    const m = mesh;
+  it("restarts a dying nvidia-smi child with backoff and keeps sampling", async ({ newMesh }) => {
+    const m = await newMesh();
     const smi = new FakeNvidiaSmi(join(m.dir, "smi"), 1);
     smi.set({ dieAfterTicks: 2 });
     const samples: Telemetry[] = [];

@@ -1,28 +1,14 @@
-import {
-  decideStudy,
-  loadSpec,
-  readStudyEvents,
-  runStudy,
-  StudyLeaseHeldError,
-  TERMINAL_PHASES,
-} from "@rung/coordinator";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { decideStudy, loadSpec, readStudyEvents, runStudy, StudyLeaseHeldError, TERMINAL_PHASES } from "@rung/coordinator";
 import { connectNats, ensureResources, MeshNames, type TrialEvent } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats, uniquePrefix, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { curveSpec, type Proc, rung, startAgents, stopAll } from "./study-helpers.js";
+import { rung, rungAgents, uniquePrefix, waitFor } from "@rung/testkit";
+import { meshTest } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
 
-let nats: TestNats;
-const procs: Proc[] = [];
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await stopAll(procs.splice(0));
-  await checkLeaks({ graceMs: 5000 });
-});
+// Agents and coordinators as processes take their time to wind down.
+const it = meshTest.extend("leakGraceMs", 5000);
 
 const QUALITIES = [0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99, 0.1, 0.6, 0.8];
 
@@ -32,10 +18,33 @@ function count(events: TrialEvent[], type: TrialEvent["type"]): Map<string, numb
   return m;
 }
 
+/** A study spec for the curve fixture: `qualities` become a grid, so trial i has qualities[i]. */
+function curveSpec(name: string, qualities: number[], extra: Record<string, unknown> = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), "rung-spec-"));
+  const file = join(dir, `${name}.json`);
+  const spec = {
+    name,
+    command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms 120`,
+    workdir: ".",
+    metric: { name: "val_acc", mode: "max" },
+    search: { algorithm: "grid", samples: 1, seed: 1, space: { quality: { grid: qualities } } },
+    scheduler: { type: "asha", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 9 },
+    resources: { gpus: 1 },
+    max_concurrent: 2,
+    retries: 1,
+    ...extra,
+  };
+  writeFileSync(file, JSON.stringify(spec));
+  return file;
+}
+
 describe("a study on real agents", () => {
-  it("runs a 12-trial ASHA study to the end, and its STOPs are exactly what the event stream implies", async () => {
+  it("runs a 12-trial ASHA study to the end, and its STOPs are exactly what the event stream implies", async ({
+    nats,
+    procs,
+  }) => {
     const prefix = uniquePrefix();
-    procs.push(...startAgents(nats.url, prefix, 2));
+    procs.push(...rungAgents(nats.url, prefix, 2));
     const spec = await loadSpec(curveSpec("asha12", QUALITIES));
     const nc = await connectNats({ url: nats.url });
     try {
@@ -63,19 +72,27 @@ describe("a study on real agents", () => {
     }
   });
 
-  it("resumes after the coordinator is killed with SIGKILL: same trial set, nothing dispatched twice", async () => {
+  it("resumes after the coordinator is killed with SIGKILL: same trial set, nothing dispatched twice", async ({
+    nats,
+    procs,
+  }) => {
     const prefix = uniquePrefix();
-    procs.push(...startAgents(nats.url, prefix, 2));
+    procs.push(...rungAgents(nats.url, prefix, 2));
     const specFile = curveSpec("restart12", QUALITIES);
     const first = rung(["study", "run", specFile, "--nats", nats.url, "--prefix", prefix, "--lease", "3s"]);
     procs.push(first);
     const nc = await connectNats({ url: nats.url });
     const names = new MeshNames(prefix);
     try {
-      await waitFor("four trials ended", async () => {
-        const evs = await readStudyEvents(nc, names, "restart12");
-        return evs.filter((e) => e.event.type === "ended").length >= 4;
-      }, 60_000, 200);
+      await waitFor(
+        "four trials ended",
+        async () => {
+          const evs = await readStudyEvents(nc, names, "restart12");
+          return evs.filter((e) => e.event.type === "ended").length >= 4;
+        },
+        60_000,
+        200,
+      );
       first.child.kill("SIGKILL");
       await first.exited;
       // The dead coordinator's lease (3 s here) must run out before another may take the study.
@@ -101,7 +118,7 @@ describe("a study on real agents", () => {
     }
   });
 
-  it("refuses a second coordinator on the same study with a clear message", async () => {
+  it("refuses a second coordinator on the same study with a clear message", async ({ nats }) => {
     const prefix = uniquePrefix();
     const specFile = curveSpec("twice", QUALITIES.slice(0, 2));
     const spec = await loadSpec(specFile);

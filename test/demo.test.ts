@@ -4,20 +4,16 @@ import { join } from "node:path";
 import type { StudyStatusJson } from "@rung/coordinator";
 import { readStudyEvents } from "@rung/coordinator";
 import { connectNats, MeshNames, type TrialEvent } from "@rung/protocol";
-import { checkLeaks, startNats, uniquePrefix, waitFor } from "@rung/testkit";
-import { afterEach, describe, expect, it } from "vitest";
-import { type Proc, REPO, rung, startAgents, stopAll } from "./study-helpers.js";
+import { REPO, rung, rungAgents, uniquePrefix, waitFor } from "@rung/testkit";
+import { meshTest } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
 
 // Real PyTorch training (Debian's python3-torch, CPU) of the digits classifier, through the real CLI.
 
-const procs: Proc[] = [];
-afterEach(async () => {
-  await stopAll(procs.splice(0));
-  await checkLeaks({ graceMs: 5000 });
-});
+const it = meshTest.extend("leakGraceMs", 5000);
 
 describe("rung demo", () => {
-  it("runs the digits study end to end: every trial ends, ASHA stops some, the best reaches 0.95", async () => {
+  it("runs the digits study end to end: every trial ends, ASHA stops some, the best reaches 0.95", async ({ procs }) => {
     const out = join(mkdtempSync(join(tmpdir(), "rung-demo-test-")), "status.json");
     const demo = rung(["demo", "--out", out]);
     procs.push(demo);
@@ -32,12 +28,11 @@ describe("rung demo", () => {
     expect(demo.out()).toMatch(/early stopping saved/);
   });
 
-  it("finishes the study with every trial accounted for when an agent is killed mid-study", async () => {
-    const nats = await startNats();
+  it("finishes the study with every trial accounted for when an agent is killed mid-study", async ({ nats, procs }) => {
     const prefix = uniquePrefix();
     const nc = await connectNats({ url: nats.url });
     try {
-      const agents = startAgents(nats.url, prefix, 3);
+      const agents = rungAgents(nats.url, prefix, 3);
       procs.push(...agents);
       const study = rung(["study", "run", join(REPO, "configs", "digits-asha.yaml"), "--nats", nats.url, "--prefix", prefix]);
       procs.push(study);
@@ -71,8 +66,6 @@ describe("rung demo", () => {
       expect(moved.length).toBeGreaterThan(0);
     } finally {
       await nc.close();
-      await stopAll(procs.splice(0));
-      await nats.destroy();
     }
   });
 });

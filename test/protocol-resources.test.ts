@@ -1,21 +1,10 @@
-import { jetstream } from "@nats-io/jetstream";
 import { connectNats, decode, encode, ensureResources, ensureWorkConsumer, MeshNames, TrialEventSchema } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats, uniquePrefix } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-
-let nats: TestNats;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await checkLeaks();
-});
+import { uniquePrefix } from "@rung/testkit";
+import { it } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
 
 describe("ensureResources against a real nats-server", () => {
-  it("creates every stream and bucket, and a second call changes nothing", async () => {
+  it("creates every stream and bucket, and a second call changes nothing", async ({ nats }) => {
     const names = new MeshNames(uniquePrefix());
     const nc = await connectNats({ url: nats.url });
     try {
@@ -33,7 +22,7 @@ describe("ensureResources against a real nats-server", () => {
     }
   });
 
-  it("succeeds when two processes call it at once", async () => {
+  it("succeeds when two processes call it at once", async ({ nats }) => {
     const names = new MeshNames(uniquePrefix());
     const a = await connectNats({ url: nats.url });
     const b = await connectNats({ url: nats.url });
@@ -49,7 +38,7 @@ describe("ensureResources against a real nats-server", () => {
     }
   });
 
-  it("updates a stream whose limits changed", async () => {
+  it("updates a stream whose limits changed", async ({ nats }) => {
     const names = new MeshNames(uniquePrefix());
     const nc = await connectNats({ url: nats.url });
     try {
@@ -62,23 +51,16 @@ describe("ensureResources against a real nats-server", () => {
     }
   });
 
-  it("carries a typed event through JetStream and drops duplicates by message id", async () => {
-    const names = new MeshNames(uniquePrefix());
-    const nc = await connectNats({ url: nats.url });
-    try {
-      const r = await ensureResources(nc, names);
-      const js = jetstream(nc);
-      const ev = { v: 1, type: "queued", study: "s", trial: "t1", ts: Date.now(), attempt: 1 };
-      const subject = names.subjects.events("s", "t1");
-      const first = await js.publish(subject, encode(ev), { msgID: "s.t1.1" });
-      const again = await js.publish(subject, encode(ev), { msgID: "s.t1.1" });
-      expect(again.duplicate).toBe(true);
-      const stored = await r.jsm.streams.getMessage(names.streams.events, { seq: first.seq });
-      const back = decode(TrialEventSchema, stored.data);
-      expect(back.ok && back.value.type).toBe("queued");
-      expect((await r.jsm.streams.info(names.streams.events)).state.messages).toBe(1);
-    } finally {
-      await nc.close();
-    }
+  it("carries a typed event through JetStream and drops duplicates by message id", async ({ mesh }) => {
+    const { names, js, resources: r } = mesh;
+    const ev = { v: 1, type: "queued", study: "s", trial: "t1", ts: Date.now(), attempt: 1 };
+    const subject = names.subjects.events("s", "t1");
+    const first = await js.publish(subject, encode(ev), { msgID: "s.t1.1" });
+    const again = await js.publish(subject, encode(ev), { msgID: "s.t1.1" });
+    expect(again.duplicate).toBe(true);
+    const stored = await r.jsm.streams.getMessage(names.streams.events, { seq: first.seq });
+    const back = decode(TrialEventSchema, stored.data);
+    expect(back.ok && back.value.type).toBe("queued");
+    expect((await r.jsm.streams.info(names.streams.events)).state.messages).toBe(1);
   });
 });

@@ -15,9 +15,9 @@ import {
   NatsAuthError,
   StudyRecordSchema,
 } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type Proc, REPO, rung, stopAll } from "./study-helpers.js";
+import { REPO, rung, type TestNats, type TestProcess, waitFor } from "@rung/testkit";
+import { meshTest, type Processes } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
 
 /**
  * A nats-server that knows only the users `rung auth init` generated: the mesh works end to end with
@@ -26,75 +26,84 @@ import { type Proc, REPO, rung, stopAll } from "./study-helpers.js";
 
 const PREFIX = "sec";
 const names = new MeshNames(PREFIX);
-let nats: TestNats;
-let auth: AuthInitResult;
-const procs: Proc[] = [];
-const conns: NatsConnection[] = [];
 
-beforeAll(async () => {
-  auth = initAuth({ dir: join(mkdtempSync(join(tmpdir(), "rung-auth-test-")), "auth"), prefix: PREFIX, agents: ["a1", "a2"] });
-  nats = await startNats({ extraConfig: readFileSync(auth.config, "utf8") });
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await Promise.all(conns.splice(0).map((c) => c.close()));
-  await stopAll(procs.splice(0));
-  await checkLeaks({ graceMs: 5000 });
-});
+/** The commands and connections of one test on the secured server, as each role; closed after the test. */
+function secureMesh(nats: TestNats, auth: AuthInitResult, procs: Processes, conns: NatsConnection[]) {
+  const creds = (file: string) => join(auth.dir, file);
+  const mesh = () => ["--nats", nats.url, "--prefix", PREFIX];
 
-const creds = (file: string) => join(auth.dir, file);
-const mesh = () => ["--nats", nats.url, "--prefix", PREFIX];
+  async function as(file: string): Promise<NatsConnection> {
+    const nc = await connectNats({ url: nats.url, creds: creds(file), reconnectForever: false, name: `test ${file}` });
+    conns.push(nc);
+    return nc;
+  }
 
-async function as(file: string): Promise<NatsConnection> {
-  const nc = await connectNats({ url: nats.url, creds: creds(file), reconnectForever: false, name: `test ${file}` });
-  conns.push(nc);
-  return nc;
+  /** The server's own record of refused publishes and subscriptions since `from` (an offset in its log). */
+  function violations(from = 0): string[] {
+    return nats.stderr
+      .slice(from)
+      .split("\n")
+      .filter((l) => /Violation/.test(l));
+  }
+
+  function agent(name: string): TestProcess {
+    const p = rung([
+      "agent",
+      ...mesh(),
+      "--creds",
+      creds(`agent-${name}.creds`),
+      "--trust",
+      auth.signingKey.publicKey,
+      "--name",
+      name,
+      "--fake-gpus",
+      "1",
+      "--workdir",
+      REPO,
+      "--state-dir",
+      join(auth.dir, "..", `state-${name}`),
+      "--lease",
+      "3s",
+    ]);
+    procs.push(p);
+    return p;
+  }
+
+  async function viewer(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; out: string }> {
+    const p = rung([...args, ...mesh(), "--creds", creds("viewer.creds")]);
+    procs.push(p);
+    const t = setTimeout(() => p.child.kill("SIGINT"), timeoutMs);
+    const code = await p.exited;
+    clearTimeout(t);
+    return { code, out: p.out() };
+  }
+
+  return { creds, mesh, as, violations, agent, viewer };
 }
 
-/** The server's own record of refused publishes and subscriptions since `from` (an offset in its log). */
-function violations(from = 0): string[] {
-  return nats.stderr
-    .slice(from)
-    .split("\n")
-    .filter((l) => /Violation/.test(l));
-}
-
-function agent(name: string): Proc {
-  const p = rung([
-    "agent",
-    ...mesh(),
-    "--creds",
-    creds(`agent-${name}.creds`),
-    "--trust",
-    auth.signingKey.publicKey,
-    "--name",
-    name,
-    "--fake-gpus",
-    "1",
-    "--workdir",
-    REPO,
-    "--state-dir",
-    join(auth.dir, "..", `state-${name}`),
-    "--lease",
-    "3s",
-  ]);
-  procs.push(p);
-  return p;
-}
-
-async function viewer(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; out: string }> {
-  const p = rung([...args, ...mesh(), "--creds", creds("viewer.creds")]);
-  procs.push(p);
-  const t = setTimeout(() => p.child.kill("SIGINT"), timeoutMs);
-  const code = await p.exited;
-  clearTimeout(t);
-  return { code, out: p.out() };
-}
+/** A server that knows only the users `rung auth init` generated for this file. */
+const it = meshTest
+  .extend("auth", { scope: "file" }, () =>
+    initAuth({ dir: join(mkdtempSync(join(tmpdir(), "rung-auth-test-")), "auth"), prefix: PREFIX, agents: ["a1", "a2"] }),
+  )
+  .extend("natsOptions", { scope: "file" }, ({ auth }) => ({ extraConfig: readFileSync(auth.config, "utf8") }))
+  .extend("leakGraceMs", 5000)
+  .extend("sec", ({ nats, auth, procs }, { onCleanup }) => {
+    const conns: NatsConnection[] = [];
+    onCleanup(async () => {
+      await Promise.all(conns.splice(0).map((c) => c.close()));
+    });
+    return secureMesh(nats, auth, procs, conns);
+  });
 
 describe("a mesh of least-privilege users", () => {
-  it("runs a signed study end to end — coordinator, two agents, a viewer's commands — without one refused operation", async () => {
+  it("runs a signed study end to end — coordinator, two agents, a viewer's commands — without one refused operation", async ({
+    nats,
+    auth,
+    procs,
+    sec,
+  }) => {
+    const { creds, mesh, as, violations, agent, viewer } = sec;
     const logStart = nats.stderr.length;
     const secret = "wandb-0b5e-SECRET-value";
     const dir = mkdtempSync(join(tmpdir(), "rung-secure-study-"));
@@ -163,7 +172,8 @@ describe("a mesh of least-privilege users", () => {
     expect(violations(logStart)).toEqual([]);
   });
 
-  it("refuses a viewer that publishes work, reads orders or writes stop decisions", async () => {
+  it("refuses a viewer that publishes work, reads orders or writes stop decisions", async ({ nats, sec }) => {
+    const { as, violations, viewer } = sec;
     const coord = await as("coordinator.creds");
     await ensureResources(coord, names);
     const logStart = nats.stderr.length;
@@ -189,7 +199,8 @@ describe("a mesh of least-privilege users", () => {
     expect(stop.out).toMatch(/rung: .*Permissions Violation/);
   });
 
-  it("refuses an agent that publishes as another agent, publishes work or writes stop decisions", async () => {
+  it("refuses an agent that publishes as another agent, publishes work or writes stop decisions", async ({ nats, sec }) => {
+    const { as, violations } = sec;
     const coord = await as("coordinator.creds");
     await ensureResources(coord, names);
     const logStart = nats.stderr.length;
@@ -213,7 +224,8 @@ describe("a mesh of least-privilege users", () => {
     expect(refused).toContain('"$KV.sec-agents.a2"');
   });
 
-  it("refuses a client without credentials, and a `rung` command says why in one sentence", async () => {
+  it("refuses a client without credentials, and a `rung` command says why in one sentence", async ({ nats, procs, sec }) => {
+    const { mesh } = sec;
     await expect(connectNats({ url: nats.url, reconnectForever: false })).rejects.toThrow(NatsAuthError);
     const p = rung(["agents", ...mesh()]);
     procs.push(p);

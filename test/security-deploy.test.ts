@@ -15,8 +15,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createSigningKey, findNatsServer, initAuth } from "@rung/protocol";
+import { REPO } from "@rung/testkit";
 import { describe, expect, it } from "vitest";
-import { REPO } from "./study-helpers.js";
 
 /**
  * deploy/: the bootstrap script against a throwaway root (DESTDIR) with a fake nvidia-smi, never the

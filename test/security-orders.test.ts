@@ -2,20 +2,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { Agent } from "@rung/agent";
-import {
-  createLogger,
-  createSigningKey,
-  decode,
-  encode,
-  LogChunkSchema,
-  MeshNames,
-  signOrder,
-  type WorkOrder,
-} from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats, uniquePrefix, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { Mesh, makeOrder, NODE, writeTrials } from "./agent-helpers.js";
-import { rung } from "./study-helpers.js";
+import { createLogger, createSigningKey, decode, encode, LogChunkSchema, signOrder, type WorkOrder } from "@rung/protocol";
+import { rung, uniquePrefix, waitFor } from "@rung/testkit";
+import { describe, expect } from "vitest";
+import { it, type Mesh, makeOrder, NODE, writeTrials } from "./agent-helpers.js";
 
 /**
  * Agents started with --trust: what they run and what they refuse. "No process starts" is checked
@@ -23,27 +13,8 @@ import { rung } from "./study-helpers.js";
  * queue (terminated, not redelivered).
  */
 
-let nats: TestNats;
-let mesh: Mesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks();
-});
-
 const coordinator = createSigningKey();
 const attacker = createSigningKey();
-
-async function newMesh(): Promise<Mesh> {
-  mesh = await Mesh.start(nats.url, new MeshNames(uniquePrefix()));
-  return mesh;
-}
 
 function secureAgent(m: Mesh, options: Parameters<Mesh["agent"]>[0] = {}): Promise<Agent> {
   return m.agent({ trust: [coordinator.publicKey], ...options });
@@ -72,7 +43,7 @@ function neverStarted(m: Mesh, trial: string, marker: string): void {
 }
 
 describe("signed orders", () => {
-  it("runs an order signed by a trusted key", async () => {
+  it("runs an order signed by a trusted key", async ({ newMesh }) => {
     const m = await newMesh();
     await secureAgent(m);
     const { order, marker } = markerOrder(m, "good");
@@ -81,7 +52,7 @@ describe("signed orders", () => {
     expect(existsSync(marker)).toBe(true);
   });
 
-  it("rejects unsigned, untrusted, forged, altered, expired and disallowed orders; none starts", async () => {
+  it("rejects unsigned, untrusted, forged, altered, expired and disallowed orders; none starts", async ({ newMesh }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const agent = await secureAgent(m, { allowCommand: [`${NODE} ${t.argv}`] });
@@ -131,7 +102,7 @@ describe("signed orders", () => {
     expect(agent.counters.ordersClaimed).toBe(0);
   });
 
-  it("refuses a replayed order: on the agent that ran it, after its restart, and on another agent", async () => {
+  it("refuses a replayed order: on the agent that ran it, after its restart, and on another agent", async ({ newMesh }) => {
     const m = await newMesh();
     const stateDir = join(m.dir, "state", "x");
     const first = await secureAgent(m, { name: "x", stateDir });
@@ -166,7 +137,9 @@ describe("signed orders", () => {
     expect(await ordersLeft(m)).toBe(0);
   });
 
-  it("a redelivered order is not a replay: an order handed back by a stopping agent runs on the next one", async () => {
+  it("a redelivered order is not a replay: an order handed back by a stopping agent runs on the next one", async ({
+    newMesh,
+  }) => {
     const m = await newMesh();
     const t = writeTrials(m.dir);
     const first = await secureAgent(m, { name: "leaving" });
@@ -183,7 +156,7 @@ describe("signed orders", () => {
 });
 
 describe("secrets", () => {
-  it("a secret_env value reaches the trial but no log: logs stream, log tail, local log file, agent log", async () => {
+  it("a secret_env value reaches the trial but no log: logs stream, log tail, local log file, agent log", async ({ newMesh }) => {
     const m = await newMesh();
     const secret = "sk-live-0123456789abcdef";
     const agentLog = join(m.dir, "agent.log");
@@ -236,7 +209,7 @@ setTimeout(() => { process.stdout.write(s.slice(7) + " len=" + s.length + "\\n")
 });
 
 describe("rung agent", () => {
-  it("refuses to start without --trust unless --insecure, and says why", async () => {
+  it("refuses to start without --trust unless --insecure, and says why", async ({ nats }) => {
     const p = rung(["agent", "--nats", nats.url, "--prefix", uniquePrefix(), "--fake-gpus", "1"]);
     expect(await p.exited).toBe(1);
     expect(p.out()).toMatch(/--trust: no coordinator key to trust.*--insecure/s);

@@ -3,9 +3,9 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connectNats, ensureResources, MeshNames, NatsAuthError, NatsUnreachableError } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type Proc, REPO, rung, stopAll } from "./study-helpers.js";
+import { REPO, rung, waitFor } from "@rung/testkit";
+import { meshTest } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
 
 /**
  * TLS with a CA and certificates made by openssl for this run: the server proves itself to clients
@@ -86,27 +86,18 @@ function makePki(): Pki {
   };
 }
 
-let pki: Pki;
-let nats: TestNats;
-const procs: Proc[] = [];
-beforeAll(async () => {
-  pki = makePki();
-  nats = await startNats({
+/** The file's server asks for TLS with this run's certificates. */
+const it = meshTest
+  .extend("pki", { scope: "file" }, () => makePki())
+  .extend("natsOptions", { scope: "file" }, ({ pki }) => ({
     extraConfig: `tls { cert_file: ${JSON.stringify(pki.serverCert)}, key_file: ${JSON.stringify(pki.serverKey)}, ca_file: ${JSON.stringify(pki.ca)}, verify: true, timeout: 2 }`,
-  });
-});
-afterAll(async () => {
-  await nats?.destroy();
-});
-afterEach(async () => {
-  await stopAll(procs.splice(0));
-  await checkLeaks({ graceMs: 5000 });
-});
+  }))
+  .extend("leakGraceMs", 5000);
 
 const quick = { reconnectForever: false, timeoutMs: 1500 } as const;
 
 describe("TLS", () => {
-  it("connects with the CA and a client certificate, and JetStream works over it", async () => {
+  it("connects with the CA and a client certificate, and JetStream works over it", async ({ nats, pki }) => {
     const nc = await connectNats({ url: nats.url, tlsCa: pki.ca, tlsCert: pki.clientCert, tlsKey: pki.clientKey, ...quick });
     try {
       expect(nc.info?.tls_required).toBe(true);
@@ -117,7 +108,7 @@ describe("TLS", () => {
     }
   });
 
-  it("fails without the CA, without a client certificate, and with a certificate from another CA", async () => {
+  it("fails without the CA, without a client certificate, and with a certificate from another CA", async ({ nats, pki }) => {
     await expect(connectNats({ url: nats.url, tlsCert: pki.clientCert, tlsKey: pki.clientKey, ...quick })).rejects.toThrow(
       NatsAuthError,
     );
@@ -129,7 +120,10 @@ describe("TLS", () => {
     expect(nats.running).toBe(true);
   });
 
-  it("rung server --config deploy/nats/single.conf: TLS and generated users, reached by rung agent and rung agents", async () => {
+  it("rung server --config deploy/nats/single.conf: TLS and generated users, reached by rung agent and rung agents", async ({
+    pki,
+    procs,
+  }) => {
     // The deploy config as shipped, with its /etc and /var paths moved into a temp root and ports picked by the server.
     const root = mkdtempSync(join(tmpdir(), "rung-single-"));
     const etc = join(root, "etc", "rung");

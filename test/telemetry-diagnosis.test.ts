@@ -1,8 +1,8 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type DiagnosisInput, diagnose, type FindingKind } from "@rung/coordinator";
-import { checkLeaks } from "@rung/testkit";
-import { afterEach, describe, expect, it } from "vitest";
+import { it } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
 import { type LabelledCase, REPO, type RealRun, realCase, runDigits, syntheticCases } from "./telemetry-scenarios.js";
 
 /**
@@ -15,10 +15,6 @@ import { type LabelledCase, REPO, type RealRun, realCase, runDigits, syntheticCa
  * The only assertion is that every labelled case gets its findings and nothing else. Precision and
  * recall are printed (and written to test-results/diagnosis-accuracy.json), not asserted.
  */
-
-afterEach(async () => {
-  await checkLeaks();
-});
 
 // 3.5 ms of per-item latency against ~40 ms of compute per batch of 64: alone the loader needs 220 ms
 // a batch (more than five times the compute), so the starved run stays input-bound even when a busy

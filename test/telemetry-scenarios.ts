@@ -1,11 +1,10 @@
-import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { type DiagnosisInput, type FindingKind, joinTelemetry, StudyState } from "@rung/coordinator";
 import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
-import { descendants } from "@rung/testkit";
+import { cpuTicks, descendants, spawnProcess } from "@rung/testkit";
 
 /**
  * The labelled suite of the diagnosis: real PyTorch runs of examples/digits/train.py (reports
@@ -41,16 +40,6 @@ export interface RealRun {
   output: string;
 }
 
-function procTicks(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return Number(f[11]) + Number(f[12]);
-  } catch {
-    return 0;
-  }
-}
-
 /** Runs train.py without an agent: RUNG_REPORT is our socket, so we get the real report lines. */
 export async function runDigits(args: string[], sampleMs = 250): Promise<RealRun> {
   const dir = mkdtempSync(join(tmpdir(), "rung-lab-"));
@@ -74,26 +63,18 @@ export async function runDigits(args: string[], sampleMs = 250): Promise<RealRun
   await new Promise<void>((r) => server.listen(socketPath, r));
   const cores = cpus().length;
   const startedAt = Date.now();
-  const child = spawn("/usr/bin/python3", [TRAIN, ...args], {
+  const train = spawnProcess("/usr/bin/python3", [TRAIN, ...args], {
     cwd: dir,
-    env: { ...process.env, RUNG_REPORT: socketPath, RUNG_CHECKPOINT_DIR: join(dir, "ckpt"), OMP_NUM_THREADS: "1" },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout.on("data", (d) => {
-    output += d;
-  });
-  child.stderr.on("data", (d) => {
-    output += d;
+    env: { RUNG_REPORT: socketPath, RUNG_CHECKPOINT_DIR: join(dir, "ckpt"), OMP_NUM_THREADS: "1" },
   });
   const cpu: RealRun["cpu"] = [];
   let lastTicks = 0;
   let lastAt = startedAt;
   const timer = setInterval(() => {
-    const pid = child.pid;
+    const pid = train.child.pid;
     if (pid === undefined) return;
-    let ticks = procTicks(pid);
-    for (const p of descendants(pid)) ticks += procTicks(p.pid);
+    let ticks = cpuTicks(pid);
+    for (const p of descendants(pid)) ticks += cpuTicks(p.pid);
     const now = Date.now();
     const seconds = (now - lastAt) / 1000;
     if (seconds > 0)
@@ -101,12 +82,12 @@ export async function runDigits(args: string[], sampleMs = 250): Promise<RealRun
     lastTicks = ticks;
     lastAt = now;
   }, sampleMs);
-  const exitCode = await new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  const exitCode = await train.exited;
   clearInterval(timer);
   const endedAt = Date.now();
   await new Promise<void>((r) => server.close(() => r()));
   rmSync(dir, { recursive: true, force: true });
-  return { startedAt, endedAt, exitCode, reports, cpu, cores, output };
+  return { startedAt, endedAt, exitCode, reports, cpu, cores, output: train.out() };
 }
 
 /** Deterministic noise in [-1, 1). */

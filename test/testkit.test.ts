@@ -4,7 +4,28 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { connectNats } from "@rung/protocol";
-import { checkLeaks, FakeNvidiaSmi, fakeGpu, LeakError, startCluster, startNats } from "@rung/testkit";
+import {
+  checkLeaks,
+  cpuTicks,
+  descendants,
+  exitOf,
+  FakeNvidiaSmi,
+  fakeGpu,
+  LeakError,
+  procCmdline,
+  procEnv,
+  procStat,
+  rung,
+  spawnProcess,
+  startCluster,
+  startNats,
+  type TestMesh,
+  type TestNats,
+  type TestProcess,
+  waitFor,
+  waitForOutput,
+} from "@rung/testkit";
+import { meshTest } from "@rung/testkit/vitest";
 import { afterAll, describe, expect, it } from "vitest";
 
 const run = promisify(execFile);
@@ -47,17 +68,12 @@ describe("fake nvidia-smi", () => {
 
   it("loops with -lms and follows state changes", async () => {
     const smi = new FakeNvidiaSmi(tmp(), 1);
-    const child = spawn(smi.path, ["--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits", "-lms", "50"]);
-    let out = "";
-    child.stdout.on("data", (d) => {
-      out += d;
-    });
+    const p = spawnProcess(smi.path, ["--query-gpu=index,utilization.gpu", "--format=csv,noheader,nounits", "-lms", "50"]);
     await new Promise((r) => setTimeout(r, 300));
     smi.setGpu(0, { utilizationGpu: 99 });
     await new Promise((r) => setTimeout(r, 300));
-    child.kill("SIGTERM");
-    await new Promise((r) => child.once("exit", r));
-    const lines = out.trim().split("\n");
+    await p.stop();
+    const lines = p.stdout().toString().trim().split("\n");
     expect(lines.length).toBeGreaterThan(3);
     expect(lines[0]).toBe("0, 0");
     expect(lines.at(-1)).toBe("0, 99");
@@ -118,3 +134,87 @@ function waitExit(child: ReturnType<typeof spawn>): Promise<boolean> {
     child.once("exit", () => resolve(true));
   });
 }
+
+describe("/proc", () => {
+  it("reads a child's stat, command line and environment, and finds it among this process's descendants", async () => {
+    const p = spawnProcess("sleep", ["30"], { env: { RUNG_TESTKIT_MARK: "here" } });
+    try {
+      const pid = p.child.pid as number;
+      await waitFor("the child to run sleep", () => procCmdline(pid) === "sleep 30");
+      expect(procStat(pid)).toMatchObject({ pid, ppid: process.pid, pgrp: procStat(process.pid)?.pgrp });
+      expect(procStat(process.pid)?.ppid).toBe(process.ppid);
+      expect(procEnv(pid)?.get("RUNG_TESTKIT_MARK")).toBe("here");
+      expect(descendants().find((d) => d.pid === pid)?.cmd).toBe("sleep 30");
+      expect(cpuTicks(process.pid)).toBeGreaterThan(0);
+    } finally {
+      await p.stop();
+    }
+    // A process that is not there reads as nothing, never as an error.
+    expect(procStat(2 ** 30)).toBeUndefined();
+    expect(procEnv(2 ** 30)).toBeUndefined();
+    expect(cpuTicks(2 ** 30)).toBe(0);
+  });
+});
+
+describe("processes", () => {
+  it("runs the built CLI, its stdout kept apart and, with stderr, together", async () => {
+    const help = rung(["--help"]);
+    expect(await help.exited).toBe(0);
+    expect(help.lines()[0]).toMatch(/^Usage: rung/);
+    expect(help.out()).toBe(help.stdout().toString());
+    const bad = rung(["no-such-command"]);
+    expect(await bad.exited).toBe(1);
+    expect(bad.stdout().length).toBe(0);
+    expect(bad.stderr()).toMatch(/unknown command/);
+    expect(bad.out()).toBe(bad.stderr());
+  });
+
+  it("stops a process with its stop signal, and kills one that ignores it", async () => {
+    const deaf = spawnProcess(
+      process.execPath,
+      ["-e", 'process.on("SIGTERM", () => console.log("ignored")); console.log("ready"); setInterval(() => {}, 1000);'],
+      { killAfterMs: 300 },
+    );
+    await waitForOutput(deaf, /ready/);
+    expect(await deaf.stop()).toBeNull();
+    expect(await exitOf(deaf.child)).toEqual({ code: null, signal: "SIGKILL" });
+    expect(deaf.out()).toContain("ignored");
+    const polite = spawnProcess("sleep", ["30"], { stopSignal: "SIGINT" });
+    expect(await polite.stop()).toBeNull();
+    expect(polite.child.signalCode).toBe("SIGINT");
+    expect(polite.alive()).toBe(false);
+    // Stopping it again does nothing.
+    expect(await polite.stop()).toBeNull();
+  });
+
+  it("says why a command could not start", async () => {
+    const p = spawnProcess("/nonexistent/rung-testkit", []);
+    expect(await p.exited).toBeNull();
+    expect(p.alive()).toBe(false);
+    expect(p.stderr()).toMatch(/ENOENT/);
+  });
+});
+
+describe("the vitest fixtures", () => {
+  let first: { nats: TestNats; mesh: TestMesh; proc: TestProcess } | undefined;
+
+  meshTest(
+    "give each test a mesh of its own on the file's server, and stop the processes it pushes",
+    async ({ nats, mesh, procs }) => {
+      expect(mesh.url).toBe(nats.url);
+      expect(mesh.flags).toEqual(["--nats", nats.url, "--prefix", mesh.prefix]);
+      const streams = await mesh.resources.jsm.streams.names().next();
+      for (const s of Object.values(mesh.names.streams)) expect(streams).toContain(s);
+      const proc = spawnProcess("sleep", ["30"]);
+      procs.push(proc);
+      first = { nats, mesh, proc };
+    },
+  );
+
+  meshTest("have disposed of them by the next test; the server lasts the file", async ({ nats, mesh }) => {
+    expect(nats).toBe(first?.nats);
+    expect(mesh.prefix).not.toBe(first?.mesh.prefix);
+    expect(first?.mesh.nc.isClosed()).toBe(true);
+    expect(first?.proc.alive()).toBe(false);
+  });
+});

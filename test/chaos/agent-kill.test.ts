@@ -1,32 +1,16 @@
-import { checkLeaks, startNats, type TestNats } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { ChaosMesh, chaosSpec, runningAttempts, sleep, trialMovedOn } from "./harness.js";
+import { chaosSpec, it, runningAttempts, sleep } from "./harness/index.js";
 
 // Scenario 1: kill -9 of an agent in the middle of a trial, three times across a study on 3 agents.
 // Each killed agent comes back (a rebooted box) under the same name and state directory.
-
-let nats: TestNats;
-let mesh: ChaosMesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks({ graceMs: 5000 });
-});
 
 const QUALITIES = [0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99, 0.1, 0.6, 0.8];
 const KILLS = 3;
 
 describe("chaos 1: agents killed with SIGKILL mid-trial", () => {
-  it("loses no trial and runs none twice at once; each killed trial runs again elsewhere", async () => {
-    const m = await ChaosMesh.open({ scenario: "1 agent kill -9", url: nats.url, study: "agentkill" });
-    mesh = m;
+  it("loses no trial and runs none twice at once; each killed trial runs again elsewhere", async ({ nats, openChaos }) => {
+    const m = await openChaos({ scenario: "1 agent kill -9", url: nats.url, study: "agentkill" });
     m.startAgents(3);
     m.startStudy(chaosSpec("agentkill", { qualities: QUALITIES, epochMs: 300, maxConcurrent: 3 }));
     const victims: string[] = [];
@@ -34,16 +18,7 @@ describe("chaos 1: agents killed with SIGKILL mid-trial", () => {
       const v = await m.waitForEvents("a trial mid-run on a live agent", (evs) =>
         runningAttempts(evs, 1).find((r) => !victims.includes(r.trial) && m.agents.get(r.agent)?.child.exitCode === null),
       );
-      const agent = m.agents.get(v.agent);
-      if (!agent) throw new Error(`no agent ${v.agent}`);
-      m.fault({
-        kind: "kill -9 agent",
-        target: v.agent,
-        trial: v.trial,
-        attempt: v.attempt,
-        recovered: trialMovedOn(v.trial, v.attempt),
-      });
-      await m.kill(agent);
+      await m.killAgentRunning(v);
       victims.push(v.trial);
       await sleep(1000);
       m.startAgent(v.agent);

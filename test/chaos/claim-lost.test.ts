@@ -1,7 +1,7 @@
-import { checkLeaks, startNats, type TestNats, waitFor } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { waitFor } from "@rung/testkit";
+import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { ChaosMesh, chaosSpec, HEARTBEAT_MS, runningAttempts, sleep, trialMovedOn } from "./harness.js";
+import { chaosSpec, HEARTBEAT_MS, it, runningAttempts, sleep, trialMovedOn } from "./harness/index.js";
 
 // Scenario 5: an agent cut off for longer than the claim lease (SIGSTOP, then SIGCONT). Its trial goes
 // to another agent; when the old one wakes it must see that it lost the claim and kill its copy, so no
@@ -9,24 +9,9 @@ import { ChaosMesh, chaosSpec, HEARTBEAT_MS, runningAttempts, sleep, trialMovedO
 // must change nothing. The trials here take their time over SIGTERM (--term-delay: a trainer saving a
 // checkpoint), as real ones do.
 
-let nats: TestNats;
-let mesh: ChaosMesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks({ graceMs: 5000 });
-});
-
 describe("chaos 5: an agent frozen past its claim lease", () => {
-  it("hands the trial on, and the woken agent kills its copy within a heartbeat", async () => {
-    const m = await ChaosMesh.open({ scenario: "5 agent frozen (SIGSTOP)", url: nats.url, study: "frozen" });
-    mesh = m;
+  it("hands the trial on, and the woken agent kills its copy within a heartbeat", async ({ nats, openChaos }) => {
+    const m = await openChaos({ scenario: "5 agent frozen (SIGSTOP)", url: nats.url, study: "frozen" });
     m.startAgents(3);
     m.startStudy(
       chaosSpec("frozen", {
@@ -41,8 +26,7 @@ describe("chaos 5: an agent frozen past its claim lease", () => {
 
     // A pause shorter than the lease: the claim holds, the trial runs on where it was.
     const short = await m.waitForEvents("a trial mid-run", (evs) => runningAttempts(evs, 1)[0]);
-    const shortAgent = m.agents.get(short.agent);
-    if (!shortAgent) throw new Error(`no agent ${short.agent}`);
+    const shortAgent = m.agentOf(short);
     const f1 = m.fault({
       kind: "SIGSTOP agent",
       target: short.agent,
@@ -60,8 +44,7 @@ describe("chaos 5: an agent frozen past its claim lease", () => {
     const long = await m.waitForEvents("another trial mid-run", (evs) =>
       runningAttempts(evs, 1).find((r) => r.trial !== short.trial && r.agent !== short.agent),
     );
-    const longAgent = m.agents.get(long.agent);
-    if (!longAgent) throw new Error(`no agent ${long.agent}`);
+    const longAgent = m.agentOf(long);
     const f2 = m.fault({
       kind: "SIGSTOP agent",
       target: long.agent,

@@ -1,32 +1,17 @@
 import { jetstreamManager } from "@nats-io/jetstream";
-import { checkLeaks, startCluster, type TestCluster } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { anyProgress, ChaosMesh, chaosSpec, runningAttempts, sleep } from "./harness.js";
+import { anyProgress, chaosSpec, it, runningAttempts, sleep } from "./harness/index.js";
 
 // Scenario 4: a three-node JetStream cluster (streams and buckets with 3 replicas). One node is killed
 // with SIGKILL and restarted later, twice: first a node that leads neither the work nor the events
 // stream, then the leader of the events stream (the study's source of truth).
 
-let cluster: TestCluster;
-let mesh: ChaosMesh | undefined;
-beforeAll(async () => {
-  cluster = await startCluster(3);
-});
-afterAll(async () => {
-  await cluster.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks({ graceMs: 5000 });
-});
-
 const QUALITIES = [0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99, 0.1, 0.6, 0.8, 0.45, 0.75, 0.92, 0.35];
 
 describe("chaos 4: a node of a three-node cluster killed and restarted", () => {
-  it("loses nothing when a follower dies, nor when the events stream's leader does", async () => {
-    const m = await ChaosMesh.open({
+  it("loses nothing when a follower dies, nor when the events stream's leader does", async ({ cluster, openChaos }) => {
+    const m = await openChaos({
       scenario: "4 cluster node kill",
       url: cluster.url,
       study: "cluster",
@@ -34,7 +19,6 @@ describe("chaos 4: a node of a three-node cluster killed and restarted", () => {
       studyFlags: ["--replicas", "3"],
       precreate: { replicas: 3 },
     });
-    mesh = m;
     m.startAgents(3);
     m.startStudy(chaosSpec("cluster", { qualities: QUALITIES, epochMs: 400, maxConcurrent: 3 }));
     await m.waitForEvents("trials mid-run", (evs) => runningAttempts(evs, 1).length >= 2);

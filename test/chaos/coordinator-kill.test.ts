@@ -1,9 +1,8 @@
 import { decideStudy, loadSpec } from "@rung/coordinator";
 import { decode, TrialEventSchema } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { ChaosMesh, chaosSpec, coordinatorProgress, countBy, sleep } from "./harness.js";
+import { chaosSpec, coordinatorProgress, countBy, it, sleep } from "./harness/index.js";
 
 // Scenario 2: kill -9 of the coordinator, then a new `rung study run` of the same spec once its lease
 // (3 s) runs out. First at a random moment; then at moments read off the events themselves: the harness
@@ -14,29 +13,14 @@ import { ChaosMesh, chaosSpec, coordinatorProgress, countBy, sleep } from "./har
 // Whatever a kill interrupts, the restarted coordinator must finish the study with every trial created
 // once, queued once per attempt, ended once, and exactly the STOPs a replay of the stream gives.
 
-let nats: TestNats;
-let mesh: ChaosMesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks({ graceMs: 5000 });
-});
-
 const QUALITIES = [
   0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99, 0.1, 0.6, 0.8, 0.45, 0.75, 0.92, 0.35, 0.65, 0.55, 0.25, 0.88, 0.15, 0.97, 0.42,
   0.68,
 ];
 
 describe("chaos 2: coordinator killed with SIGKILL at awkward moments", () => {
-  it("resumes from the event stream each time: nothing lost, nothing done twice, same decisions", async () => {
-    const m = await ChaosMesh.open({ scenario: "2 coordinator kill -9", url: nats.url, study: "coordkill" });
-    mesh = m;
+  it("resumes from the event stream each time: nothing lost, nothing done twice, same decisions", async ({ nats, openChaos }) => {
+    const m = await openChaos({ scenario: "2 coordinator kill -9", url: nats.url, study: "coordkill" });
     const specFile = chaosSpec("coordkill", { qualities: QUALITIES, epochMs: 400, maxConcurrent: 3 });
     m.startAgents(3);
     m.startStudy(specFile);

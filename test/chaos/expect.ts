@@ -1,5 +1,5 @@
 import { expect } from "vitest";
-import type { ChaosReport } from "./harness.js";
+import type { ChaosReport } from "./harness/index.js";
 
 /**
  * What every scenario must show: the study ended the right way, every trial ended in exactly one

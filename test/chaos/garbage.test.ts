@@ -5,11 +5,20 @@ import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { encode, SCHEMA_VERSION } from "@rung/protocol";
-import { checkLeaks, startNats, type TestNats } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { rung } from "../study-helpers.js";
+import { rung } from "@rung/testkit";
+import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { addCounts, appendRow, BAD_REPORT_LINES, byWhere, ChaosMesh, chaosSpec, runningAttempts, TRIAL } from "./harness.js";
+import {
+  addCounts,
+  appendRow,
+  BAD_REPORT_LINES,
+  byWhere,
+  chaosSpec,
+  it,
+  rowWithoutStudy,
+  runningAttempts,
+  TRIAL,
+} from "./harness/index.js";
 
 // Scenario 6: garbage. (a) Random bytes and valid-looking but wrong messages on every subject the
 // processes read: work orders (agents), trial events (coordinator), the control bucket (agents), the
@@ -17,27 +26,12 @@ import { addCounts, appendRow, BAD_REPORT_LINES, byWhere, ChaosMesh, chaosSpec, 
 // start, crash in a loop, print megabytes a second, never report, hang, or write invalid report lines.
 // (c) Spec files with each kind of error.
 
-let nats: TestNats;
-let mesh: ChaosMesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks({ graceMs: 5000 });
-});
-
 /** Bytes no msgpack decoder accepts: 0xc1 is the one byte the format never uses. */
 const notMsgpack = () => Buffer.concat([Buffer.from([0xc1]), randomBytes(40)]);
 
 describe("chaos 6: garbage", () => {
-  it("drops and counts every bad message on every subject, and the study goes on unharmed", async () => {
-    const m = await ChaosMesh.open({ scenario: "6a garbage messages", url: nats.url, study: "garbage" });
-    mesh = m;
+  it("drops and counts every bad message on every subject, and the study goes on unharmed", async ({ nats, openChaos }) => {
+    const m = await openChaos({ scenario: "6a garbage messages", url: nats.url, study: "garbage" });
     const QUALITIES = [0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99];
     m.startAgents(3);
     m.startStudy(chaosSpec("garbage", { qualities: QUALITIES, epochMs: 300, maxConcurrent: 3 }));
@@ -183,9 +177,11 @@ describe("chaos 6: garbage", () => {
     expect(byWhere(r.readerDrops).events ?? 0).toBe(readerDropped + strays.length);
   });
 
-  it("ends every misbehaving trial the right way: crashes fail after their retry, the rest complete", async () => {
-    const m = await ChaosMesh.open({ scenario: "6b misbehaving trials", url: nats.url, study: "badtrials" });
-    mesh = m;
+  it("ends every misbehaving trial the right way: crashes fail after their retry, the rest complete", async ({
+    nats,
+    openChaos,
+  }) => {
+    const m = await openChaos({ scenario: "6b misbehaving trials", url: nats.url, study: "badtrials" });
     const MODES = ["curve", "crash-start", "crash-loop", "flood", "silent", "bad-json", "hang"];
     m.startAgents(3);
     m.startStudy(
@@ -270,20 +266,15 @@ describe("chaos 6: garbage", () => {
       if (/nats|connect/i.test(out)) failures.push(`${what}: tried NATS before checking the spec: ${out.slice(0, 200)}`);
       if (!want.test(out)) failures.push(`${what}: does not say what is wrong: ${out.slice(0, 300)}`);
     }
-    appendRow({
-      scenario: "6c bad spec files",
-      faults: `${cases.length} spec files, one error kind each`,
-      trials: 0,
-      lost: 0,
-      duplicated: 0,
-      recovered: 0,
-      ttrMeanMs: null,
-      ttrMaxMs: null,
-      outcome: failures.length ? `${failures.length} wrong` : `all ${cases.length} refused`,
-      dropped: "—",
-      seconds: Math.round((Date.now() - started) / 100) / 10,
-      notes: failures,
-    });
+    appendRow(
+      rowWithoutStudy({
+        scenario: "6c bad spec files",
+        faults: `${cases.length} spec files, one error kind each`,
+        outcome: failures.length ? `${failures.length} wrong` : `all ${cases.length} refused`,
+        startedAt: started,
+        notes: failures,
+      }),
+    );
     expect(failures).toEqual([]);
   });
 });

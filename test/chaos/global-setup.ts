@@ -1,8 +1,8 @@
 import { rmSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
-import { REPO } from "../study-helpers.js";
-import { RESULTS_FILE } from "./harness.js";
+import { REPO } from "@rung/testkit";
+import { RESULTS_FILE } from "./harness/config.js";
 import { readRows, textTable, writeDocs } from "./table.js";
 
 /**

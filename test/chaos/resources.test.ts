@@ -2,30 +2,15 @@ import { execFileSync } from "node:child_process";
 import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { checkLeaks, startNats, type TestNats } from "@rung/testkit";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { ChaosMesh, chaosSpec, runningAttempts, sleep, trialMovedOn } from "./harness.js";
+import { type ChaosMesh, chaosSpec, it, runningAttempts, sleep } from "./harness/index.js";
 
 // Scenario 7: resource edges. (a) The disk under the agents' work and state directories fills up: the
 // trials that need it fail with the reason in their log tail, the agents carry on, and once space is
 // freed the rest of the study completes. (b) Trials that leave helper processes behind, deaf to SIGHUP
 // and SIGTERM: they go with the trial's process group, whether the trial ends by itself, is stopped by
 // the scheduler, or its agent is killed with SIGKILL and comes back.
-
-let nats: TestNats;
-let mesh: ChaosMesh | undefined;
-beforeAll(async () => {
-  nats = await startNats();
-});
-afterAll(async () => {
-  await nats.destroy();
-});
-afterEach(async () => {
-  await mesh?.close();
-  mesh = undefined;
-  await checkLeaks({ graceMs: 5000 });
-});
 
 /** A small tmpfs to fill, or why there cannot be one here (not root, no mount in a container …). */
 function mountTmpfs(sizeMiB: number): { dir: string; unmount(): void } | { skip: string } {
@@ -63,15 +48,21 @@ function fill(file: string): number {
 }
 
 describe("chaos 7: resource edges", () => {
-  it("a full disk fails the trials that need it, with the reason, and the study completes once space is back", async (ctx) => {
+  it("a full disk fails the trials that need it, with the reason, and the study completes once space is back", async ({
+    nats,
+    openChaos,
+    skip,
+  }) => {
     const disk = mountTmpfs(8);
     if ("skip" in disk) {
       console.warn(`SKIPPED chaos 7a: ${disk.skip}`);
-      ctx.skip();
+      skip();
       return;
     }
+    // Closed here, before the disk is unmounted, as well as after the test.
+    let mesh: ChaosMesh | undefined;
     try {
-      const m = await ChaosMesh.open({ scenario: "7a disk full", url: nats.url, study: "diskfull" });
+      const m = await openChaos({ scenario: "7a disk full", url: nats.url, study: "diskfull" });
       mesh = m;
       for (const name of ["a1", "a2"]) {
         mkdirSync(join(disk.dir, "work", name), { recursive: true });
@@ -121,9 +112,8 @@ describe("chaos 7: resource edges", () => {
     }
   });
 
-  it("helpers a trial leaves behind die with its process group, however the trial ends", async () => {
-    const m = await ChaosMesh.open({ scenario: "7b leftover child processes", url: nats.url, study: "orphans" });
-    mesh = m;
+  it("helpers a trial leaves behind die with its process group, however the trial ends", async ({ nats, openChaos }) => {
+    const m = await openChaos({ scenario: "7b leftover child processes", url: nats.url, study: "orphans" });
     m.startAgents(2);
     m.startStudy(
       chaosSpec("orphans", {
@@ -136,16 +126,7 @@ describe("chaos 7: resource edges", () => {
     );
     // Kill -9 the agent of a running trial: its helper must not outlive it for long.
     const v = await m.waitForEvents("a trial mid-run", (evs) => runningAttempts(evs, 1)[0]);
-    const agent = m.agents.get(v.agent);
-    if (!agent) throw new Error(`no agent ${v.agent}`);
-    m.fault({
-      kind: "kill -9 agent",
-      target: v.agent,
-      trial: v.trial,
-      attempt: v.attempt,
-      recovered: trialMovedOn(v.trial, v.attempt),
-    });
-    await m.kill(agent);
+    await m.killAgentRunning(v);
     await sleep(1000);
     const restartedAt = Date.now();
     m.startAgent(v.agent);

@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import type { ChaosRow } from "./harness.js";
+import type { ChaosRow } from "./harness/report.js";
 
 /** The results table: printed after every chaos run, and written into docs/reliability.md on request. */
 

@@ -1,5 +1,6 @@
-import { readdirSync, readFileSync } from "node:fs";
 import type { TestNats } from "./nats.js";
+import { signalPid } from "./processes.js";
+import { descendants } from "./procfs.js";
 
 /**
  * Leak check: after each test nothing it started may still run. It looks at the real things —
@@ -14,51 +15,6 @@ export function registerServer(s: TestNats): void {
 }
 export function unregisterServer(s: TestNats): void {
   servers.delete(s);
-}
-
-interface Proc {
-  pid: number;
-  ppid: number;
-  cmd: string;
-  state: string;
-}
-
-function readProcs(): Proc[] {
-  const out: Proc[] = [];
-  for (const d of readdirSync("/proc")) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const stat = readFileSync(`/proc/${d}/stat`, "utf8");
-      const close = stat.lastIndexOf(")");
-      const fields = stat.slice(close + 2).split(" ");
-      const cmd = readFileSync(`/proc/${d}/cmdline`, "utf8").split("\0").join(" ").trim();
-      out.push({ pid: Number(d), state: fields[0] ?? "?", ppid: Number(fields[1]), cmd });
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return out;
-}
-
-/** Live (non-zombie) descendants of `root`. */
-export function descendants(root = process.pid): Proc[] {
-  const procs = readProcs();
-  const byParent = new Map<number, Proc[]>();
-  for (const p of procs) {
-    const list = byParent.get(p.ppid) ?? [];
-    list.push(p);
-    byParent.set(p.ppid, list);
-  }
-  const out: Proc[] = [];
-  const stack = [root];
-  while (stack.length) {
-    const pid = stack.pop() as number;
-    for (const c of byParent.get(pid) ?? []) {
-      if (c.state !== "Z") out.push(c);
-      stack.push(c.pid);
-    }
-  }
-  return out;
 }
 
 export class LeakError extends Error {
@@ -92,15 +48,7 @@ export async function checkLeaks(options: LeakCheckOptions = {}): Promise<void> 
   }
   if (problems.length) {
     const serverPids = new Set([...servers].map((s) => s.pid));
-    for (const p of descendants()) {
-      if (!serverPids.has(p.pid)) {
-        try {
-          process.kill(p.pid, "SIGKILL");
-        } catch {
-          // gone already
-        }
-      }
-    }
+    for (const p of descendants()) if (!serverPids.has(p.pid)) signalPid(p.pid, "SIGKILL");
     throw new LeakError(`the test left things running:\n  ${problems.join("\n  ")}`);
   }
 }
