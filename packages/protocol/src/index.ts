@@ -50,6 +50,7 @@ export type {
   WorkOrder,
 } from "./messages.js";
 export {
+  AGENT_SPECIFIC_REJECTIONS,
   AgentAdvertSchema,
   AgentStateSchema,
   ControlSchema,
@@ -57,6 +58,7 @@ export {
   GpuInfoSchema,
   GpuSampleSchema,
   HostInfoSchema,
+  isAgentSpecificRejection,
   LeaseSchema,
   LogChunkSchema,
   NonceRecordSchema,

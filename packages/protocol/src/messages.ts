@@ -28,6 +28,8 @@ export const StopReason = {
   userStop: "user-stop",
   agentShutdown: "agent-shutdown",
   claimLost: "claim-lost",
+  /** The study's `report_timeout` or `trial_timeout` ran out (the coordinator's stop key says which). */
+  timeout: "timeout",
 } as const;
 export type StopReason = (typeof StopReason)[keyof typeof StopReason];
 
@@ -43,6 +45,23 @@ export const RejectReason = {
   cannotRun: "cannot-run",
 } as const;
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
+
+/**
+ * Refusals about the refusing agent, not about the order: its trust list (a stale key after a rotation,
+ * a stranger's agent on the same server), its --insecure setting, its --workdir or the programs it has.
+ * Another agent may well run the order, so it goes back to the queue and the trial is not failed
+ * until no live agent can run it. Every other reason (malformed, bad signature, expired, replayed,
+ * command not allowed) is about the order itself and is final.
+ */
+export const AGENT_SPECIFIC_REJECTIONS: ReadonlySet<RejectReason> = new Set<RejectReason>([
+  "unsigned",
+  "untrusted-signer",
+  "cannot-run",
+]);
+
+export function isAgentSpecificRejection(reason: RejectReason): boolean {
+  return AGENT_SPECIFIC_REJECTIONS.has(reason);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Agent advert (KV rung-agents, key <agent>)
@@ -268,7 +287,8 @@ export const ControlSchema = z.object({
   type: z.literal("stop"),
   study: token,
   trial: token,
-  reason: z.enum(["scheduler-stop", "user-stop"]),
+  reason: z.enum(["scheduler-stop", "user-stop", "timeout"]),
+  /** Who stopped it: the scheduler's name, "user", or the limit that ran out ("report_timeout", "trial_timeout"). */
   by: z.string(),
   /** The rung (time attribute value) where the scheduler stopped the trial, when it did. */
   rung: anyNumber.nullable().default(null),

@@ -97,6 +97,7 @@ const STOPPABLE: ReadonlySet<AttemptState> = new Set<AttemptState>(["claimed", "
 export function stopRequestFrom(c: Control): StopRequest {
   if (c.reason === "scheduler-stop")
     return { reason: StopReason.schedulerStop, detail: c.rung === null ? "scheduler-stop" : `scheduler-stop at t=${c.rung}` };
+  if (c.reason === "timeout") return { reason: StopReason.timeout, detail: `timeout: ${c.by}` };
   return { reason: StopReason.userStop, detail: c.by ? `user-stop by ${c.by}` : "user-stop" };
 }
 
