@@ -18,6 +18,7 @@ export {
   ResourceSetupError,
   SigningKeyError,
 } from "./errors.js";
+export { bucketKeys } from "./kv-keys.js";
 export type { Logger, LoggerOptions } from "./logger.js";
 export { createLogger, silentLogger } from "./logger.js";
 export {
@@ -27,6 +28,7 @@ export {
   endedMsgId,
   logChunkMsgId,
   queuedMsgId,
+  rejectedMsgId,
   reportMsgId,
   trialEventMsgId,
   workOrderMsgId,
@@ -44,6 +46,7 @@ export type {
   OrderIdentity,
   StudyRecord,
   Telemetry,
+  TrialCpuSample,
   TrialEvent,
   TrialEventOf,
   TrialEventType,
@@ -68,6 +71,7 @@ export {
   StopReason,
   StudyRecordSchema,
   TelemetrySchema,
+  TrialCpuSampleSchema,
   TrialEventSchema,
   TrialStatus,
   WorkOrderSchema,
@@ -87,8 +91,14 @@ export {
   isWrongLastSequence,
   jetStreamApiCode,
 } from "./nats-errors.js";
-export type { NatsServerOptions } from "./nats-server.js";
-export { findNatsServer, NatsServerProcess, NatsServerStartError, startNatsServer } from "./nats-server.js";
+export type { NatsServerExit, NatsServerOptions } from "./nats-server.js";
+export {
+  findNatsServer,
+  NatsServerExitedError,
+  NatsServerProcess,
+  NatsServerStartError,
+  startNatsServer,
+} from "./nats-server.js";
 export type { OrderCheck, SigningKey, VerifyOrderOptions } from "./order-signing.js";
 export {
   canonicalJson,

@@ -7,6 +7,7 @@ import {
   InvalidTokenError,
   logChunkMsgId,
   queuedMsgId,
+  rejectedMsgId,
   reportMsgId,
   type TrialEvent,
   TrialEvents,
@@ -77,6 +78,9 @@ describe("message ids", () => {
     expect(logChunkMsgId("s", "tr", 1, 0)).toBe("s.tr.1.log.0");
     expect(agentEventMsgId("s", "t", 2, "claimed")).toBe("s.t.2.claimed");
     expect(agentEventMsgId("s", "t", null, "rejected")).toBe("s.t.0.rejected");
+    // Each agent's refusal of one order is its own message: two agents refusing it are two events.
+    expect(rejectedMsgId("s", "t", 2, "box1")).toBe("s.t.2.rejected.box1");
+    expect(rejectedMsgId("s", "t", 2, "box2")).not.toBe(rejectedMsgId("s", "t", 2, "box1"));
     expect(reportMsgId("s", "t", 2, 7)).toBe("s.t.2.report.7");
     expect(createdMsgId("s", "t")).toBe("s.t.created");
     expect(queuedMsgId("s", "t", 3)).toBe("s.t.queued.3");
@@ -86,7 +90,11 @@ describe("message ids", () => {
 
   it("are exactly the ids built by hand before, for every trial event type", () => {
     for (const e of everyType) {
-      const expected = TrialEventWriter[e.type] === "coordinator" ? legacyCoordinatorEventId(e) : legacyAgentEventId(e);
+      // A refusal now carries the refusing agent, so that a second agent's refusal is not dropped as a duplicate.
+      const expected =
+        TrialEventWriter[e.type] === "coordinator"
+          ? legacyCoordinatorEventId(e)
+          : `${legacyAgentEventId(e)}${e.type === "rejected" ? `.${e.agent}` : ""}`;
       expect(trialEventMsgId(e), e.type).toBe(expected);
     }
   });

@@ -9,8 +9,9 @@ import type { AgentEventType } from "./trial-events.js";
  * once. Every id is built from what identifies the message, never at random:
  *
  *   RUNG_WORK     <study>.<trial>.<attempt>                     the order of one attempt
- *   RUNG_EVENTS   <study>.<trial>.<attempt>.<type>              agent: claimed, started, finished, rejected
- *                                                               (attempt 0 when a refused order names none)
+ *   RUNG_EVENTS   <study>.<trial>.<attempt>.<type>              agent: claimed, started, finished
+ *                 <study>.<trial>.<attempt>.rejected.<agent>    agent: a refusal (attempt 0 when the order
+ *                                                               names none); each agent's refusal counts
  *                 <study>.<trial>.<attempt>.report.<seq>        agent: one report
  *                 <study>.<trial>.created                       coordinator
  *                 <study>.<trial>.queued.<attempt>              coordinator
@@ -81,6 +82,11 @@ export function endedMsgId(study: string, trial: string): string {
   return `${trialOf(study, trial)}.ended`;
 }
 
+/** One agent's refusal of an attempt's order: another agent's refusal of the same order is another message. */
+export function rejectedMsgId(study: string, trial: string, attempt: number | null, agent: string): string {
+  return `${agentEventMsgId(study, trial, attempt, "rejected")}.${validToken(agent, "agent")}`;
+}
+
 /** The id of any trial event, by its type: the one id each event is published under. */
 export function trialEventMsgId(e: TrialEvent): string {
   switch (e.type) {
@@ -97,7 +103,8 @@ export function trialEventMsgId(e: TrialEvent): string {
     case "claimed":
     case "started":
     case "finished":
-    case "rejected":
       return agentEventMsgId(e.study, e.trial, e.attempt, e.type);
+    case "rejected":
+      return rejectedMsgId(e.study, e.trial, e.attempt, e.agent);
   }
 }

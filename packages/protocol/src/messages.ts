@@ -111,6 +111,22 @@ export const AgentAdvertSchema = z.object({
   version: z.string(),
   startedAt: ts,
   updatedAt: ts,
+  /**
+   * The last few orders this agent refused for a reason of its own (AGENT_SPECIFIC_REJECTIONS: its
+   * trust list, its --workdir, a program it lacks), newest last, so `rung agents` and the coordinator
+   * can say why. Optional, so adverts of agents that predate it still parse (read it as `?? []`).
+   */
+  refusals: z
+    .array(
+      z.object({
+        study: token,
+        trial: token,
+        reason: z.enum(Object.values(RejectReason) as [RejectReason, ...RejectReason[]]),
+        detail: z.string(),
+        ts,
+      }),
+    )
+    .optional(),
 });
 export type AgentAdvert = z.infer<typeof AgentAdvertSchema>;
 
@@ -218,6 +234,12 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     reason: z.enum(Object.values(RejectReason) as [RejectReason, ...RejectReason[]]),
     detail: z.string(),
     sender: z.string().nullable().default(null),
+    /**
+     * For a refusal of the agent's own (AGENT_SPECIFIC_REJECTIONS): whether the order went back to the
+     * queue for another agent (true), or was ended because that was its last delivery (false: the
+     * coordinator queues a fresh order). Absent from older agents.
+     */
+    handedBack: z.boolean().optional(),
   }),
   /** Coordinator: a scheduler decision on a report. */
   z.object({
@@ -264,6 +286,18 @@ export const GpuSampleSchema = z.object({
 });
 export type GpuSample = z.infer<typeof GpuSampleSchema>;
 
+/** One trial's own CPU use over a host sample's interval (see the host message's `trials`). */
+export const TrialCpuSampleSchema = z.object({
+  study: token,
+  trial: token,
+  attempt: z.number().int().positive(),
+  /** CPU time of the trial's processes over the interval / the interval: cores busy on average. */
+  cpuCores: z.number().nonnegative(),
+  /** Processes of the trial alive at the end of the interval. */
+  processes: z.number().int().nonnegative(),
+});
+export type TrialCpuSample = z.infer<typeof TrialCpuSampleSchema>;
+
 export const TelemetrySchema = z.discriminatedUnion("type", [
   z.object({ v, type: z.literal("gpu"), agent: token, ts, fake: z.boolean(), gpus: z.array(GpuSampleSchema) }),
   z.object({
@@ -275,6 +309,12 @@ export const TelemetrySchema = z.discriminatedUnion("type", [
     cpuCores: z.number().int().nonnegative(),
     memoryUsedBytes: z.number().nonnegative(),
     memoryTotalBytes: z.number().nonnegative(),
+    /**
+     * Each running trial's own CPU over the same interval: the CPU time of its processes (its
+     * session: the trial, its DataLoader workers, their children), in cores (1.5 = one and a half
+     * cores busy on average). Absent from agents that predate it.
+     */
+    trials: z.array(TrialCpuSampleSchema).optional(),
   }),
 ]);
 export type Telemetry = z.infer<typeof TelemetrySchema>;
@@ -350,6 +390,12 @@ export const NonceRecordSchema = z.object({
   type: z.literal("nonce"),
   /** Sequence of the work-stream message that carried the nonce first: its redeliveries share it. */
   seq: z.number().int().nonnegative(),
+  /**
+   * When the server stored that message (nanoseconds since the epoch, as a decimal string): with `seq`,
+   * what identifies the message, since a work stream deleted and created again numbers from 1 again but
+   * cannot give a copy the original's time. Absent in records of older agents (seq alone then).
+   */
+  stored: z.string().optional(),
   agent: token,
   study: token,
   trial: token,

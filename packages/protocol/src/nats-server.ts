@@ -59,14 +59,105 @@ function isExecutable(p: string): boolean {
   }
 }
 
+/**
+ * A nats-server that would not start, as one sentence: the port or the store already in use, or the
+ * server's own fatal line. The server's full log stays in `stderr` (and, for `--verbose`, in `cause`).
+ */
 export class NatsServerStartError extends Error {
   override name = "NatsServerStartError";
   constructor(
     message: string,
     readonly stderr: string,
   ) {
-    super(`${message}${stderr ? `; nats-server said:\n${stderr.trim().split("\n").slice(-15).join("\n")}` : ""}`);
+    super(
+      message,
+      stderr.trim() ? { cause: `nats-server said:\n${stderr.trim().split("\n").slice(-15).join("\n")}` } : undefined,
+    );
   }
+}
+
+/** A running nats-server that exited without being asked to (`rung server` then exits non-zero). */
+export class NatsServerExitedError extends Error {
+  override name = "NatsServerExitedError";
+  constructor(
+    readonly pid: number | undefined,
+    readonly exit: NatsServerExit | null,
+    readonly stderr: string,
+  ) {
+    const how = exit?.signal
+      ? `killed by ${exit.signal}`
+      : exit?.code !== null && exit?.code !== undefined
+        ? `exit code ${exit.code}`
+        : "no exit status";
+    const last = logLines(stderr)
+      .filter((l) => /^\[(FTL|ERR)\]/.test(l))
+      .slice(-1)
+      .map((l) => `: ${l.replace(/^\[(FTL|ERR)\] /, "")}`)
+      .join("");
+    super(
+      `nats-server${pid === undefined ? "" : ` (pid ${pid})`} exited unexpectedly (${how})${last} — the mesh is down until a server runs again`,
+      stderr.trim() ? { cause: `nats-server said:\n${stderr.trim().split("\n").slice(-15).join("\n")}` } : undefined,
+    );
+  }
+}
+
+/** How a nats-server process ended: an exit code, or the signal that ended it. */
+export interface NatsServerExit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+}
+
+/** The server log's lines without nats-server's `[pid] date time ` prefix. */
+function logLines(stderr: string): string[] {
+  return stderr
+    .trim()
+    .split("\n")
+    .map((l) => l.replace(/^\[\d+\] \S+ \S+ /, ""))
+    .filter((l) => l !== "");
+}
+
+/** Why a start failed, as one sentence from the server's log. */
+function startFailure(stderr: string, exit: string): string {
+  const lines = logLines(stderr);
+  const inUse = lines.find((l) => /address already in use/.test(l));
+  if (inUse) {
+    const addr = /listening on (?:\w+ )?port: ([^\s,]+)/i.exec(inUse)?.[1] ?? /listen tcp ([^:\s]+:\d+)/.exec(inUse)?.[1];
+    return `nats-server exited during start: address already in use${addr ? ` on ${addr}` : ""} — another server listens there (is "rung server" already running?); stop it or choose another port`;
+  }
+  const fatal = lines.filter((l) => /^\[(FTL|ERR)\]/.test(l)).map((l) => l.replace(/^\[(FTL|ERR)\] /, ""));
+  const said = fatal.length > 0 ? fatal.slice(-2) : lines.slice(-1);
+  return `nats-server exited during start (${exit})${said.length > 0 ? `: ${said.join("; ")}` : ""}`;
+}
+
+/**
+ * The pid of a live nats-server that has a ports file in `portsDir` (a server writes
+ * `nats-server_<pid>.ports` there once it listens and removes it when it stops); null if none. Two
+ * servers on one JetStream store corrupt it, and nats-server does not refuse that by itself.
+ */
+function liveServerIn(portsDir: string): number | null {
+  let files: string[];
+  try {
+    files = readdirSync(portsDir);
+  } catch {
+    return null;
+  }
+  for (const f of files) {
+    const pid = Number(/^nats-server_(\d+)\.ports$/.exec(f)?.[1]);
+    if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) continue;
+    try {
+      process.kill(pid, 0);
+    } catch {
+      continue; // gone (a server killed with SIGKILL leaves its file behind)
+    }
+    try {
+      // The pid may have been reused by another program since.
+      if (!readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("nats-server")) continue;
+    } catch {
+      // no /proc (macOS): trust the live pid
+    }
+    return pid;
+  }
+  return null;
 }
 
 export class NatsServerProcess {
@@ -76,6 +167,7 @@ export class NatsServerProcess {
   #port = -1;
   #monitorPort = -1;
   #exited: Promise<void> = Promise.resolve();
+  #exit: NatsServerExit | null = null;
   #stopping: Promise<void> | undefined;
 
   constructor(options: NatsServerOptions) {
@@ -98,6 +190,10 @@ export class NatsServerProcess {
   get running(): boolean {
     return this.#child !== undefined && this.#child.exitCode === null && this.#child.signalCode === null;
   }
+  /** How the process ended; null while it runs (or before it started). */
+  get exitStatus(): NatsServerExit | null {
+    return this.#exit;
+  }
   /** The last lines the server wrote to stderr (its log). */
   get stderr(): string {
     return this.#stderr;
@@ -109,6 +205,16 @@ export class NatsServerProcess {
     mkdirSync(o.dir, { recursive: true });
     const portsDir = join(o.dir, "ports");
     mkdirSync(portsDir, { recursive: true });
+    const other = liveServerIn(portsDir);
+    if (other !== null) {
+      const what = o.configFile
+        ? `the server directory ${o.dir}`
+        : `the JetStream store ${o.storeDir ?? join(o.dir, "jetstream")}`;
+      throw new NatsServerStartError(
+        `${what} is in use by another nats-server (pid ${other}; is "rung server" already running?) — stop that one, or use another directory`,
+        "",
+      );
+    }
     for (const f of readdirSync(portsDir)) writeFileSync(join(portsDir, f), "");
     let args: string[];
     if (o.configFile) {
@@ -126,13 +232,24 @@ export class NatsServerProcess {
     child.stderr?.on("data", (d: string) => {
       this.#stderr = (this.#stderr + d).slice(-64 * 1024);
     });
-    this.#exited = new Promise((resolve) => child.once("exit", () => resolve()));
+    this.#exit = null;
+    this.#exited = new Promise((resolve) =>
+      child.once("exit", (code, signal) => {
+        this.#exit = { code, signal };
+        resolve();
+      }),
+    );
     child.once("error", () => {});
     const deadline = Date.now() + (o.readyTimeoutMs ?? 15_000);
     const portsFile = join(portsDir, `nats-server_${child.pid}.ports`);
     while (Date.now() < deadline) {
-      if (!this.running)
-        throw new NatsServerStartError(`nats-server exited during start (${child.exitCode ?? child.signalCode})`, this.#stderr);
+      if (!this.running) {
+        // The log's last lines may still be in the pipe when the exit is seen.
+        if (child.stderr && !child.stderr.destroyed)
+          await Promise.race([new Promise((r) => child.stderr?.once("close", r)), sleep(1000)]);
+        const how = child.exitCode !== null ? `exit code ${child.exitCode}` : String(child.signalCode);
+        throw new NatsServerStartError(startFailure(this.#stderr, how), this.#stderr);
+      }
       if (existsSync(portsFile)) {
         try {
           const ports = JSON.parse(readFileSync(portsFile, "utf8")) as { nats?: string[]; monitoring?: string[] };
