@@ -97,7 +97,9 @@ describe("signed orders", () => {
     // Give a wrongly accepted order time to start before looking.
     await new Promise((r) => setTimeout(r, 500));
     for (const c of cases) neverStarted(m, c.trial, markers.get(c.trial) as string);
-    expect(await ordersLeft(m)).toBe(0);
+    // Unsigned and untrusted orders may run on another agent (one --insecure, or trusting that key):
+    // they go back to the queue. The others are ended.
+    expect(await ordersLeft(m)).toBe(2);
     expect(agent.counters.ordersRejected).toBe(cases.length);
     expect(agent.counters.ordersClaimed).toBe(0);
   });

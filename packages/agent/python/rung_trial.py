@@ -34,6 +34,12 @@ next batch of a `timed(...)` iterable versus between getting a batch and asking 
 They are host-side wall-clock times; CUDA work is asynchronous, so on a GPU use
 `timed(loader, sync=torch.cuda.synchronize)` to charge each step's GPU time to compute_s.
 
+`data_wait_host_cpu` (Linux) is the share of the host's CPU, 0..1 over all cores, that was busy
+while the loop waited for a batch: the first line of /proc/stat read as each wait begins and ends
+(about 10 us a batch). It tells what a starved loader waits on: a CPU that is busy meanwhile (workers
+decoding; more workers than cores will not help) or one that is idle (workers waiting on storage or
+the network; more workers will).
+
 Without RUNG_REPORT, report() prints `[rung] epoch=3 val_acc=0.91 ...` on stdout and does nothing
 else, so a script runs the same on its own. A reporting failure (no listener, agent gone) is
 warned about once on stderr and never stops the trial; reports then go to stdout instead.
@@ -57,6 +63,9 @@ _broken = False  # a connect or write failed: report to stdout from now on
 _timing_used = False  # timed() has been used, so reports carry data_wait_s/compute_s
 _data_wait_s = 0.0
 _compute_s = 0.0
+_wait_cpu_busy = 0  # /proc/stat ticks, all cores, busy while waiting for a batch
+_wait_cpu_total = 0  # all ticks while waiting for a batch
+_stat_fd = None  # (pid, fd) of /proc/stat, opened once per process; (pid, None) where there is none
 
 
 def params():
@@ -93,6 +102,32 @@ def checkpoint_dir():
     return path
 
 
+def _host_cpu_ticks():
+    """(busy, total) clock ticks of all cores since boot, from /proc/stat; None where there is none.
+
+    Idle and iowait are idle (a core waiting on a disk is free for a worker); guest time is already
+    inside user and nice."""
+    global _stat_fd
+    pid = os.getpid()
+    if _stat_fd is None or _stat_fd[0] != pid:  # a forked child opens its own
+        try:
+            _stat_fd = (pid, os.open("/proc/stat", os.O_RDONLY))
+        except OSError:
+            _stat_fd = (pid, None)
+    fd = _stat_fd[1]
+    if fd is None:
+        return None
+    try:
+        line = os.pread(fd, 256, 0).split(b"\n", 1)[0].split()
+        ticks = [int(x) for x in line[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(ticks) < 5 or line[0] != b"cpu":
+        return None
+    total = sum(ticks)
+    return total - ticks[3] - ticks[4], total
+
+
 class timed:
     """Wrap an iterable (a DataLoader) and time it: waiting for a batch counts as data_wait_s,
     the time from receiving a batch until the next one is asked for counts as compute_s.
@@ -113,28 +148,40 @@ class timed:
     def __iter__(self):
         global _data_wait_s, _compute_s
         clock = time.perf_counter
+        cpu = _host_cpu_ticks
         got_batch_at = None
         try:
             asked_at = clock()
+            cpu_at_ask = cpu()
             it = iter(self._iterable)  # starting DataLoader workers is data time too
             while True:
                 try:
                     item = next(it)
                 except StopIteration:
                     _data_wait_s += clock() - asked_at
+                    _add_wait_cpu(cpu_at_ask, cpu())
                     return
                 got_batch_at = clock()
+                _add_wait_cpu(cpu_at_ask, cpu())
                 _data_wait_s += got_batch_at - asked_at
                 yield item
                 if self._sync is not None:
                     self._sync()
                 asked_at = clock()
+                cpu_at_ask = cpu()
                 _compute_s += asked_at - got_batch_at
                 got_batch_at = None
         finally:
             # The loop body broke out (or raised) while holding a batch: that was compute.
             if got_batch_at is not None:
                 _compute_s += clock() - got_batch_at
+
+
+def _add_wait_cpu(before, after):
+    global _wait_cpu_busy, _wait_cpu_total
+    if before is not None and after is not None and after[1] >= before[1]:
+        _wait_cpu_busy += max(0, after[0] - before[0])
+        _wait_cpu_total += after[1] - before[1]
 
 
 def _number(key, value):
@@ -168,14 +215,18 @@ def report(**metrics):
 
     Adds data_wait_s and compute_s accumulated by timed() since the last report, unless given
     here. Never raises because of the reporting channel; raises TypeError for a non-number."""
-    global _sock, _broken, _data_wait_s, _compute_s
+    global _sock, _broken, _data_wait_s, _compute_s, _wait_cpu_busy, _wait_cpu_total
     with _lock:
         values = {str(k): _number(k, v) for k, v in metrics.items()}
         if _timing_used:
             values.setdefault("data_wait_s", round(_data_wait_s, 6))
             values.setdefault("compute_s", round(_compute_s, 6))
+            if _wait_cpu_total > 0:
+                values.setdefault("data_wait_host_cpu", round(_wait_cpu_busy / _wait_cpu_total, 4))
         _data_wait_s = 0.0
         _compute_s = 0.0
+        _wait_cpu_busy = 0
+        _wait_cpu_total = 0
 
         path = os.environ.get("RUNG_REPORT")
         if path and not _broken:

@@ -162,6 +162,42 @@ class RungTrialTest(unittest.TestCase):
         third = strict_json(srv.wait_for(3)[2])
         self.assertEqual((third["data_wait_s"], third["compute_s"]), (7, 9))
 
+    def test_timed_measures_the_host_cpu_while_waiting(self):
+        # Scripted /proc/stat readings (busy, total ticks): each wait sees 30 busy of 100, each step
+        # 100 of 100 (not counted: only the waits are).
+        readings = iter([(0, 0), (30, 100), (130, 200), (160, 300), (260, 400), (290, 500)])
+        srv = self.server()
+        with mock.patch.object(rung_trial, "_host_cpu_ticks", lambda: next(readings)):
+            for _ in rung_trial.timed([1, 2]):
+                pass
+        self.quiet_report(epoch=1)
+        self.assertEqual(strict_json(srv.wait_for(1)[0])["data_wait_host_cpu"], 0.3)
+        # Where there is no /proc/stat, no such field.
+        with mock.patch.object(rung_trial, "_host_cpu_ticks", lambda: None):
+            list(rung_trial.timed([1]))
+        self.quiet_report(epoch=2)
+        self.assertNotIn("data_wait_host_cpu", strict_json(srv.wait_for(2)[1]))
+
+    @unittest.skipUnless(os.path.exists("/proc/stat"), "Linux only")
+    def test_timed_tells_a_loader_that_computes_from_one_that_sleeps(self):
+        def batches(work):
+            for i in range(20):
+                end = time.process_time() + 0.01
+                if work == "cpu":
+                    while time.process_time() < end:
+                        pass
+                else:
+                    time.sleep(0.01)
+                yield i
+
+        srv = self.server()
+        list(rung_trial.timed(batches("cpu")))
+        self.quiet_report(epoch=1)
+        busy = strict_json(srv.wait_for(1)[0])["data_wait_host_cpu"]
+        # At least the one core that computed, of all of them (others' load only adds).
+        self.assertGreaterEqual(busy, 0.8 / os.cpu_count())
+        self.assertLessEqual(busy, 1.0)
+
     def test_timed_passes_len_and_calls_sync(self):
         calls = []
         wrapped = rung_trial.timed([1, 2, 3], sync=lambda: calls.append(1))

@@ -1,9 +1,11 @@
+import { jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AgentAdvert,
   AgentAdvertSchema,
   type BadMessageCounter,
+  bucketKeys,
   decode,
   encode,
   type Logger,
@@ -23,6 +25,8 @@ export interface AdvertiserOptions {
   build(): AgentAdvert;
   isConnected(): boolean;
   log: Logger;
+  /** Called after a refresh failed (the agents bucket may be gone: the agent creates it again). */
+  onFailure?(err: Error): void;
 }
 
 export class Advertiser {
@@ -53,6 +57,7 @@ export class Advertiser {
       } catch (err) {
         this.#failures += 1;
         if (this.#failures === 1) this.#o.log.warn({ err: (err as Error).message }, "cannot refresh the advert; retrying");
+        this.#o.onFailure?.(err as Error);
       } finally {
         this.#putting = undefined;
       }
@@ -83,10 +88,10 @@ export async function listAdverts(nc: NatsConnection, names: MeshNames, bad?: Ba
     return [];
   }
   const out: AgentAdvert[] = [];
+  // Not `kv.keys()`, which can follow a bucket rewritten every few seconds for ever: see bucketKeys.
   let keys: string[] = [];
   try {
-    const iter = await kv.keys();
-    for await (const k of iter) keys.push(k);
+    keys = await bucketKeys(await jetstreamManager(nc), names.buckets.agents);
   } catch {
     keys = [];
   }
@@ -138,5 +143,13 @@ export function formatAgentsTable(adverts: readonly AgentAdvert[], now = Date.no
       .map((c, i) => c.padEnd(widths[i] as number))
       .join("  ")
       .trimEnd();
-  return `${[line(header), ...rows.map(line)].join("\n")}\n`;
+  // What each agent could not run, and why: the line an operator needs to fix a misconfigured box.
+  const refused = adverts.flatMap((a) =>
+    (a.refusals ?? []).map(
+      (r) => `${a.agent} cannot run ${r.study}/${r.trial} (${r.reason}, ${ago(Math.max(0, now - r.ts))}): ${r.detail}`,
+    ),
+  );
+  const footer =
+    refused.length > 0 ? `\nrefused orders (handed back for other agents):\n${refused.map((l) => `  ${l}`).join("\n")}\n` : "";
+  return `${[line(header), ...rows.map(line)].join("\n")}\n${footer}`;
 }

@@ -1,5 +1,5 @@
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
@@ -22,7 +22,9 @@ import {
 import { Advertiser } from "./advert.js";
 import { ClaimLoop, type ClaimLoopCounters, ReplayLedger, SharedNonces } from "./claiming/index.js";
 import { ControlWatch } from "./control-watch.js";
+import { AgentOptionsError } from "./errors.js";
 import { discoverGpus, hostFacts } from "./inventory.js";
+import { MeshRepair } from "./mesh-repair.js";
 import { NvidiaSmiSampler } from "./nvidia-smi.js";
 import { type AgentOptions, type CompiledAgentOptions, compileAgentOptions, type DrainMode } from "./options.js";
 import { reapOrphans } from "./orphans.js";
@@ -118,7 +120,7 @@ class AgentImpl implements Agent {
   constructor(options: CompiledAgentOptions) {
     this.options = options;
     this.name = options.name;
-    this.#log = options.logger ?? createLogger({ base: { agent: options.name } });
+    this.#log = options.logger ?? createLogger({ base: { agent: options.name }, format: options.logFormat });
     this.#names = new MeshNames(options.prefix);
     this.#bad = new BadMessageCounter(this.#log);
     this.done = new Promise((r) => {
@@ -179,6 +181,7 @@ class AgentImpl implements Agent {
 
   async start(): Promise<void> {
     const o = this.options;
+    checkWorkdir(o.workdir);
     this.#log.info({ version: RUNG_VERSION, state: "starting" }, "agent starting");
     const [host, found] = await Promise.all([
       hostFacts(this.#log),
@@ -216,6 +219,15 @@ class AgentImpl implements Agent {
     // `rung server`) configures it, and an agent's NATS user may not update streams.
     const resources = await ensureResources(nc, this.#names, { ...o.resources, updateExisting: false });
     const js = jetstream(nc);
+    const repair = new MeshRepair({
+      nc,
+      jsm: resources.jsm,
+      names: this.#names,
+      resources: o.resources,
+      nonces: !o.insecure,
+      log: this.#log,
+    });
+    const repairMesh = (why: string) => repair.repair(why);
     let replay: { ledger: ReplayLedger; nonces: SharedNonces } | null = null;
     if (o.insecure) {
       this.#log.warn("--insecure: running unsigned orders from anyone who can publish work to this mesh");
@@ -252,6 +264,7 @@ class AgentImpl implements Agent {
       log: this.#log,
       bad: this.#bad,
       onStop: (c) => this.#loop?.onControl(c),
+      onBroken: () => repairMesh("the control watch failed"),
     });
     const loop = new ClaimLoop({
       nc,
@@ -271,6 +284,8 @@ class AgentImpl implements Agent {
       isConnected: () => this.#connected,
       isClosed: () => nc.isClosed(),
       replay,
+      repairMesh,
+      onRefusal: () => void this.#advert?.refresh(),
     });
     this.#loop = loop;
     await this.#control.start();
@@ -283,6 +298,7 @@ class AgentImpl implements Agent {
       build: () => this.#buildAdvert(),
       isConnected: () => this.#connected,
       log: this.#log,
+      onFailure: () => void repairMesh("the advert could not be written").catch(() => {}),
     });
     this.#statusLoop = this.#watchConnection(nc);
     await this.#advert.start();
@@ -320,6 +336,7 @@ class AgentImpl implements Agent {
       version: RUNG_VERSION,
       startedAt: this.#startedAt,
       updatedAt: now,
+      refusals: [...(this.#loop?.refusals ?? [])],
     };
   }
 
@@ -445,10 +462,25 @@ class AgentImpl implements Agent {
   }
 }
 
+/** `--workdir` must exist: every order's workdir is resolved under it, and none could run otherwise. */
+function checkWorkdir(dir: string): void {
+  let isDir = false;
+  try {
+    isDir = statSync(dir).isDirectory();
+  } catch {
+    // said below
+  }
+  if (!isDir)
+    throw new AgentOptionsError(
+      "--workdir",
+      `${dir} does not exist or is not a directory — create it (with the studies' code in it) or pass the directory their workdirs are relative to`,
+    );
+}
+
 /**
  * Starts an agent: finds the GPUs, connects, creates what is missing in JetStream, advertises and
  * begins claiming. Resolves once it is running; rejects (with nothing left running) when it cannot
- * start — no GPU and no CPU slots, NATS unreachable, JetStream off.
+ * start — a --workdir that does not exist, no GPU and no CPU slots, NATS unreachable, JetStream off.
  */
 export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
   const agent = new AgentImpl(compileAgentOptions(options));

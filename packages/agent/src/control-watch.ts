@@ -15,6 +15,8 @@ export interface ControlWatchOptions {
   log: Logger;
   bad: BadMessageCounter;
   onStop(control: Control): void;
+  /** Called when the watch failed or cannot be started again (the bucket may be gone); may reject. */
+  onBroken?(): Promise<void>;
 }
 
 export class ControlWatch {
@@ -38,13 +40,24 @@ export class ControlWatch {
       } catch (err) {
         if (!this.#closed) this.#o.log.warn({ err: (err as Error).message }, "control watch failed");
       }
-      if (!this.#closed) {
-        // The watch ended without being asked to: start another, so stops keep arriving.
-        await new Promise((r) => setTimeout(r, 1000));
-        if (!this.#closed)
-          await this.start().catch((err) => this.#o.log.warn({ err: err.message }, "cannot restart the control watch"));
-      }
+      if (!this.#closed) await this.#restart();
     })();
+  }
+
+  /** The watch ended without being asked to: start another, so stops keep arriving — until it works. */
+  async #restart(): Promise<void> {
+    for (let i = 1; !this.#closed; i++) {
+      await new Promise((r) => setTimeout(r, Math.min(10_000, 1000 * i)));
+      if (this.#closed) return;
+      try {
+        if (i > 1) await this.#o.onBroken?.();
+        await this.start();
+        if (i > 1) this.#o.log.info("control watch restarted");
+        return;
+      } catch (err) {
+        if (i === 1) this.#o.log.warn({ err: (err as Error).message }, "cannot restart the control watch; retrying");
+      }
+    }
   }
 
   #decode(e: KvEntry): Control | null {

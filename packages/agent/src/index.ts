@@ -13,4 +13,4 @@ export {
   UnknownGpuError,
 } from "./errors.js";
 export type { AgentOptions, CompiledAgentOptions } from "./options.js";
-export { DrainMode } from "./options.js";
+export { DrainMode, LogFormat } from "./options.js";

@@ -12,7 +12,10 @@ export type {
   ClaimLoopCounters,
   ClaimLoopOptions,
   MeshNonceResult,
+  MessageId,
+  MessageRef,
   Pool,
+  RefusalEntry,
   Rejection,
   ReplayLedgerOptions,
 } from "./claiming/index.js";
@@ -25,12 +28,20 @@ export {
   attemptNumber,
   ClaimLoop,
   checkOrder,
+  describeMessage,
+  MAX_REFUSAL_DELAY_MS,
+  MAX_REFUSAL_PAUSE_MS,
+  messageIdOf,
   nonceKey,
   OrderEnding,
   pickPool,
   poolsFor,
   poolsThatFit,
+  REFUSAL_DELAY_MS,
+  Refusals,
   ReplayLedger,
+  refusalDelayMs,
+  refusalPauseMs,
   SECURITY_REASONS,
   SharedNonces,
   stopRequestFrom,
@@ -55,4 +66,4 @@ export { MIN_SECRET_LENGTH, SECRET_MASK, SecretMasker, secretValues } from "./se
 export type { Transitions } from "./state-machine.js";
 export { StateMachine } from "./state-machine.js";
 export type { StopRequest, TrialResult } from "./trial-runner.js";
-export { PYTHON_HELPER_DIR, resolveExecutable } from "./trial-runner.js";
+export { PYTHON_HELPER_DIR, resolveExecutable, whyCannotRun } from "./trial-runner.js";

@@ -4,6 +4,7 @@ import {
   DurationError,
   isValidPublicKey,
   type Logger,
+  type LoggerOptions,
   MAX_TOKEN_LENGTH,
   type NatsOptions,
   parseDuration,
@@ -11,6 +12,13 @@ import {
   validToken,
 } from "@rung/protocol";
 import { AgentOptionsError } from "./errors.js";
+
+/** How the agent's own logger writes (`--log-format`): see {@link AgentOptions.logFormat}. */
+export const LogFormat = { auto: "auto", json: "json", pretty: "pretty" } as const satisfies Record<
+  string,
+  NonNullable<LoggerOptions["format"]>
+>;
+export type LogFormat = (typeof LogFormat)[keyof typeof LogFormat];
 
 /** What a shutdown does with running trials. */
 export const DrainMode = {
@@ -33,15 +41,19 @@ export interface AgentOptions {
   gpus?: string | readonly number[];
   /** The nvidia-smi executable. Default `RUNG_NVIDIA_SMI`, else `nvidia-smi` on PATH. */
   nvidiaSmi?: string;
-  /** Simulate this many GPUs instead of looking for real ones (`rung demo`, tests). Default 0. */
-  fakeGpus?: number;
-  /** CPU-only trial slots (pools `cpu1…cpuN`). Default 0: only GPU trials. */
-  cpuSlots?: number;
+  /** Simulate this many GPUs instead of looking for real ones (`rung demo`, tests); `"2"` as typed. Default 0. */
+  fakeGpus?: number | string;
+  /** CPU-only trial slots (pools `cpu1…cpuN`); `"2"` as typed. Default 0: only GPU trials. */
+  cpuSlots?: number | string;
   /** Labels for the advert, as a map or as `k=v` strings. Default none. */
   labels?: Readonly<Record<string, string>> | readonly string[];
-  /** Price of one GPU-hour on this box, for cost reports. Default unknown (null). */
-  pricePerGpuHour?: number | null;
-  /** Root under which each order's `workdir` is resolved; nothing outside it runs. Default the cwd. */
+  /** Price of one GPU-hour on this box, for cost reports; `"2.5"` as typed. Default unknown (null). */
+  pricePerGpuHour?: number | string | null;
+  /**
+   * Root under which each order's `workdir` is resolved; nothing outside it runs. Must exist: the agent
+   * refuses to start otherwise. An order whose workdir or program is missing under it is refused
+   * (`cannot-run`) and handed back for another agent. Default the cwd.
+   */
   workdir?: string;
   /** Where logs and checkpoints live. Default `~/.rung/agent/<name>`. */
   stateDir?: string;
@@ -85,8 +97,15 @@ export interface AgentOptions {
   maxDeliver?: number;
   /** Stream and bucket sizing passed to `ensureResources`. Default protocol's defaults. */
   resources?: ResourceOptions;
-  /** Where the agent logs. Default a pino logger on stderr with `{ agent }`. */
+  /** `--replicas` as typed (`"3"`): overrides `resources.replicas`. Default: `resources.replicas`. */
+  replicas?: number | string;
+  /** Where the agent logs. Default a pino logger on stderr with `{ agent }` in `logFormat`. */
   logger?: Logger;
+  /**
+   * How the default logger writes: `pretty` (one readable line per event), `json` (pino's JSON lines),
+   * or `auto` — pretty when stderr is a terminal, JSON when it is piped or a file. Default `auto`.
+   */
+  logFormat?: LogFormat | string;
 }
 
 export interface CompiledAgentOptions {
@@ -119,6 +138,7 @@ export interface CompiledAgentOptions {
   readonly maxDeliver: number;
   readonly resources: ResourceOptions;
   readonly logger: Logger | undefined;
+  readonly logFormat: LogFormat;
 }
 
 /** The hostname as a valid agent name: anything outside `[A-Za-z0-9_-]` becomes `-`. */
@@ -142,11 +162,17 @@ function duration(flag: string, value: string | number, minMs = 0): number {
   return ms;
 }
 
-function count(flag: string, value: number | undefined, max = 1024): number {
+/** The value as the user typed it, for error messages: `"two"`, `NaN`, `-1`. */
+function typed(value: unknown): string {
+  return typeof value === "string" ? JSON.stringify(value) : String(value);
+}
+
+function count(flag: string, value: number | string | undefined, max = 1024, min = 0): number {
   if (value === undefined) return 0;
-  if (!Number.isInteger(value) || value < 0 || value > max)
-    throw new AgentOptionsError(flag, `must be a whole number from 0 to ${max}, got ${JSON.stringify(value)}`);
-  return value;
+  const n = typeof value === "string" ? (/^\s*\d+\s*$/.test(value) ? Number(value) : Number.NaN) : value;
+  if (!Number.isInteger(n) || n < min || n > max)
+    throw new AgentOptionsError(flag, `must be a whole number from ${min} to ${max}, got ${typed(value)}`);
+  return n;
 }
 
 function parseGpuList(value: string | readonly number[]): number[] {
@@ -192,9 +218,10 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
   const drain = o.drain ?? DrainMode.finish;
   if (!Object.values(DrainMode).includes(drain))
     throw new AgentOptionsError("--drain", `must be "finish" or "requeue", got ${JSON.stringify(drain)}`);
-  const price = o.pricePerGpuHour ?? null;
+  const priceTyped = o.pricePerGpuHour ?? null;
+  const price = typeof priceTyped === "string" ? (priceTyped.trim() === "" ? Number.NaN : Number(priceTyped)) : priceTyped;
   if (price !== null && !(Number.isFinite(price) && price >= 0))
-    throw new AgentOptionsError("--price-per-gpu-hour", `must be a non-negative number, got ${JSON.stringify(price)}`);
+    throw new AgentOptionsError("--price-per-gpu-hour", `must be a non-negative number, got ${typed(priceTyped)}`);
   const workdir = resolve(o.workdir ?? process.cwd());
   const stateDir = o.stateDir ? resolve(o.stateDir) : join(homedir(), ".rung", "agent", name);
   const idleExit = o.idleExit ?? null;
@@ -204,9 +231,11 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
   for (const p of o.allowCommand ?? [])
     if (!p.trim()) throw new AgentOptionsError("--allow-command", "an allowed command prefix may not be empty");
   const onIdle = o.onIdle?.trim() ? o.onIdle : null;
-  const replicas = o.resources?.replicas;
-  if (replicas !== undefined && !(Number.isInteger(replicas) && replicas >= 1 && replicas <= 5))
-    throw new AgentOptionsError("--replicas", `must be a whole number from 1 to 5, got ${JSON.stringify(replicas)}`);
+  const replicasTyped = o.replicas ?? o.resources?.replicas;
+  const replicas = replicasTyped === undefined ? undefined : count("--replicas", replicasTyped, 5, 1);
+  const logFormat = o.logFormat ?? LogFormat.auto;
+  if (!(Object.values(LogFormat) as string[]).includes(logFormat))
+    throw new AgentOptionsError("--log-format", `must be auto, json or pretty, got ${typed(logFormat)}`);
   return {
     nats: { ...o.nats, name: o.nats?.name ?? `rung-agent ${name}` },
     prefix,
@@ -232,8 +261,9 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
     hostIntervalMs: duration("hostInterval", o.hostInterval ?? "5s", 100),
     pullExpiresMs: 1000,
     maxDeliver,
-    resources: { ...o.resources },
+    resources: { ...o.resources, ...(replicas === undefined ? {} : { replicas }) },
     logger: o.logger,
+    logFormat: logFormat as LogFormat,
     // Last, so that a mistake in any other flag is reported first.
     ...compileTrust(o),
   };

@@ -3,11 +3,14 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { encode, type GpuInfo, type GpuSample, type Logger, SCHEMA_VERSION, type Subjects, type Telemetry } from "@rung/protocol";
 import { fakeReading } from "./fake-gpus.js";
 import type { GpuReading, NvidiaSmiSampler } from "./nvidia-smi.js";
+import { TrialCpuMeter } from "./process-cpu.js";
 import type { Slots } from "./slots.js";
 
 /**
  * One GPU message per interval (all GPUs of the agent in one msgpack message, each tagged with the
- * study and trial on it) and a host message every few intervals, on `rung.telemetry.<agent>`.
+ * study and trial on it) and a host message every few intervals, on `rung.telemetry.<agent>`. The
+ * host message carries the whole host's CPU and, measured over the same interval, each running
+ * trial's own (`process-cpu.ts`): the diagnosis judges a trial by its own CPU, not its neighbours'.
  *
  * The numbers come from the long-lived nvidia-smi child's latest line per GPU (or the fake GPUs), so
  * a sample costs a timer, a map lookup and one publish: nothing is spawned or polled per sample.
@@ -44,6 +47,7 @@ export class TelemetryPublisher {
   #gpuTimer: NodeJS.Timeout | undefined;
   #hostTimer: NodeJS.Timeout | undefined;
   #lastCpu = cpuTimes();
+  readonly #trialCpu = new TrialCpuMeter();
   #published = 0;
 
   constructor(options: TelemetryOptions) {
@@ -90,6 +94,9 @@ export class TelemetryPublisher {
     const busy = now.busy - this.#lastCpu.busy;
     const total = now.total - this.#lastCpu.total;
     this.#lastCpu = now;
+    // Read on every tick, connected or not, so that each sample covers exactly one interval; /proc is
+    // read only while a trial holds a slot.
+    const trials = this.#o.slots.busy ? this.#trialCpu.sample() : this.#trialCpu.idle();
     if (!this.#o.isConnected()) return;
     const memoryTotalBytes = totalmem();
     const msg: Telemetry = {
@@ -101,6 +108,7 @@ export class TelemetryPublisher {
       cpuCores: now.cores,
       memoryUsedBytes: Math.max(0, memoryTotalBytes - freemem()),
       memoryTotalBytes,
+      trials,
     };
     this.#publish(msg);
   }

@@ -116,6 +116,26 @@ export function resolveExecutable(program: string, workdir: string, pathVar: str
   return undefined;
 }
 
+/**
+ * Why an order's program cannot run here, or null when it can: its working directory (absolute) must
+ * exist and its program must resolve as execvp would resolve it — absolute, relative to the working
+ * directory, or on `pathVar` (the trial's PATH). The claim loop asks before it claims an order, so a
+ * box that lacks either refuses the order (another agent may have them) instead of failing the trial.
+ */
+export function whyCannotRun(workdir: string, program: string, pathVar: string | undefined): string | null {
+  let isDir = false;
+  try {
+    isDir = statSync(workdir).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!isDir) return `working directory ${workdir} does not exist on this agent`;
+  if (resolveExecutable(program, workdir, pathVar)) return null;
+  return program.includes("/")
+    ? `program ${JSON.stringify(program)} not found or not executable on this agent`
+    : `program ${JSON.stringify(program)} not found or not executable on this agent's PATH (${pathVar ?? ""})`;
+}
+
 function killGroup(pid: number, signal: NodeJS.Signals): void {
   try {
     process.kill(-pid, signal);
@@ -246,16 +266,11 @@ export class TrialRun {
   #prepare(env: Record<string, string>): string {
     const o = this.#o;
     const fail = (detail: string) => new TrialStartError(o.order.study, o.order.trial, detail);
-    let isDir = false;
-    try {
-      isDir = statSync(o.workdir).isDirectory();
-    } catch {
-      // reported below
-    }
-    if (!isDir) throw fail(`working directory ${o.workdir} does not exist`);
+    // Checked when the order arrived (whyCannotRun); checked again in case the box changed since.
     const argv0 = o.order.argv[0] as string;
-    const program = resolveExecutable(argv0, o.workdir, env.PATH);
-    if (!program) throw fail(`program ${JSON.stringify(argv0)} not found or not executable (PATH=${env.PATH ?? ""})`);
+    const why = whyCannotRun(o.workdir, argv0, env.PATH);
+    if (why) throw fail(why);
+    const program = resolveExecutable(argv0, o.workdir, env.PATH) as string;
     try {
       mkdirSync(o.checkpointDir, { recursive: true });
     } catch (err) {

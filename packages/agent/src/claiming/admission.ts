@@ -1,13 +1,15 @@
 import { isAbsolute, relative, resolve } from "node:path";
-import { NONCE_WINDOW_MS, type RejectReason, verifyOrder, type WorkOrder } from "@rung/protocol";
+import { isAgentSpecificRejection, NONCE_WINDOW_MS, type RejectReason, verifyOrder, type WorkOrder } from "@rung/protocol";
 import type { CompiledAgentOptions } from "../options.js";
 import type { Pool } from "./pools.js";
 
 /**
  * ORDER ADMISSION: can this decoded order run on this agent? A pure function of the order, the pool
  * it arrived on, the agent's options, the clock and what the caller looked up (this agent's replay
- * ledger, the attempts running here); no NATS, no disk. The claim loop does the looking up and acts on
- * the answer: run it, or `term` it with a `rejected` event.
+ * ledger, the attempts running here, what this machine has through `probe`); no NATS, no disk. The
+ * claim loop does the looking up and acts on the answer: run it; refuse it for a reason of this agent's
+ * own (protocol's `isAgentSpecificRejection`: unsigned, untrusted-signer, cannot-run), which hands it
+ * back for another agent; or reject it for good (`term`) — either way with a `rejected` event.
  *
  * The checks, in this order (the first that fails is the reason):
  *   1. signature against `--trust` (unsigned, untrusted-signer, bad-signature), expiry, and replay
@@ -16,7 +18,8 @@ import type { Pool } from "./pools.js";
  *      `--insecure`, expiry only;
  *   2. the pool: the order's own pool and gang size must be the ones it arrived on (`malformed`);
  *   3. `--allow-command`: argv, joined by spaces, starts with an allowed prefix, whole arguments;
- *   4. the workdir lies inside the agent's `--workdir` (`cannot-run`);
+ *   4. the workdir lies inside the agent's `--workdir`, exists, and holds or finds the order's program
+ *      (absolute, relative to the workdir, or on PATH) — asked of `probe` (`cannot-run`);
  *   5. the same attempt of the trial is not running here already (`replayed`).
  *
  * The mesh-wide replay check (the nonces bucket) needs NATS and comes later, once the slots are held:
@@ -57,11 +60,18 @@ export interface AdmissionInput {
   replayed: string | null;
   /** Whether an attempt with this key (see {@link attemptKey}) is running on this agent. */
   isRunning(key: string): boolean;
+  /**
+   * Whether this machine can run `program` in `workdir` (absolute, inside `--workdir`), the order's own
+   * PATH given when it sets one: null when it can, else why not (`whyCannotRun` in trial-runner.ts).
+   */
+  probe(workdir: string, program: string, path: string | undefined): string | null;
 }
 
 /**
  * The verdict. Either way it carries the attempt number: the one to run, or the one the `rejected`
- * event names (the order's own, except for an attempt already running here).
+ * event names — the order's own for a final rejection; for a refusal of this agent's own, the delivery's
+ * (as if it ran), so that each agent refusing one order names another attempt (and its event another
+ * message id); an attempt already running here names itself.
  */
 export type Admission = { admit: true; attempt: number } | ({ admit: false; attempt: number } & Rejection);
 
@@ -82,8 +92,8 @@ export function attemptKey(study: string, trial: string, attempt: number): strin
 export function admitOrder(input: AdmissionInput): Admission {
   const { order } = input;
   const problem = checkOrder(input);
-  if (problem) return { admit: false, ...problem, attempt: order.attempt };
   const attempt = attemptNumber(order, input.deliveryCount);
+  if (problem) return { admit: false, ...problem, attempt: isAgentSpecificRejection(problem.reason) ? attempt : order.attempt };
   if (input.isRunning(attemptKey(order.study, order.trial, attempt)))
     return {
       admit: false,
@@ -129,6 +139,12 @@ export function checkOrder(input: Omit<AdmissionInput, "deliveryCount" | "isRunn
     return {
       reason: "cannot-run",
       detail: `workdir ${JSON.stringify(order.workdir)} lies outside the agent's --workdir ${o.workdir}`,
+    };
+  const missing = input.probe(workdir, order.argv[0] as string, order.env.PATH);
+  if (missing)
+    return {
+      reason: "cannot-run",
+      detail: `${missing} (workdir ${JSON.stringify(order.workdir)} under --workdir ${o.workdir})`,
     };
   return null;
 }

@@ -6,23 +6,28 @@ import {
   type Control,
   decode,
   ensureWorkConsumer,
+  isAgentSpecificRejection,
+  isConsumerNotFound,
   type Logger,
   type MeshNames,
   OrderIdentitySchema,
   type RejectReason,
   TrialEvents,
+  type WorkOrder,
   WorkOrderSchema,
 } from "@rung/protocol";
 import type { ControlWatch } from "../control-watch.js";
 import { publishEvent } from "../events.js";
 import type { CompiledAgentOptions } from "../options.js";
 import type { SlotHolder, Slots } from "../slots.js";
-import { admitOrder, SECURITY_REASONS } from "./admission.js";
+import { whyCannotRun } from "../trial-runner.js";
+import { admitOrder, type Rejection, SECURITY_REASONS } from "./admission.js";
 import { Attempt, type AttemptContext } from "./attempt.js";
 import { type ClaimLoopCounters, newClaimLoopCounters } from "./counters.js";
 import { type Pool, pickPool, poolsFor, poolsThatFit } from "./pools.js";
-import type { ReplayLedger, SharedNonces } from "./replay-ledger.js";
-import { sleep } from "./timers.js";
+import { type RefusalEntry, Refusals, refusalDelayMs, refusalPauseMs } from "./refusals.js";
+import { type MessageId, messageIdOf, type ReplayLedger, type SharedNonces } from "./replay-ledger.js";
+import { sleep, withTimeout } from "./timers.js";
 import { safely } from "./work-message.js";
 
 /**
@@ -37,19 +42,27 @@ import { safely } from "./work-message.js";
  *            that holds orders, the largest gang first (else the next in turn); ask for ONE message,
  *            waiting at most a second; none → pick again; no pool fits → waiting.
  *   received: decode, admit and take the k slots synchronously — nothing else can run between the
- *            pull and the taking, so an order is only ever held with its slots. An order that can
- *            never run here is terminated (`term`) with a `rejected` event, so it is not redelivered
- *            for ever; an order that arrives once claiming has stopped is handed back (`nak`, no delay).
+ *            pull and the taking, so an order is only ever held with its slots. An order that no agent
+ *            could run (malformed, bad signature, expired, replayed, command not allowed) is terminated
+ *            (`term`) with a `rejected` event, so it is not redelivered for ever. An order that THIS
+ *            agent cannot run but another may (not signed by a key it trusts, a workdir or program it
+ *            lacks) is refused: handed back after a delay (`nak`), said once in an event, the log and
+ *            the advert — see refusals.ts. An order that arrives once claiming has stopped is handed
+ *            back (`nak`, no delay).
+ *   broken:  a pull (or the look at the queues before it) failed: before pulling again, the work
+ *            stream and every pool's consumer are created again where missing (mesh-repair.ts), each
+ *            named in one line; what cannot be re-created is said in one sentence, then retried.
  *   claimed: the order is now an Attempt (attempt.ts, whose header is the state machine of a claimed
  *            order); the mesh-wide replay check runs, then the attempt runs on its own, and the loop
  *            pulls again as soon as slots are free.
  *
  * Admission (admission.ts, a pure function) decides whether an order can run here: signature against
  * `--trust` (unsigned, untrusted-signer, bad-signature), expiry, replay (this agent's ledger, then —
- * once the slots are taken and before anything starts — the mesh's nonces bucket), the pool,
- * `--allow-command`, the workdir. A refusal on security grounds is logged at warn with `security` and
- * the claimed signer, and goes out as a `rejected` event that names both; the process never starts.
- * With `--insecure` only expiry and the local checks apply.
+ * once the slots are taken and before anything starts — the mesh's nonces bucket; a message is known by
+ * its stream sequence and stored time, see replay-ledger.ts), the pool, `--allow-command`, the workdir
+ * and the program (which must exist here: `whyCannotRun`). A refusal on security grounds is logged at
+ * warn with `security` and the claimed signer, and goes out as a `rejected` event that names both; the
+ * process never starts. With `--insecure` only expiry and the local checks apply.
  *
  * Besides pulling, the loop only dispatches: stop decisions, drain with requeue and forced shutdown go
  * to every attempt it holds; an attempt that has ended gives its slots back here.
@@ -75,6 +88,10 @@ export interface ClaimLoopOptions {
   isClosed(): boolean;
   /** Replay protection for signed orders; null with `--insecure`. */
   replay: { ledger: ReplayLedger; nonces: SharedNonces } | null;
+  /** Creates again the streams and buckets that are missing (mesh-repair.ts); rejects when it cannot. */
+  repairMesh(why: string): Promise<void>;
+  /** Called after a first refusal of an order (the advert lists it). */
+  onRefusal(): void;
 }
 
 export class ClaimLoop {
@@ -87,9 +104,14 @@ export class ClaimLoop {
   /** Rejections and other one-off publishes still in flight, so close() can wait for them. */
   readonly #sideTasks = new Set<Promise<unknown>>();
   readonly #stopClaiming = new AbortController();
+  readonly #refusals = new Refusals();
+  /** Pools this agent leaves alone until then (ms): it keeps getting an order it refused. */
+  readonly #pausedUntil = new Map<string, number>();
   #loop: Promise<void> = Promise.resolve();
   #socketSeq = 0;
   #pullErrors = 0;
+  /** A pull failed: check (and create again) the work stream and the consumers before the next. */
+  #broken = false;
 
   constructor(options: ClaimLoopOptions) {
     this.#o = options;
@@ -123,16 +145,42 @@ export class ClaimLoop {
     return !this.#stopClaiming.signal.aborted;
   }
 
+  /** The last few orders refused here for a reason of this agent's own, for the advert. */
+  get refusals(): readonly RefusalEntry[] {
+    return this.#refusals.recent;
+  }
+
   /** Creates (or finds) each pool's shared consumer; the agent's lease is the consumer's ack wait. */
   async prepare(): Promise<void> {
+    for (const p of this.#pools) await this.#ensureConsumer(p, false);
+  }
+
+  async #ensureConsumer(p: Pool, check: boolean): Promise<void> {
     const { jsm, names, options, js } = this.#o;
-    for (const p of this.#pools) {
-      const durable = await ensureWorkConsumer(jsm, names, p.name, {
-        ackWaitMs: options.leaseMs,
-        maxDeliver: options.maxDeliver,
-      });
-      this.#consumers.set(p.name, await js.consumers.get(names.streams.work, durable));
+    const durable = names.workConsumer(p.name);
+    if (check) {
+      try {
+        await jsm.consumers.info(names.streams.work, durable);
+      } catch (err) {
+        if (!isConsumerNotFound(err)) throw err;
+        this.#o.log.warn(
+          { pool: p.name, consumer: durable },
+          `the work consumer ${durable} of pool ${p.name} is missing; creating it again`,
+        );
+      }
     }
+    await ensureWorkConsumer(jsm, names, p.name, { ackWaitMs: options.leaseMs, maxDeliver: options.maxDeliver });
+    this.#consumers.set(p.name, await js.consumers.get(names.streams.work, durable));
+  }
+
+  /**
+   * After a failed pull: the work stream (and any other stream or bucket) and every pool's consumer,
+   * created again where missing. Throws when they cannot be (mesh-repair.ts has said why).
+   */
+  async #repair(): Promise<void> {
+    await this.#o.repairMesh("pulling work failed");
+    for (const p of this.#pools) await this.#ensureConsumer(p, true);
+    this.#broken = false;
   }
 
   start(): void {
@@ -154,17 +202,31 @@ export class ClaimLoop {
         await this.#o.slots.freed(signal);
         continue;
       }
-      let pool = fits[turn++ % fits.length] as Pool;
+      const now = Date.now();
+      const open = fits.filter((p) => (this.#pausedUntil.get(p.name) ?? 0) <= now);
+      if (open.length === 0) {
+        const until = Math.min(...fits.map((p) => this.#pausedUntil.get(p.name) ?? now));
+        await sleep(Math.max(50, Math.min(1000, until - now)), signal);
+        continue;
+      }
+      let pool = open[turn++ % open.length] as Pool;
       let msg: JsMsg | null = null;
       try {
-        pool = await this.#choose(fits, pool);
+        if (this.#broken) await this.#repair();
+        pool = await this.#choose(open, pool);
         msg = await this.#pull(pool);
         if (this.#pullErrors > 0) this.#o.log.info({ pool: pool.name }, "pulling work again");
         this.#pullErrors = 0;
       } catch (err) {
         this.#pullErrors += 1;
+        // Whatever failed — a consumer or the stream deleted, the server away — the next round checks
+        // the stream and the consumers first and creates again what is missing.
+        this.#broken = true;
         if (this.#pullErrors === 1)
-          this.#o.log.warn({ err: (err as Error).message, pool: pool.name }, "cannot pull work; retrying");
+          this.#o.log.warn(
+            { err: (err as Error).message, pool: pool.name },
+            "cannot pull work; checking the work stream and its consumers, then retrying",
+          );
         await sleep(Math.min(5000, 500 * this.#pullErrors), signal);
         continue;
       }
@@ -196,18 +258,12 @@ export class ClaimLoop {
   }
 
   async #pull(pool: Pool): Promise<JsMsg | null> {
-    let consumer = this.#consumers.get(pool.name);
-    if (!consumer || this.#pullErrors > 2) {
-      // The consumer may have been deleted (or never made it): create it again.
-      const { jsm, names, options, js } = this.#o;
-      const durable = await ensureWorkConsumer(jsm, names, pool.name, {
-        ackWaitMs: options.leaseMs,
-        maxDeliver: options.maxDeliver,
-      });
-      consumer = await js.consumers.get(names.streams.work, durable);
-      this.#consumers.set(pool.name, consumer);
-    }
-    return consumer.next({ expires: this.#o.options.pullExpiresMs });
+    if (!this.#consumers.has(pool.name)) await this.#ensureConsumer(pool, true);
+    const consumer = this.#consumers.get(pool.name) as Consumer;
+    // A pull that never settles (its expiry lost with a reply under load) would stop this agent taking
+    // work for good while it sits idle: give up on it after its expiry plus a margin, as a failed pull.
+    const expires = this.#o.options.pullExpiresMs;
+    return withTimeout(consumer.next({ expires }), expires + 5000);
   }
 
   /** Synchronous from pull to slots taken: see the comment at the top. */
@@ -226,24 +282,35 @@ export class ClaimLoop {
       this.counters.ordersReturned += 1;
       return;
     }
-    const seq = msg.info.streamSequence;
+    const id = messageIdOf(msg);
     const verdict = admitOrder({
       order,
       pool,
       deliveryCount: msg.info.deliveryCount,
       policy: this.#o.options,
       now: Date.now(),
-      replayed: this.#o.replay?.ledger.check(order.nonce, seq) ?? null,
+      replayed: this.#o.replay?.ledger.check(order.nonce, id) ?? null,
       isRunning: (key) => this.#attempts.has(key),
+      // The trial's PATH is the order's own when it sets one, else this agent's (trialEnv).
+      probe: (workdir, program, path) => whyCannotRun(workdir, program, path ?? process.env.PATH),
     });
     if (!verdict.admit) {
-      this.#reject(() => safely(() => msg.term()), order, verdict.reason, verdict.detail, order.signer ?? null, verdict.attempt);
+      if (isAgentSpecificRejection(verdict.reason)) this.#refuse(msg, pool, order, verdict);
+      else
+        this.#reject(
+          () => safely(() => msg.term()),
+          order,
+          verdict.reason,
+          verdict.detail,
+          order.signer ?? null,
+          verdict.attempt,
+        );
       return;
     }
     const attempt = verdict.attempt;
     // On disk before anything starts, so a restarted agent still knows this nonce. Before the slots
     // too: if the write fails, nothing is held (a redelivery of this same message is no replay).
-    this.#o.replay?.ledger.record(order.nonce, seq, order.expiresAt);
+    this.#o.replay?.ledger.record(order.nonce, id, order.expiresAt);
     const holder: SlotHolder = { study: order.study, trial: order.trial, attempt, busyShare: null };
     const ids = this.#o.slots.take(pool.kind, pool.k, holder);
     if (!ids) {
@@ -256,7 +323,55 @@ export class ClaimLoop {
     const entry = { attempt: a, done: Promise.resolve() };
     this.#attempts.set(a.key, entry);
     this.#o.onActivity();
-    entry.done = this.#admitInMesh(a, seq).then((admitted) => (admitted ? this.#runAttempt(a) : undefined));
+    entry.done = this.#admitInMesh(a, id).then((admitted) => (admitted ? this.#runAttempt(a) : undefined));
+  }
+
+  /**
+   * An order this agent cannot run for a reason of its own (see refusals.ts): back to the queue after
+   * a delay for another agent, said once; dropped silently once its trial has a stop key; terminated
+   * with an event on its last delivery. No slots are held meanwhile.
+   */
+  #refuse(msg: JsMsg, pool: Pool, order: WorkOrder, r: Rejection & { attempt: number }): void {
+    const before = this.#refusals.count(order.nonce);
+    const deliveries = msg.info.deliveryCount;
+    const last = deliveries >= this.#o.options.maxDeliver;
+    const security = SECURITY_REASONS.has(r.reason);
+    const fields = { study: order.study, trial: order.trial, attempt: r.attempt, reason: r.reason, detail: r.detail };
+    this.#track(
+      (async () => {
+        // The coordinator writes a stop key once no agent can run the order (or the trial was stopped).
+        const stop = await this.#o.control.read(order.study, order.trial);
+        if (stop && stop.study === order.study && stop.trial === order.trial) {
+          safely(() => msg.term());
+          this.#o.log.info({ ...fields, by: stop.by }, "dropped an order it cannot run: its trial has a stop key");
+          return;
+        }
+        if (last) {
+          // A nak now would leave the order in the queue for ever, never delivered: end it and say so.
+          const detail = `${r.detail}; this was its last delivery (${deliveries} of at most ${this.#o.options.maxDeliver}), so it is not handed back`;
+          this.#reject(() => safely(() => msg.term()), order, r.reason, detail, order.signer ?? null, r.attempt, false);
+          return;
+        }
+        const delayMs = refusalDelayMs(before);
+        safely(() => msg.nak(delayMs));
+        this.counters.ordersReturned += 1;
+        if (before > 0) {
+          // It keeps coming back here: leave the pool alone for longer than the order is away, so an
+          // agent that can run it gets the next delivery (and this one spends few of its deliveries).
+          this.#pausedUntil.set(pool.name, Date.now() + refusalPauseMs(before));
+          this.#o.log.debug({ ...fields, times: before + 1, delayMs }, "refused an order again; handed it back");
+          return;
+        }
+        this.counters.ordersRejected += 1;
+        this.#o.log.warn(
+          { ...fields, delayMs, ...(security ? { security: true, sender: order.signer ?? null } : {}) },
+          `cannot run this order here (${r.reason}: ${r.detail}); handed it back for another agent`,
+        );
+        this.#refusals.note({ study: order.study, trial: order.trial, reason: r.reason, detail: r.detail, ts: Date.now() });
+        this.#o.onRefusal();
+        this.#publishRejected(order, r.reason, r.detail, order.signer ?? null, r.attempt, true);
+      })(),
+    );
   }
 
   /**
@@ -264,10 +379,10 @@ export class ClaimLoop {
    * held meanwhile, nothing has started. A copy of an order another agent accepted is rejected; when
    * the bucket cannot be reached the order is handed back rather than run unchecked.
    */
-  async #admitInMesh(a: Attempt, seq: number): Promise<boolean> {
+  async #admitInMesh(a: Attempt, id: MessageId): Promise<boolean> {
     const replay = this.#o.replay;
     if (!replay) return true;
-    const mesh = await replay.nonces.claimRetrying(a.order, seq, this.#o.isClosed);
+    const mesh = await replay.nonces.claimRetrying(a.order, id, this.#o.isClosed);
     if (mesh.kind === "first") return true;
     if (mesh.kind === "unreachable") {
       a.log.error(
@@ -276,6 +391,8 @@ export class ClaimLoop {
       );
       a.nak(5000);
       this.counters.ordersReturned += 1;
+      // The bucket may be gone: create it again (or say why not) before the order comes back.
+      this.#track(this.#o.repairMesh("the nonces bucket did not answer").catch(() => {}));
     } else {
       this.#reject(() => a.term(), a.order, "replayed", mesh.why, a.order.signer ?? null, a.number);
     }
@@ -307,6 +424,7 @@ export class ClaimLoop {
     detail: string,
     sender: string | null = null,
     attempt: number | null = id?.attempt ?? null,
+    handedBack?: boolean,
   ): void {
     this.counters.ordersRejected += 1;
     end();
@@ -315,7 +433,17 @@ export class ClaimLoop {
       { study: id?.study, trial: id?.trial, reason, detail, ...(security ? { security: true, sender } : {}) },
       security ? "refused a work order on security grounds; it was not started" : "rejected a work order",
     );
-    if (!id) return;
+    if (id) this.#publishRejected(id, reason, detail, sender, attempt, handedBack);
+  }
+
+  #publishRejected(
+    id: { study: string; trial: string },
+    reason: RejectReason,
+    detail: string,
+    sender: string | null,
+    attempt: number | null,
+    handedBack?: boolean,
+  ): void {
     const event = TrialEvents.rejected({
       study: id.study,
       trial: id.trial,
@@ -324,6 +452,7 @@ export class ClaimLoop {
       reason,
       detail,
       sender,
+      ...(handedBack === undefined ? {} : { handedBack }),
     });
     this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed));
   }

@@ -11,6 +11,15 @@ export type { ClaimLoopCounters } from "./counters.js";
 export { newClaimLoopCounters } from "./counters.js";
 export type { Pool } from "./pools.js";
 export { pickPool, poolsFor, poolsThatFit } from "./pools.js";
-export type { MeshNonceResult, ReplayLedgerOptions } from "./replay-ledger.js";
-export { nonceKey, ReplayLedger, SharedNonces } from "./replay-ledger.js";
+export type { RefusalEntry } from "./refusals.js";
+export {
+  MAX_REFUSAL_DELAY_MS,
+  MAX_REFUSAL_PAUSE_MS,
+  REFUSAL_DELAY_MS,
+  Refusals,
+  refusalDelayMs,
+  refusalPauseMs,
+} from "./refusals.js";
+export type { MeshNonceResult, MessageId, MessageRef, ReplayLedgerOptions } from "./replay-ledger.js";
+export { describeMessage, messageIdOf, nonceKey, ReplayLedger, SharedNonces } from "./replay-ledger.js";
 export { OrderEnding } from "./work-message.js";

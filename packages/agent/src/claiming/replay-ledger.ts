@@ -9,10 +9,14 @@ import { sleep } from "./timers.js";
  * THE REPLAY RULE
  *
  * Every signed order carries a random nonce. A nonce belongs to the first work-stream message that
- * carried it to an agent, identified by its stream sequence:
+ * carried it to an agent, identified by its stream sequence AND the time the server stored it
+ * ({@link MessageId}). The sequence alone is not enough: a work stream deleted and created again
+ * numbers its messages from 1 again, so a copy of an old order could land on the old order's number.
+ * The stored time is the server's, set when the message entered the stream; a redelivery keeps it,
+ * and no copy published later can have it.
  *
  *   - the SAME message delivered again — JetStream redelivering it after its agent died, lost its
- *     claim or handed it back on drain — has the same stream sequence: not a replay. It runs as
+ *     claim or handed it back on drain — has the same sequence and stored time: not a replay. It runs as
  *     attempt `order.attempt + deliveries - 1`, as before;
  *   - ANOTHER message carrying a nonce already recorded — the signed order published again, by anyone,
  *     with or without a message id — is a replay: `term`, a `rejected` event with reason `replayed`
@@ -28,7 +32,8 @@ import { sleep } from "./timers.js";
  * Both forget a nonce once its order has expired (an expired order is refused anyway): the ledger
  * keeps an entry until the order's `expiresAt`, the bucket for 7 days, and agents refuse orders valid
  * for longer than that. The ledger holds at most `maxEntries` (default 100 000) and drops the entries
- * that expire first when full; the bucket covers what it dropped.
+ * that expire first when full; the bucket covers what it dropped. Records written before the stored
+ * time was kept (ledger lines without `t`, bucket records without `stored`) are matched by sequence.
  *
  * A copy made before the original was claimed is caught the same way: whichever of the two messages
  * is claimed first runs, the other is a replay. When the bucket cannot be reached the order is handed
@@ -40,8 +45,49 @@ import { sleep } from "./timers.js";
  * an order is admission's (`admission.ts`) and the claim loop's.
  */
 
+/**
+ * What identifies one work-stream message for good: its stream sequence and the time the server stored
+ * it (nanoseconds since the epoch as a decimal string: `JsMsg.timestampNanos`), which a redelivery
+ * keeps and a re-created stream cannot give another message.
+ */
+export interface MessageId {
+  seq: number;
+  stored: string;
+}
+
+/** A message as a record names it: its {@link MessageId}, or a sequence alone (records of older agents). */
+export type MessageRef = MessageId | number;
+
+function refOf(m: MessageRef): { seq: number; stored?: string } {
+  return typeof m === "number" ? { seq: m } : m;
+}
+
+/** The identity of a pulled work message. */
+export function messageIdOf(msg: { seq: number; timestampNanos: bigint }): MessageId {
+  return { seq: msg.seq, stored: msg.timestampNanos.toString() };
+}
+
+/** Whether a record names this message; where either side's stored time is unknown, by sequence alone. */
+function sameMessage(recorded: { seq: number; stored?: string | undefined }, id: { seq: number; stored?: string }): boolean {
+  return recorded.seq === id.seq && (recorded.stored === undefined || id.stored === undefined || recorded.stored === id.stored);
+}
+
+/** `message 3 (stored 2026-11-30T11:50:55.123Z)`, for refusal details. */
+export function describeMessage(m: { seq: number; stored?: string | undefined }): string {
+  if (m.stored === undefined) return `work-stream message ${m.seq}`;
+  let when = m.stored;
+  try {
+    when = new Date(Number(BigInt(m.stored) / 1_000_000n)).toISOString();
+  } catch {
+    // not a number: show it as it is
+  }
+  return `work-stream message ${m.seq} (stored ${when})`;
+}
+
 interface Entry {
   seq: number;
+  /** Absent in lines written before the stored time was kept. */
+  stored?: string;
   expiresAt: number;
 }
 
@@ -72,19 +118,23 @@ export class ReplayLedger {
     return this.#entries.size;
   }
 
-  /** Null when the message with this stream sequence may carry this nonce; the reason when it is a replay. */
-  check(nonce: string, seq: number): string | null {
+  /** Null when this message may carry this nonce; the reason when it is a replay. */
+  check(nonce: string, message: MessageRef): string | null {
+    const id = refOf(message);
     const e = this.#entries.get(nonce);
     if (!e || e.expiresAt <= this.#now()) return null;
-    if (e.seq === seq) return null;
-    return `this agent already accepted an order with nonce ${nonce} (work-stream message ${e.seq}); message ${seq} is a copy`;
+    if (sameMessage(e, id)) return null;
+    return `this agent already accepted an order with nonce ${nonce} (${describeMessage(e)}); ${describeMessage(id)} is a copy`;
   }
 
   /** Remembers an accepted order, on disk before its process starts. */
-  record(nonce: string, seq: number, expiresAt: number): void {
-    if (this.#entries.get(nonce)?.seq === seq) return;
-    this.#entries.set(nonce, { seq, expiresAt });
-    appendFileSync(this.file, `${JSON.stringify({ n: nonce, s: seq, e: expiresAt })}\n`);
+  record(nonce: string, message: MessageRef, expiresAt: number): void {
+    const id = refOf(message);
+    const known = this.#entries.get(nonce);
+    if (known && known.seq === id.seq && known.stored === id.stored) return;
+    const entry: Entry = id.stored === undefined ? { seq: id.seq, expiresAt } : { seq: id.seq, stored: id.stored, expiresAt };
+    this.#entries.set(nonce, entry);
+    appendFileSync(this.file, `${JSON.stringify(line(nonce, entry))}\n`);
     this.#lines += 1;
     if (this.#entries.size > this.#max || this.#lines > 2 * this.#max) this.#compact();
   }
@@ -95,9 +145,9 @@ export class ReplayLedger {
     for (const line of readFileSync(this.file, "utf8").split("\n")) {
       if (!line.trim()) continue;
       try {
-        const r = JSON.parse(line) as { n?: unknown; s?: unknown; e?: unknown };
+        const r = JSON.parse(line) as { n?: unknown; s?: unknown; t?: unknown; e?: unknown };
         if (typeof r.n === "string" && typeof r.s === "number" && typeof r.e === "number")
-          this.#entries.set(r.n, { seq: r.s, expiresAt: r.e });
+          this.#entries.set(r.n, { seq: r.s, expiresAt: r.e, ...(typeof r.t === "string" ? { stored: r.t } : {}) });
       } catch {
         // a line cut short by a crash: the entries before it still count
       }
@@ -113,10 +163,15 @@ export class ReplayLedger {
     this.#entries.clear();
     for (const [n, e] of kept) this.#entries.set(n, e);
     const tmp = `${this.file}.tmp`;
-    writeFileSync(tmp, kept.map(([n, e]) => `${JSON.stringify({ n, s: e.seq, e: e.expiresAt })}\n`).join(""));
+    writeFileSync(tmp, kept.map(([n, e]) => `${JSON.stringify(line(n, e))}\n`).join(""));
     renameSync(tmp, this.file);
     this.#lines = kept.length;
   }
+}
+
+/** One ledger line: `{n: nonce, s: sequence, t: stored time, e: expiresAt}`. */
+function line(n: string, e: Entry): { n: string; s: number; t?: string; e: number } {
+  return e.stored === undefined ? { n, s: e.seq, e: e.expiresAt } : { n, s: e.seq, t: e.stored, e: e.expiresAt };
 }
 
 /**
@@ -144,16 +199,17 @@ export class SharedNonces {
   }
 
   /**
-   * Records that message `seq` carries the order's nonce. Null when it is the first record or the same
+   * Records that message `id` carries the order's nonce. Null when it is the first record or the same
    * message again; the reason when another message carried the nonce first. Throws when the bucket
    * cannot be reached (the caller hands the order back rather than run it unchecked).
    */
-  async claim(order: WorkOrder, seq: number): Promise<string | null> {
+  async claim(order: WorkOrder, id: MessageId): Promise<string | null> {
     const key = nonceKey(order.nonce);
     const record: NonceRecord = {
       v: SCHEMA_VERSION,
       type: "nonce",
-      seq,
+      seq: id.seq,
+      stored: id.stored,
       agent: this.#agent,
       study: order.study,
       trial: order.trial,
@@ -170,8 +226,8 @@ export class SharedNonces {
         this.#log.warn({ key }, "unreadable nonce record; treating the order as a replay");
         return `nonce ${order.nonce} is already recorded in the mesh (unreadable record)`;
       }
-      if (r.value.seq === seq) return null;
-      return `an order with nonce ${order.nonce} was already accepted by agent ${r.value.agent} (work-stream message ${r.value.seq}); message ${seq} is a copy`;
+      if (sameMessage(r.value, id)) return null;
+      return `an order with nonce ${order.nonce} was already accepted by agent ${r.value.agent} (${describeMessage(r.value)}); ${describeMessage(id)} is a copy`;
     }
   }
 
@@ -179,12 +235,12 @@ export class SharedNonces {
    * {@link claim}, tried three times with a growing pause while the bucket does not answer (not once
    * the connection is closed for good).
    */
-  async claimRetrying(order: WorkOrder, seq: number, isClosed: () => boolean): Promise<MeshNonceResult> {
+  async claimRetrying(order: WorkOrder, id: MessageId, isClosed: () => boolean): Promise<MeshNonceResult> {
     let why: string | null = null;
     let failure: Error | undefined;
     for (let i = 0; i < 3; i++) {
       try {
-        why = await this.claim(order, seq);
+        why = await this.claim(order, id);
         failure = undefined;
         break;
       } catch (err) {
