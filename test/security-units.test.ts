@@ -233,7 +233,12 @@ describe("the coordinator and rejections", () => {
     state.apply({ ...base, type: "claimed", attempt: 1, agent: "a", gpus: [0] });
     state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "replayed", detail: "copy", sender: "A" });
     expect(state.trial("t1").attempts[0]?.status).toBe("claimed");
+    // A refusal of the agent's own (it lacks the trust, the workdir, the program) is no copy either, but it
+    // does not end the attempt another agent holds: it is recorded as that agent's refusal.
     state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "unsigned", detail: "x", sender: null });
+    expect(state.trial("t1").attempts[0]?.status).toBe("claimed");
+    expect(state.trial("t1").refusals.map((r) => [r.agent, r.reason])).toEqual([["b", "unsigned"]]);
+    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "command-not-allowed", detail: "x", sender: null });
     expect(state.trial("t1").attempts[0]?.status).toBe("rejected");
   });
 });

@@ -96,9 +96,10 @@ export class StudySpecChangedError extends Error {
     readonly study: string,
     readonly storedHash: string,
     readonly givenHash: string,
+    readonly what = "the spec differs from the one the study was started with",
   ) {
     super(
-      `study ${study} already exists with a different spec — give the changed study a new name, or remove the old one with "rung study delete ${study}"`,
+      `study ${study} already exists and ${what} — only search.samples may grow (rung study run SPEC --samples N); give a changed study a new name, or remove the old one with "rung study delete ${study}"`,
     );
   }
 }
@@ -175,5 +176,21 @@ export class RunOptionsError extends Error {
     readonly problem: string,
   ) {
     super(`invalid study run option ${option}: ${problem}`);
+  }
+}
+
+/** `rung study delete` of a study that still runs, without --force. */
+export class StudyRunningError extends Error {
+  override name = "StudyRunningError";
+  constructor(
+    readonly study: string,
+    readonly trialsInFlight: number,
+    readonly coordinator: { readonly host: string; readonly pid: number } | null,
+  ) {
+    const who = coordinator ? `its coordinator runs on ${coordinator.host} (pid ${coordinator.pid})` : "";
+    const what = [trialsInFlight > 0 ? `${trialsInFlight} trial(s) in flight` : "", who].filter(Boolean).join(" and ");
+    super(
+      `study ${study} is still running (${what}) — stop it with "rung study stop ${study}" first, or delete it with --force, which stops its trials before removing it`,
+    );
   }
 }

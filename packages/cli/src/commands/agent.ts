@@ -22,6 +22,7 @@ interface AgentFlags extends NatsFlags {
   trust: string[];
   insecure?: boolean;
   replicas?: string;
+  logFormat: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -34,12 +35,6 @@ function envList(name: string, sep: string): string[] {
     .split(sep)
     .map((s) => s.trim())
     .filter((s) => s !== "");
-}
-
-/** `"4"` → 4; anything else is handed on as NaN for compileAgentOptions to name the flag. */
-function int(value: string | undefined): number | undefined {
-  if (value === undefined) return undefined;
-  return /^\d+$/.test(value.trim()) ? Number(value) : Number.NaN;
 }
 
 export function registerAgent(program: Command): void {
@@ -67,7 +62,7 @@ export function registerAgent(program: Command): void {
     )
     .option(
       "--workdir <dir>",
-      "root under which trial workdirs are resolved (env RUNG_WORKDIR; default: the current directory)",
+      "root under which trial workdirs are resolved; must exist (env RUNG_WORKDIR; default: the current directory)",
       process.env.RUNG_WORKDIR || undefined,
     )
     .option(
@@ -102,6 +97,11 @@ export function registerAgent(program: Command): void {
       process.env.RUNG_INSECURE === "1",
     )
     .option("--replicas <n>", "JetStream replicas for streams and buckets this agent creates (3 on a cluster)")
+    .option(
+      "--log-format <format>",
+      "auto (readable lines on a terminal, JSON when piped), json or pretty (env RUNG_LOG_FORMAT)",
+      process.env.RUNG_LOG_FORMAT || "auto",
+    )
     .action(async (o: AgentFlags) => {
       const agent = await startAgent({
         // The connection is named after the agent once its name is known (the hostname by default).
@@ -110,14 +110,15 @@ export function registerAgent(program: Command): void {
         name: o.name,
         gpus: o.gpus,
         nvidiaSmi: o.nvidiaSmi,
-        fakeGpus: int(o.fakeGpus),
-        cpuSlots: int(o.cpuSlots),
+        // Counts and prices go as typed: compileAgentOptions names a bad value ("--fake-gpus: … got \"two\"").
+        fakeGpus: o.fakeGpus,
+        cpuSlots: o.cpuSlots,
         labels: o.label,
         allowCommand: o.allowCommand,
         trust: o.trust,
         insecure: o.insecure === true,
-        resources: o.replicas === undefined ? undefined : { replicas: int(o.replicas) },
-        pricePerGpuHour: o.pricePerGpuHour === undefined ? null : Number(o.pricePerGpuHour),
+        replicas: o.replicas,
+        pricePerGpuHour: o.pricePerGpuHour ?? null,
         workdir: o.workdir,
         stateDir: o.stateDir,
         lease: o.lease,
@@ -125,6 +126,7 @@ export function registerAgent(program: Command): void {
         drain: o.drain as DrainMode,
         idleExit: o.idleExit ?? null,
         onIdle: o.onIdle ?? null,
+        logFormat: o.logFormat,
       });
       const shutdown = onShutdown(
         () => void agent.close(),

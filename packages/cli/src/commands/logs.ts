@@ -1,5 +1,13 @@
 import { once } from "node:events";
-import { attachTrial, findTrialOutput, NoTrialOutputError, parseTrialRef, streamTrialOutput } from "@rung/coordinator";
+import {
+  attachTrial,
+  attemptEnding,
+  findTrialOutput,
+  NoTrialOutputError,
+  noOutputText,
+  parseTrialRef,
+  streamTrialOutput,
+} from "@rung/coordinator";
 import { connectNats, MeshNames } from "@rung/protocol";
 import type { Command } from "commander";
 import { type NatsFlags, natsOptionsFrom, withNatsOptions } from "../nats-options.js";
@@ -54,10 +62,17 @@ export function registerLogs(program: Command): void {
     await withFollow(o, "rung-logs", async ({ nc, names, signal }) => {
       const index = await findTrialOutput(nc, names, ref);
       const attempt = o.attempt ?? index.attempts.at(-1) ?? null;
+      if (!o.follow && attempt === null) {
+        // No output stored at all: a trial that ended that way wrote nothing (or never ran); say which.
+        const ending = await attemptEnding(nc, names, index.study, index.trial, null);
+        if (ending.ended === null) throw new NoTrialOutputError(index.study, index.trial, attempt, index.attempts);
+        process.stderr.write(`rung logs: ${noOutputText(index.study, index.trial, null, ending)}\n`);
+        return;
+      }
       if (!o.follow && (attempt === null || !index.attempts.includes(attempt)))
         throw new NoTrialOutputError(index.study, index.trial, attempt, index.attempts);
       try {
-        await streamTrialOutput(nc, names, {
+        const r = await streamTrialOutput(nc, names, {
           study: index.study,
           trial: index.trial,
           attempt,
@@ -65,6 +80,11 @@ export function registerLogs(program: Command): void {
           write: writeRaw,
           signal,
         });
+        // An attempt whose output is empty ends without a byte on stdout: say so on stderr, and how it ended.
+        if (r.bytes === 0 && r.attempt !== null && !signal.aborted) {
+          const ending = await attemptEnding(nc, names, index.study, index.trial, r.attempt);
+          process.stderr.write(`rung logs: ${noOutputText(index.study, index.trial, r.attempt, ending)}\n`);
+        }
       } finally {
         restoreTerminal();
       }

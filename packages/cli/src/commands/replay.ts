@@ -1,18 +1,28 @@
 import { createInterface } from "node:readline";
-import { loadStudy, Replayer, readStudyEvents, replayStudy, type SchedulerType } from "@rung/coordinator";
+import {
+  loadStudy,
+  Replayer,
+  readStudyEvents,
+  replayStudy,
+  type SchedulerOptionsInput,
+  type SchedulerType,
+  studyReplayOptions,
+  studyReplayText,
+} from "@rung/coordinator";
 import type { Command } from "commander";
 import { withMesh } from "../connect.js";
 import { type NatsFlags, withNatsOptions } from "../nats-options.js";
 
 interface ReplayFlags extends NatsFlags {
-  scheduler: SchedulerType;
+  scheduler?: SchedulerType;
   mode?: "max" | "min";
   gracePeriod?: string;
   reductionFactor?: string;
   maxT?: string;
   brackets?: string;
+  minSamplesRequired?: string;
   stopLastTrials: boolean;
-  seed: string;
+  seed?: string;
   study?: string;
   json?: boolean;
 }
@@ -24,49 +34,41 @@ export function registerReplay(program: Command): void {
     program
       .command("replay")
       .description("run the scheduler as a pure function: JSON-lines results on stdin, decisions on stdout (or --study NAME)")
-      .option("--scheduler <type>", "asha | hyperband | median | fifo", "asha")
-      .option("--mode <mode>", "max | min")
+      .option("--scheduler <type>", "asha | hyperband | median | fifo (default asha; with --study, the study's)")
+      .option("--mode <mode>", "max | min (with --study, the study's)")
       .option("--grace-period <n>", "first rung")
       .option("--reduction-factor <n>", "rung spacing and cutoff")
       .option("--max-t <n>", "time limit")
       .option("--brackets <n>", "number of brackets (hyperband)")
+      .option("--min-samples-required <n>", "median: other trials that must have got as far")
       .option("--no-stop-last-trials", "do not stop trials at max_t")
-      .option("--seed <n>", "seed of the bracket draws", "0")
-      .option("--study <name>", "replay a stored study's own reports with these settings")
+      .option("--seed <n>", "seed of the bracket draws (default 0; with --study, the study's search seed)")
+      .option("--study <name>", "replay a stored study's own reports: its settings, with the ones given here on top")
       .option("--json", "with --study: machine-readable output"),
   ).action(async (o: ReplayFlags) => {
-    const settings = {
+    // Only what was given: an absent setting takes the default (or, with --study, the study's own).
+    const settings: SchedulerOptionsInput & { seed?: number } = {
       scheduler: o.scheduler,
       mode: o.mode,
       gracePeriod: num(o.gracePeriod),
       reductionFactor: num(o.reductionFactor),
       maxT: num(o.maxT),
       brackets: num(o.brackets),
-      stopLastTrials: o.stopLastTrials,
-      seed: Number(o.seed),
+      minSamplesRequired: num(o.minSamplesRequired),
+      stopLastTrials: o.stopLastTrials === false ? false : undefined,
+      seed: num(o.seed),
     };
     if (o.study) {
       const study = o.study;
       await withMesh(o, "rung-replay", async (nc, names) => {
         const loaded = await loadStudy(nc, names, study);
         const events = await readStudyEvents(nc, names, study);
-        const r = replayStudy(events, {
-          ...settings,
-          mode: settings.mode ?? loaded.spec.metric.mode,
-          metric: loaded.spec.metric.name,
-          timeAttr: loaded.spec.scheduler.timeAttr,
-        });
+        const r = replayStudy(events, studyReplayOptions(loaded.spec, settings));
         if (o.json) {
           process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
           return;
         }
-        const unit = loaded.spec.scheduler.timeAttr;
-        process.stdout.write(
-          `${r.trials} trials: these settings spend ${r.timeSpent} ${unit}s (the live run spent ${r.liveTimeSpent}), stopping ${r.stopped}` +
-            (r.truncated ? ` (${r.truncated} trials had no results past where the live run stopped them)` : "") +
-            `\nwinner: ${r.winner ? `${r.winner.trial} ${loaded.spec.metric.name}=${r.winner.value} at ${unit} ${r.winner.t}` : "none"}` +
-            ` · live winner: ${r.liveWinner ? `${r.liveWinner.trial} ${r.liveWinner.value}` : "none"}\n`,
-        );
+        process.stdout.write(studyReplayText(study, loaded.spec, r));
       });
       return;
     }

@@ -1,6 +1,6 @@
 import { homedir } from "node:os";
 import { join } from "node:path";
-import { startNatsServer } from "@rung/protocol";
+import { NatsServerExitedError, startNatsServer } from "@rung/protocol";
 import type { Command } from "commander";
 import { onShutdown } from "../signals.js";
 
@@ -20,13 +20,22 @@ export function registerServer(program: Command): void {
         host: o.host,
         configFile: o.config,
       });
-      process.stdout.write(`nats-server ready at ${server.url} (JetStream store ${o.store}); Ctrl-C stops it\n`);
+      let asked = false;
       const shutdown = onShutdown(
-        () => void server.stop(),
+        () => {
+          asked = true;
+          void server.stop();
+        },
         () => server.signal("SIGKILL"),
+      );
+      // Ready is said once Ctrl-C is handled: whoever reads it may stop us at once.
+      process.stdout.write(
+        `nats-server ready at ${server.url} (pid ${server.pid}, JetStream store ${o.store}); Ctrl-C stops it\n`,
       );
       await server.exited;
       shutdown.dispose();
+      // Supervisors (systemd, a shell loop) restart what exits non-zero: a server that died must say so.
+      if (!asked) throw new NatsServerExitedError(server.pid, server.exitStatus, server.stderr);
       process.stdout.write("nats-server stopped\n");
     });
 }

@@ -3,6 +3,7 @@ import {
   bestText,
   DetachedError,
   deleteStudy,
+  failureSummary,
   leaderboardTable,
   listStudies,
   loadSpec,
@@ -11,15 +12,24 @@ import {
   renderReportMarkdown,
   renderReportText,
   runStudy,
+  type StudyOutcome,
+  type StudySpec,
+  StudyState,
   stopStudy,
+  studyOutcome,
+  studyStateWord,
   studyStatusJson,
 } from "@rung/coordinator";
-import { connectNats, createLogger, parseDuration, readSigningKey, signOrder } from "@rung/protocol";
+import { connectNats, parseDuration, readSigningKey, signOrder } from "@rung/protocol";
 import type { Command } from "commander";
 import { withMesh } from "../connect.js";
+import { dryRun } from "../dry-run.js";
+import { ExitCode } from "../exit-codes.js";
 import { type NatsFlags, natsOptionsFrom, withNatsOptions } from "../nats-options.js";
 import { progressPrinter } from "../progress.js";
+import { sentenceLogger } from "../sentence-log.js";
 import { onShutdown } from "../signals.js";
+import { registerStudyHistory } from "./study-history.js";
 
 function json(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
@@ -39,58 +49,80 @@ export function registerStudy(program: Command): void {
         'sign every work order with this key, signing.nk from "rung auth init" (env RUNG_SIGNING_KEY)',
         process.env.RUNG_SIGNING_KEY || undefined,
       )
-      .option("--replicas <n>", "JetStream replicas for the mesh's streams and buckets (3 on a three-node cluster)"),
-  ).action(async (specPath: string, o: NatsFlags & { out?: string; lease: string; signingKey?: string; replicas?: string }) => {
-    const spec = await loadSpec(specPath);
-    // Read before connecting, so a wrong path is one clear sentence and nothing is left half-started.
-    const key = o.signingKey ? readSigningKey(o.signingKey) : undefined;
-    if (!key)
-      process.stderr.write("note: orders go out unsigned (no --signing-key); only agents started with --insecure run them\n");
-    const replicas = o.replicas === undefined ? undefined : Number(o.replicas);
-    if (replicas !== undefined && !(Number.isInteger(replicas) && replicas >= 1 && replicas <= 5))
-      throw new Error(`--replicas: must be a whole number from 1 to 5, got ${JSON.stringify(o.replicas)}`);
-    const nc = await connectNats(natsOptionsFrom(o, `rung-coordinator ${spec.name}`));
-    const log = createLogger({ level: process.env.RUNG_LOG_LEVEL ?? "warn" });
-    const printer = progressPrinter();
-    const detach = new AbortController();
-    const shutdown = onShutdown(() => detach.abort());
-    try {
-      process.stdout.write(`study ${spec.name}: ${spec.scheduler.type} on ${spec.metric.name} (${spec.metric.mode})\n`);
-      const result = await runStudy({
-        nc,
-        spec,
-        prefix: o.prefix,
-        log,
-        signal: detach.signal,
-        leaseMs: parseDuration(o.lease, "--lease"),
-        onProgress: (p) => printer.update(p),
-        signOrder: key ? (order) => signOrder(order, key.seed) : undefined,
-        resources: replicas === undefined ? undefined : { replicas },
-      });
-      printer.end();
-      process.stdout.write(
-        `\nstudy ${result.study} ${result.status}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`,
-      );
-      if (o.out) {
-        const best = result.best;
-        writeFileSync(
-          o.out,
-          `${JSON.stringify(best ? { study: result.study, trial: best.trial, value: best.bestValue, t: best.bestT, params: best.params } : null, null, 2)}\n`,
+      .option("--replicas <n>", "JetStream replicas for the mesh's streams and buckets (3 on a three-node cluster)")
+      .option("--samples <n>", "override search.samples: more samples extend a study that has run (nothing finished runs again)")
+      .option(
+        "--dry-run",
+        "check the spec, print the planned trials and the rung ladder, and start nothing (needs no NATS server)",
+      ),
+  ).action(
+    async (
+      specPath: string,
+      o: NatsFlags & { out?: string; lease: string; signingKey?: string; replicas?: string; samples?: string; dryRun?: boolean },
+    ) => {
+      let spec = await loadSpec(specPath);
+      if (o.samples !== undefined) spec = withSamples(spec, o.samples);
+      if (o.dryRun) return dryRun(spec, process.stdout);
+      // Read before connecting, so a wrong path is one clear sentence and nothing is left half-started.
+      const key = o.signingKey ? readSigningKey(o.signingKey) : undefined;
+      if (!key)
+        process.stderr.write("note: orders go out unsigned (no --signing-key); only agents started with --insecure run them\n");
+      const replicas = o.replicas === undefined ? undefined : Number(o.replicas);
+      if (replicas !== undefined && !(Number.isInteger(replicas) && replicas >= 1 && replicas <= 5))
+        throw new Error(`--replicas: must be a whole number from 1 to 5, got ${JSON.stringify(o.replicas)}`);
+      const nc = await connectNats(natsOptionsFrom(o, `rung-coordinator ${spec.name}`));
+      const log = sentenceLogger(process.env.RUNG_LOG_LEVEL ?? "warn");
+      const printer = progressPrinter();
+      const detach = new AbortController();
+      const shutdown = onShutdown(() => detach.abort());
+      try {
+        process.stdout.write(`study ${spec.name}: ${spec.scheduler.type} on ${spec.metric.name} (${spec.metric.mode})\n`);
+        const result = await runStudy({
+          nc,
+          spec,
+          prefix: o.prefix,
+          log,
+          signal: detach.signal,
+          leaseMs: parseDuration(o.lease, "--lease"),
+          onProgress: (p) => printer.update(p),
+          signOrder: key ? (order) => signOrder(order, key.seed) : undefined,
+          resources: replicas === undefined ? undefined : { replicas },
+        });
+        printer.end();
+        const outcome = studyOutcome(result.state);
+        process.stdout.write(
+          `\nstudy ${result.study} ${result.status}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`,
         );
-        process.stdout.write(`best configuration written to ${o.out}\n`);
+        const failures = failedTrialsText(result.state);
+        if (failures) process.stdout.write(`\n${failures}\n`);
+        if (result.status === "stopped") process.exitCode = ExitCode.stopped;
+        else if (outcome.kind === "best") process.exitCode = ExitCode.ok;
+        else {
+          process.stderr.write(`rung: ${outcomeSentence(outcome, result.state.metric)}\n`);
+          process.exitCode = outcome.kind === "no-metric" ? ExitCode.noMetric : ExitCode.allFailed;
+        }
+        if (o.out) {
+          const best = result.best;
+          writeFileSync(
+            o.out,
+            `${JSON.stringify(best ? { study: result.study, trial: best.trial, value: best.bestValue, t: best.bestT, params: best.params } : null, null, 2)}\n`,
+          );
+          process.stdout.write(`best configuration written to ${o.out}\n`);
+        }
+      } catch (err) {
+        printer.end();
+        if (err instanceof DetachedError) {
+          process.stdout.write(`${err.message}\n`);
+          process.exitCode = ExitCode.detached;
+          return;
+        }
+        throw err;
+      } finally {
+        shutdown.dispose();
+        await nc.close();
       }
-    } catch (err) {
-      printer.end();
-      if (err instanceof DetachedError) {
-        process.stdout.write(`${err.message}\n`);
-        return;
-      }
-      throw err;
-    } finally {
-      shutdown.dispose();
-      await nc.close();
-    }
-  });
+    },
+  );
 
   withNatsOptions(
     study.command("status <name>").description("state of a study and of every trial").option("--json", "machine-readable output"),
@@ -98,11 +130,18 @@ export function registerStudy(program: Command): void {
     await withMesh(o, "rung-status", async (nc, names) => {
       const loaded = await loadStudy(nc, names, name);
       if (o.json) return json(studyStatusJson(loaded));
-      const c = loaded.state.counts();
+      const c = loaded.state.counts(true);
+      const word = studyStateWord(loaded);
       process.stdout.write(
-        `study ${name}: ${loaded.record.state} · ${loaded.planned} planned · ${c.running} running · ${c.queued} queued · ${c.completed} completed · ${c.stopped} stopped · ${c.failed} failed\n\n`,
+        `study ${name}: ${word} · ${loaded.planned} planned · ${c.running} running · ${c.queued} queued · ${c.completed} completed · ${c.stopped} stopped · ${c.failed} failed\n`,
       );
-      process.stdout.write(`${leaderboardTable(loaded.state, Number.POSITIVE_INFINITY)}\n`);
+      if (word === "detached")
+        process.stdout.write(
+          `detached — no coordinator is attached, so nothing stops trials early, retries or queues new ones; run "rung study run SPEC" to resume\n`,
+        );
+      process.stdout.write(`\n${leaderboardTable(loaded.state, Number.POSITIVE_INFINITY)}\n`);
+      const failures = failedTrialsText(loaded.state);
+      if (failures) process.stdout.write(`\n${failures}\n`);
     });
   });
 
@@ -138,14 +177,33 @@ export function registerStudy(program: Command): void {
     },
   );
 
-  withNatsOptions(study.command("delete <name>").description("remove a study's events, logs and record")).action(
-    async (name: string, o: NatsFlags) => {
-      await withMesh(o, "rung-delete", async (nc, names) => {
-        await deleteStudy(nc, names, name);
-        process.stdout.write(`study ${name} deleted\n`);
+  withNatsOptions(
+    study
+      .command("delete <name>")
+      .description("remove a study and everything it left in the mesh (queued orders, events, logs, stop keys, record)")
+      .option("--force", "delete a study that is still running: stop its trials first")
+      .option("-y, --yes", "do not ask for confirmation"),
+  ).action(async (name: string, o: NatsFlags & { force?: boolean; yes?: boolean }) => {
+    await withMesh(o, "rung-delete", async (nc, names) => {
+      const loaded = await loadStudy(nc, names, name);
+      if (!o.yes && process.stdin.isTTY && process.stderr.isTTY) {
+        const created = [...loaded.state.trials.values()].filter((t) => t.createdAt !== null).length;
+        const ok = await confirm(
+          `delete study ${name} (${studyStateWord(loaded)}, ${created} trial(s), ${loaded.state.events} event(s)) and everything it left in the mesh? [y/N] `,
+        );
+        if (!ok) {
+          process.stderr.write("not deleted\n");
+          process.exitCode = ExitCode.error;
+          return;
+        }
+      }
+      const { removedOrders } = await deleteStudy(nc, names, name, {
+        force: o.force,
+        onProgress: (m) => process.stderr.write(`${m}\n`),
       });
-    },
-  );
+      process.stdout.write(`study ${name} deleted${removedOrders > 0 ? ` (${removedOrders} queued order(s) removed)` : ""}\n`);
+    });
+  });
 
   withNatsOptions(
     study
@@ -160,4 +218,47 @@ export function registerStudy(program: Command): void {
       process.stdout.write(o.md ? renderReportMarkdown(report) : renderReportText(report));
     });
   });
+  registerStudyHistory(study);
+}
+
+function withSamples(spec: StudySpec, text: string): StudySpec {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1)
+    throw new Error(`--samples: must be a whole number of at least 1, got ${JSON.stringify(text)}`);
+  return { ...spec, search: { ...spec.search, samples: n } };
+}
+
+/** Each failed trial with the first line of its reason and the end of its log. */
+function failedTrialsText(state: StudyState): string {
+  const lines: string[] = [];
+  for (const t of state.trials.values()) {
+    const f = failureSummary({ ...t, phase: StudyState.phaseOf(t) });
+    if (!f) continue;
+    lines.push(`  ${t.trial}: ${f.reason}`);
+    for (const l of f.tail) lines.push(`      | ${l}`);
+  }
+  return lines.length > 0 ? `failed trials:\n${lines.join("\n")}` : "";
+}
+
+function outcomeSentence(o: StudyOutcome, metric: string): string {
+  switch (o.kind) {
+    case "best":
+      return `best ${metric} ${o.value} (${o.trial})`;
+    case "no-metric":
+      return `no trial reported ${metric}, so there is no best result — see each trial's reason above`;
+    case "all-failed":
+      return `every trial failed (${o.failed}) — see each trial's reason above, and "rung logs TRIAL" for its output`;
+    case "nothing-ran":
+      return "no trial ran";
+  }
+}
+
+async function confirm(question: string): Promise<boolean> {
+  const { createInterface } = await import("node:readline/promises");
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
 }

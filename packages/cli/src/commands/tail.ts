@@ -10,6 +10,7 @@ interface TailFlags extends NatsFlags {
   agent?: string;
   since?: string;
   json?: boolean;
+  follow: boolean;
 }
 
 export function registerTail(program: Command): void {
@@ -21,10 +22,12 @@ export function registerTail(program: Command): void {
       .option("--trial <id>", "only this trial (with --study when trial ids repeat across studies)")
       .option("--agent <name>", "only this agent's GPUs and trials")
       .option("--since <duration>", "replay this much stored telemetry and events first (e.g. 5m; the stream keeps 1 h)")
+      .option("--no-follow", "print the stored history (--since, else all that is kept) and exit")
       .option("--json", "newline-delimited JSON, one object per line"),
   ).action(async (o: TailFlags) => {
     const sinceMs = o.since !== undefined ? parseDuration(o.since, "--since") : null;
-    const nc = await connectNats(natsOptionsFrom(o, "rung-tail"));
+    // History only is a one-shot read: give up on a server that is gone rather than wait for it.
+    const nc = await connectNats({ ...natsOptionsFrom(o, "rung-tail"), reconnectForever: o.follow });
     const stop = new AbortController();
     const shutdown = onShutdown(() => stop.abort());
     // `rung tail | head` closes the pipe: end quietly.
@@ -41,6 +44,8 @@ export function registerTail(program: Command): void {
         color,
         out: process.stdout,
         signal: stop.signal,
+        follow: o.follow,
+        onNotice: (text) => process.stderr.write(`rung tail: ${text}\n`),
       });
     } finally {
       shutdown.dispose();

@@ -5,6 +5,7 @@ import {
   DecodeError,
   decisionMsgId,
   endedMsgId,
+  isAgentSpecificRejection,
   type Logger,
   type MeshNames,
   poolName,
@@ -19,12 +20,14 @@ import {
 import {
   generateTrials,
   isCopyRejection,
+  missingMetricReason,
   type PlannedTrial,
   type StopDecision,
   type StoredEvent,
   StudyDecider,
   type StudySpec,
   StudyState,
+  studyOutcome,
   TERMINAL_PHASES,
   type TrialRecord,
   trialArgv,
@@ -112,7 +115,14 @@ export class StudyCoordinator {
     this.#mesh = new MeshAdverts(res.agents, o.advertStaleMs, () => this.#kick(), this.drops);
     const tick = setInterval(() => this.#kick(), 1000);
     try {
-      if ((await this.#store.recordStudy(this.spec)).stopped) this.#stopRequested = true;
+      const recorded = await this.#store.recordStudy(this.spec);
+      if (recorded.extendedFrom !== null)
+        this.log.info(
+          { from: recorded.extendedFrom, to: this.spec.search.samples },
+          `extending the study from ${recorded.extendedFrom} to ${this.spec.search.samples} samples: trials already run stay as they are`,
+        );
+      else if (recorded.previous !== null && recorded.previous !== "running")
+        this.log.info({ was: recorded.previous }, `continuing a ${recorded.previous} study: trials that never ran are queued`);
       await this.#mesh.start();
       this.#store.watchStop(detach.signal, () => this.#onStopRequested());
       const following = followStudyEvents(o.nc, this.names, this.spec.name, {
@@ -126,7 +136,9 @@ export class StudyCoordinator {
         detach.signal.addEventListener("abort", () => reject(new DetachedError(this.spec.name)), { once: true });
       });
       const result = await Promise.race([this.#finished, detached]);
-      await this.#store.setStudyState(result.status);
+      await this.#store.setStudyState(
+        result.status === "completed" && studyOutcome(this.state).kind === "all-failed" ? "failed" : result.status,
+      );
       return result;
     } finally {
       clearInterval(tick);
@@ -205,9 +217,28 @@ export class StudyCoordinator {
         { trial: ev.trial, agent: ev.agent, reason: ev.reason, sender: ev.sender, security: true },
         `agent ${ev.agent} refused a copy of an order of this study (${ev.reason}): someone may be publishing work; the trial goes on`,
       );
+    } else if (ev.type === "rejected" && isAgentSpecificRejection(ev.reason)) {
+      if (!TERMINAL_PHASES.has(t.phase)) {
+        this.log.warn(
+          { trial: ev.trial, agent: ev.agent, reason: ev.reason },
+          `agent ${ev.agent} cannot run ${ev.trial} (${ev.reason}: ${ev.detail}); the order goes back to the queue for another agent`,
+        );
+        if (this.#live) await this.#failIfNoAgentCanRun(t);
+        // Its last delivery: the agent ended the order instead of handing it back. A fresh order takes
+        // its place (a new attempt number, no retry used: retries count attempts that ran).
+        if (
+          ev.handedBack === false &&
+          !TERMINAL_PHASES.has(t.phase) &&
+          !t.attempts.some((a) => a.status === "claimed" || a.status === "running")
+        ) {
+          this.log.info({ trial: ev.trial }, `${ev.trial}: its order ran out of deliveries while refused; queueing a fresh one`);
+          await this.#queue(t.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1);
+        }
+      }
     } else if (ev.type === "rejected" && !TERMINAL_PHASES.has(t.phase)) {
       await this.#end(t, "failed", `rejected by agent ${ev.agent}: ${ev.reason}: ${ev.detail}`);
     }
+    if (ev.type === "started" || ev.type === "report" || ev.type === "claimed") this.#heard.set(ev.trial, Date.now());
     if (this.#live) {
       await this.#dispatch();
       this.#progress();
@@ -262,6 +293,11 @@ export class StudyCoordinator {
     if (TERMINAL_PHASES.has(t.phase)) return;
     const latest = t.attempts.at(-1)?.attempt ?? ev.attempt;
     if (ev.attempt < latest) return; // an older attempt ending late (its claim moved on)
+    if (ev.status === "completed" && t.bestValue === null && t.stop === null) {
+      // It ran to the end and never reported the metric: nothing to rank it by. Say what it did report.
+      await this.#end(t, "failed", missingMetricReason(t, this.spec.metric.name));
+      return;
+    }
     if (ev.status === "completed") {
       const stoppedEarly = t.stop !== null && !(this.spec.scheduler.maxT !== null && t.stop.t >= this.spec.scheduler.maxT);
       await this.#end(
@@ -273,6 +309,10 @@ export class StudyCoordinator {
     }
     if (ev.status === "stopped") {
       if (ev.reason.startsWith("claim-lost")) return; // the order went to another agent, which runs it on
+      if (ev.reason.startsWith("timeout")) {
+        await this.#end(t, "failed", this.#timedOut.get(t.trial) ?? timeoutReason(this.spec, ev.reason));
+        return;
+      }
       if (t.stop !== null) await this.#end(t, "stopped", stopReason(t));
       else await this.#end(t, this.#stopRequested ? "cancelled" : "stopped", ev.reason);
       return;
@@ -283,17 +323,20 @@ export class StudyCoordinator {
       return;
     }
     const cannotStart = ev.exitCode === null && ev.signal === null;
-    const used = Math.max(...t.attempts.map((a) => a.attempt));
+    // Retries are counted by attempts that ran: an order an agent refused (and handed back) and a
+    // redelivery's skipped number use none of them.
+    const used = t.attempts.filter((a) => a.claimedAt !== null || a.startedAt !== null).length;
+    const next = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
     if (this.#stopRequested) {
       await this.#end(t, "cancelled", `study stopped; last attempt failed: ${ev.reason}`);
     } else if (cannotStart) {
-      await this.#end(t, "failed", `cannot start: ${ev.reason}`);
+      await this.#end(t, "failed", ev.reason.startsWith("cannot start") ? ev.reason : `cannot start: ${ev.reason}`);
     } else if (used < 1 + this.spec.retries) {
       this.log.warn(
         { trial: t.trial, attempt: ev.attempt, exitCode: ev.exitCode, signal: ev.signal },
-        "trial attempt failed; retrying",
+        `${t.trial} attempt ${ev.attempt} failed (${ev.reason}); retrying (${used} of ${1 + this.spec.retries} attempts used)`,
       );
-      await this.#queue(t.trial, used + 1);
+      await this.#queue(t.trial, next);
     } else {
       const tail = ev.logTail.length ? `\n${ev.logTail.join("\n")}` : "";
       await this.#end(t, "failed", `failed after ${used} attempt(s): ${ev.reason}${tail}`);
@@ -367,6 +410,9 @@ export class StudyCoordinator {
       this.#maybeFinish();
       return;
     }
+    await this.#enforceTimeouts();
+    for (const t of this.state.inFlight()) if (t.refusals.length > 0) await this.#failIfNoAgentCanRun(t);
+    this.#warnIfNoAgentFits();
     const max = this.spec.maxConcurrent ?? Number.POSITIVE_INFINITY;
     for (;;) {
       if (this.state.inFlight().length >= max) break;
@@ -381,6 +427,89 @@ export class StudyCoordinator {
       await this.#queue(next.trial, 1);
     }
     this.#maybeFinish();
+  }
+
+  /** When this coordinator last heard from each running trial (its own clock: agents' clocks may differ). */
+  readonly #heard = new Map<string, number>();
+  /** Trials stopped for a timeout, with the sentence their end will carry. */
+  readonly #timedOut = new Map<string, string>();
+
+  /**
+   * `report_timeout`: a running attempt silent (no start, no report) for longer fails the trial;
+   * `trial_timeout`: an attempt running longer than this fails it. Either way the agent is told to stop
+   * it (a `timeout` stop key) and the trial ends `failed` with a sentence that names the limit when its
+   * `finished` arrives. Measured on this coordinator's clock from when it heard the attempt; a restarted
+   * coordinator starts counting again.
+   */
+  async #enforceTimeouts(): Promise<void> {
+    const { reportTimeoutMs, trialTimeoutMs } = this.spec;
+    if (reportTimeoutMs === null && trialTimeoutMs === null) return;
+    const now = Date.now();
+    for (const t of this.state.inFlight()) {
+      if (t.phase !== "running" || this.#timedOut.has(t.trial)) continue;
+      const a = t.attempts.at(-1);
+      if (!a || a.status !== "running") continue;
+      const heard = this.#heard.get(t.trial);
+      if (heard === undefined) {
+        this.#heard.set(t.trial, now);
+        continue;
+      }
+      if (!this.#startedAt.has(`${t.trial}.${a.attempt}`)) this.#startedAt.set(`${t.trial}.${a.attempt}`, now);
+      const started = this.#startedAt.get(`${t.trial}.${a.attempt}`) as number;
+      let why: [string, string] | null = null;
+      if (reportTimeoutMs !== null && now - heard > reportTimeoutMs)
+        why = [
+          "report_timeout",
+          `no report for ${durationText(reportTimeoutMs)} (report_timeout): the trial hung or stopped reporting`,
+        ];
+      else if (trialTimeoutMs !== null && now - started > trialTimeoutMs)
+        why = ["trial_timeout", `attempt ${a.attempt} ran longer than ${durationText(trialTimeoutMs)} (trial_timeout)`];
+      if (!why) continue;
+      this.#timedOut.set(t.trial, why[1]);
+      this.log.warn({ trial: t.trial, attempt: a.attempt, limit: why[0] }, `${t.trial}: ${why[1]}; stopping it`);
+      await this.#store.writeStop(t.trial, "timeout", why[0], null);
+    }
+  }
+
+  readonly #startedAt = new Map<string, number>();
+
+  /**
+   * An order refused by agents for reasons of their own goes back to the queue; it fails only when no
+   * agent can run it: every live agent big enough for it refused it, or `MAX_REFUSING_AGENTS` did.
+   * Then a stop key tells the next agent that pulls the order to drop it.
+   */
+  async #failIfNoAgentCanRun(t: TrialRecord): Promise<void> {
+    if (TERMINAL_PHASES.has(t.phase) || t.refusals.length === 0) return;
+    if (t.attempts.some((a) => a.status === "claimed" || a.status === "running")) return;
+    const refusers = new Map(t.refusals.map((r) => [r.agent, r] as const));
+    const capable = this.#mesh.agentsFitting(this.spec.resources.gpus);
+    const everyLive = capable.length > 0 && capable.every((a) => refusers.has(a));
+    if (!everyLive && refusers.size < MAX_REFUSING_AGENTS) return;
+    const reasons = [...refusers.values()].map((r) => `${r.agent} (${r.reason}: ${r.detail})`).join("; ");
+    await this.#store.writeStop(t.trial, "user-stop", "rung: no agent can run it", null);
+    await this.#end(
+      t,
+      "failed",
+      `no agent can run it — refused by ${everyLive ? "every live agent" : `${refusers.size} agents`}: ${reasons}`,
+    );
+  }
+
+  #warnedNoFit = false;
+  #warnIfNoAgentFits(): void {
+    const gpus = this.spec.resources.gpus;
+    const sizes = this.#mesh.sizes();
+    if (gpus === 0 || sizes.length === 0) return;
+    const largest = Math.max(...sizes);
+    if (largest >= gpus) {
+      this.#warnedNoFit = false;
+      return;
+    }
+    if (this.#warnedNoFit) return;
+    this.#warnedNoFit = true;
+    this.log.warn(
+      { gpus, largest },
+      `no agent has ${gpus} GPUs; the largest has ${largest}: trials wait until a big enough agent joins (or lower resources.gpus)`,
+    );
   }
 
   #stoppedAll = false;
@@ -425,6 +554,23 @@ export class DetachedError extends Error {
   constructor(readonly study: string) {
     super(`detached from study ${study}: trials in flight keep running; run the same "rung study run" again to resume`);
   }
+}
+
+/** Distinct agents whose refusals fail a trial even while other live agents have not seen it. */
+const MAX_REFUSING_AGENTS = 3;
+
+function durationText(ms: number): string {
+  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${Math.round(ms / 1000)}s`;
+}
+
+/** The end reason of a timed-out trial after a coordinator restart (the stop key says which limit). */
+function timeoutReason(spec: StudySpec, reason: string): string {
+  if (reason.includes("trial_timeout") && spec.trialTimeoutMs !== null)
+    return `ran longer than ${durationText(spec.trialTimeoutMs)} (trial_timeout)`;
+  if (spec.reportTimeoutMs !== null) return `no report for ${durationText(spec.reportTimeoutMs)} (report_timeout)`;
+  return reason;
 }
 
 function stopReason(t: TrialRecord): string {

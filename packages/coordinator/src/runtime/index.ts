@@ -8,12 +8,35 @@ export { StudyLease } from "./lease.js";
 export { MeshAdverts } from "./mesh-adverts.js";
 export type { CompiledRunOptions, RunStudyOptions } from "./run-options.js";
 export { compileRunOptions, RUN_DEFAULTS } from "./run-options.js";
-export type { LoadedStudy, StudyStatusJson, TrialStatusJson } from "./study-admin.js";
-export { deleteStudy, listStudies, loadStudy, stopStudy, studyStatusJson, trialStatusJson } from "./study-admin.js";
+export type { DeleteStudyOptions, LoadedStudy, StudyStatusJson, TrialStatusJson } from "./study-admin.js";
+export {
+  deleteStudy,
+  listStudies,
+  loadStudy,
+  stopStudy,
+  studyStateWord,
+  studyStatusJson,
+  trialStatusJson,
+} from "./study-admin.js";
+export { loadStudyHistory } from "./study-history.js";
 export { StudyStore } from "./study-store.js";
 export type { TailOptions, TailOutput, TailStats } from "./tail.js";
 export { runTail } from "./tail.js";
 export type { LoadStudyReportOptions, ReadTelemetryOptions } from "./telemetry-reader.js";
 export { loadStudyReport, readAdverts, readTelemetry } from "./telemetry-reader.js";
-export type { AttachOptions, TrialOutputIndex, TrialOutputOptions, TrialOutputResult, TrialRef } from "./trial-output.js";
-export { attachTrial, findTrialOutput, parseTrialRef, readTrialEvents, streamTrialOutput } from "./trial-output.js";
+export type {
+  AttachOptions,
+  AttemptEnding,
+  TrialOutputIndex,
+  TrialOutputOptions,
+  TrialOutputResult,
+  TrialRef,
+} from "./trial-output.js";
+export {
+  attachTrial,
+  attemptEnding,
+  findTrialOutput,
+  parseTrialRef,
+  readTrialEvents,
+  streamTrialOutput,
+} from "./trial-output.js";

@@ -49,6 +49,18 @@ export class MeshAdverts {
     return n;
   }
 
+  /** Live agents big enough for a trial needing `gpus` GPUs (or, with 0 GPUs, one CPU slot), busy or not. */
+  agentsFitting(gpus: number, now = Date.now()): string[] {
+    return this.live(now)
+      .filter((a) => (gpus > 0 ? a.gpus.length >= gpus : a.cpuSlots > 0))
+      .map((a) => a.agent);
+  }
+
+  /** GPUs of each live agent. */
+  sizes(now = Date.now()): number[] {
+    return this.live(now).map((a) => a.gpus.length);
+  }
+
   totals(now = Date.now()): { agents: number; gpus: number; busyGpus: number } {
     let gpus = 0;
     let busy = 0;

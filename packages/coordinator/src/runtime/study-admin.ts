@@ -1,14 +1,19 @@
+import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  bucketKeys,
   type Control,
   decode,
   encode,
   ensureResources,
+  isNotFound,
+  LeaseSchema,
   type MeshNames,
+  OrderIdentitySchema,
   type StudyRecord,
   StudyRecordSchema,
 } from "@rung/protocol";
-import { StudyNotFoundError } from "../errors.js";
+import { StudyNotFoundError, StudyRunningError } from "../errors.js";
 import { compileSpec, generateTrials, type StudySpec, StudyState, TERMINAL_PHASES, type TrialRecord } from "../study/index.js";
 import { readStudyEvents } from "./event-reader.js";
 
@@ -22,6 +27,8 @@ export interface LoadedStudy {
   spec: StudySpec;
   state: StudyState;
   planned: number;
+  /** The coordinator holding the study's lease now, or null when none is attached. */
+  coordinator: { holder: string; host: string; pid: number; expiresAt: number } | null;
 }
 
 export async function loadStudy(nc: NatsConnection, names: MeshNames, study: string): Promise<LoadedStudy> {
@@ -38,13 +45,28 @@ export async function loadStudy(nc: NatsConnection, names: MeshNames, study: str
     timeAttr: spec.scheduler.timeAttr,
   });
   for (const { event } of await readStudyEvents(nc, names, study)) state.apply(event);
-  return { record: r.value, spec, state, planned: generateTrials(spec).length };
+  const le = await res.studies.get(names.subjects.leaseKey(study));
+  const lease = le && le.operation === "PUT" ? decode(LeaseSchema, le.value, "lease") : null;
+  const coordinator =
+    lease?.ok && lease.value.expiresAt > Date.now()
+      ? { holder: lease.value.holder, host: lease.value.host, pid: lease.value.pid, expiresAt: lease.value.expiresAt }
+      : null;
+  return { record: r.value, spec, state, planned: generateTrials(spec).length, coordinator };
+}
+
+/**
+ * The study's state as a reader should say it: the record's, except that a study the record calls
+ * running with no coordinator attached is "detached" — nothing is stopping trials early, retrying
+ * failed ones or queueing new ones until `rung study run SPEC` runs again.
+ */
+export function studyStateWord(s: Pick<LoadedStudy, "record" | "coordinator">): string {
+  return s.record.state === "running" && s.coordinator === null ? "detached" : s.record.state;
 }
 
 export async function listStudies(nc: NatsConnection, names: MeshNames): Promise<StudyRecord[]> {
   const res = await ensureResources(nc, names);
   const out: StudyRecord[] = [];
-  for await (const key of await res.studies.keys()) {
+  for (const key of await bucketKeys(res.jsm, names.buckets.studies)) {
     if (key.endsWith(".lease")) continue;
     const e = await res.studies.get(key);
     if (!e || e.operation !== "PUT") continue;
@@ -81,16 +103,100 @@ export async function stopStudy(nc: NatsConnection, names: MeshNames, study: str
   return { stopped };
 }
 
-/** Removes a study: its events, logs, stop keys and record. */
-export async function deleteStudy(nc: NatsConnection, names: MeshNames, study: string): Promise<void> {
+export interface DeleteStudyOptions {
+  /** Delete a study that is still running: stop its trials first and wait (up to `waitMs`) for them to end. */
+  force?: boolean;
+  /** How long a forced delete waits for the study's trials to stop. Default 30 s. */
+  waitMs?: number;
+  /** Told what is happening while a forced delete waits. */
+  onProgress?: (message: string) => void;
+}
+
+/**
+ * Removes a study and everything it left in the mesh: its orders still queued, events, logs, stop keys,
+ * lease and record. A study with trials in flight (or a coordinator attached) is refused unless
+ * `force`: then its trials are stopped first — so nothing keeps running and writing under the deleted
+ * name — and the delete waits until their agents say they have ended.
+ */
+export async function deleteStudy(
+  nc: NatsConnection,
+  names: MeshNames,
+  study: string,
+  options: DeleteStudyOptions = {},
+): Promise<{ removedOrders: number }> {
   const res = await ensureResources(nc, names);
-  const e = await res.studies.get(names.subjects.studyKey(study));
-  if (!e || e.operation !== "PUT") throw new StudyNotFoundError(study);
+  const loaded = await loadStudy(nc, names, study);
+  const live = liveTrials(loaded);
+  if ((live.length > 0 || loaded.coordinator !== null) && !options.force)
+    throw new StudyRunningError(study, live.length, loaded.coordinator);
+  if (live.length > 0 || loaded.coordinator !== null) {
+    await stopStudy(nc, names, study);
+    const deadline = Date.now() + (options.waitMs ?? 30_000);
+    // Wait for the agents to stop the trials, and for an attached coordinator to wind down and let go
+    // of its lease: otherwise either could write under the study's name after it is gone.
+    for (let said = ""; ; ) {
+      const now = await loadStudy(nc, names, study);
+      const running = liveTrials(now).filter(isRunningOnAnAgent).length;
+      if (running === 0 && now.coordinator === null) break;
+      if (Date.now() > deadline) {
+        options.onProgress?.(
+          `${running} trial(s) did not confirm their stop${now.coordinator ? " and the coordinator is still attached" : ""} after ${Math.round((options.waitMs ?? 30_000) / 1000)} s; deleting anyway`,
+        );
+        break;
+      }
+      const say =
+        running > 0 ? `waiting for ${running} running trial(s) to stop` : "waiting for the study's coordinator to wind down";
+      if (say !== said) options.onProgress?.(say);
+      said = say;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+  const removedOrders = await removeQueuedOrders(res.jsm, names, study);
   await res.jsm.streams.purge(names.streams.events, { filter: names.subjects.studyEvents(study) });
   await res.jsm.streams.purge(names.streams.logs, { filter: `${names.prefix}.logs.${study}.>` });
-  for await (const key of await res.control.keys(`${study}.>`)) await res.control.purge(key);
+  for (const key of await bucketKeys(res.jsm, names.buckets.control, `${study}.>`)) await res.control.purge(key);
   await res.studies.purge(names.subjects.studyKey(study));
   await res.studies.purge(names.subjects.leaseKey(study));
+  return { removedOrders };
+}
+
+function liveTrials(s: LoadedStudy): TrialRecord[] {
+  return [...s.state.trials.values()].filter((t) => t.createdAt !== null && !TERMINAL_PHASES.has(StudyState.phaseOf(t)));
+}
+
+function isRunningOnAnAgent(t: TrialRecord): boolean {
+  const a = t.attempts.at(-1);
+  return a !== undefined && (a.status === "claimed" || a.status === "running");
+}
+
+/** Deletes the study's orders still waiting in the work stream, so no agent picks one up after the delete. */
+async function removeQueuedOrders(jsm: JetStreamManager, names: MeshNames, study: string): Promise<number> {
+  let removed = 0;
+  let info: Awaited<ReturnType<JetStreamManager["streams"]["info"]>>;
+  try {
+    info = await jsm.streams.info(names.streams.work);
+  } catch (err) {
+    if (isNotFound(err)) return 0;
+    throw err;
+  }
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && seq > 0; seq++) {
+    let m: Awaited<ReturnType<JetStreamManager["streams"]["getMessage"]>>;
+    try {
+      m = await jsm.streams.getMessage(names.streams.work, { seq });
+    } catch (err) {
+      if (isNotFound(err)) continue; // already taken (work-queue retention) or deleted
+      throw err;
+    }
+    if (!m) continue;
+    const id = decode(OrderIdentitySchema, m.data, "order");
+    if (id.ok && id.value.study === study) {
+      await jsm.streams.deleteMessage(names.streams.work, seq, false).catch((err: unknown) => {
+        if (!isNotFound(err)) throw err;
+      });
+      removed += 1;
+    }
+  }
+  return removed;
 }
 
 export interface TrialStatusJson {
@@ -126,7 +232,7 @@ function num(x: number | null): number | null {
 export function trialStatusJson(t: TrialRecord): TrialStatusJson {
   return {
     trial: t.trial,
-    state: t.phase,
+    state: StudyState.phaseOf(t),
     attempts: t.attempts.length,
     params: t.params,
     bracket: t.bracket,
@@ -135,21 +241,29 @@ export function trialStatusJson(t: TrialRecord): TrialStatusJson {
     bestValue: num(t.bestValue),
     stoppedBy: t.stop ? { by: t.stop.by, t: t.stop.t, rung: t.stop.rung } : null,
     agent: t.attempts.at(-1)?.agent ?? null,
-    endReason: t.endReason,
+    endReason: t.endReason ?? (StudyState.phaseOf(t) === "failed" ? (t.attempts.at(-1)?.reason ?? null) : null),
   };
 }
 
 export function studyStatusJson(
-  s: LoadedStudy | { record: { state: string }; spec: StudySpec; state: StudyState; planned: number },
+  s:
+    | LoadedStudy
+    | {
+        record: { state: string };
+        spec: StudySpec;
+        state: StudyState;
+        planned: number;
+        coordinator?: LoadedStudy["coordinator"];
+      },
 ): StudyStatusJson {
   const best = s.state.best();
   return {
     study: s.state.study,
-    state: s.record.state,
+    state: "coordinator" in s && s.coordinator !== undefined ? studyStateWord(s as LoadedStudy) : s.record.state,
     metric: { name: s.spec.metric.name, mode: s.spec.metric.mode },
     timeAttr: s.spec.scheduler.timeAttr,
     planned: s.planned,
-    counts: { ...s.state.counts() },
+    counts: { ...s.state.counts(true) },
     best: best ? { trial: best.trial, value: best.bestValue as number, t: num(best.bestT), params: best.params } : null,
     trials: [...s.state.trials.values()].filter((t) => t.createdAt !== null).map(trialStatusJson),
   };

@@ -12,7 +12,7 @@ import {
   type WorkOrder,
 } from "@rung/protocol";
 import { StudySpecChangedError } from "../errors.js";
-import { type StudySpec, specForRecord, specHash } from "../study/index.js";
+import { type StudySpec, specContinuation, specForRecord, specHash } from "../study/index.js";
 import type { CompiledRunOptions } from "./run-options.js";
 
 /**
@@ -50,18 +50,31 @@ export class StudyStore {
   }
 
   /**
-   * Writes the study record on the first run; on a later run checks that the spec is the same one.
-   * Returns whether the study was stopped (`rung study stop`) before this run.
+   * Writes the study record on the first run. On a later run the spec must be the same one, or the same
+   * with more `search.samples` (the study is extended: the record takes the new spec). A study that was
+   * stopped or had ended is running again from here on: its trials that never ran are queued, nothing
+   * that finished runs again. Returns what the record said before.
    */
-  async recordStudy(spec: StudySpec): Promise<{ stopped: boolean }> {
+  async recordStudy(spec: StudySpec): Promise<{ previous: StudyRecord["state"] | null; extendedFrom: number | null }> {
     const hash = specHash(spec);
     const e = await this.#res.studies.get(this.#studyKey());
+    const now = Date.now();
     if (e && e.operation === "PUT") {
       const r = decode(StudyRecordSchema, e.value, "study record");
-      if (r.ok && r.value.specHash !== hash) throw new StudySpecChangedError(spec.name, r.value.specHash, hash);
-      return { stopped: r.ok && r.value.state === "stopped" };
+      if (r.ok) {
+        const recordedSamples = recordedSampleCount(r.value.spec) ?? spec.search.samples;
+        const how = specContinuation({ hash: r.value.specHash, samples: recordedSamples }, spec);
+        if (how !== "same" && how !== "extended") throw new StudySpecChangedError(spec.name, r.value.specHash, hash, how.changed);
+        if (how === "extended" || r.value.state !== "running") {
+          const next: StudyRecord =
+            how === "extended"
+              ? { ...r.value, spec: specForRecord(spec), specHash: hash, state: "running", updatedAt: now }
+              : { ...r.value, state: "running", updatedAt: now };
+          await this.#res.studies.put(this.#studyKey(), encode(next));
+        }
+        return { previous: r.value.state, extendedFrom: how === "extended" ? recordedSamples : null };
+      }
     }
-    const now = Date.now();
     const rec: StudyRecord = {
       v: 1,
       type: "study",
@@ -73,7 +86,7 @@ export class StudyStore {
       updatedAt: now,
     };
     await this.#res.studies.put(this.#studyKey(), encode(rec));
-    return { stopped: false };
+    return { previous: null, extendedFrom: null };
   }
 
   async setStudyState(state: StudyRecord["state"]): Promise<void> {
@@ -155,4 +168,10 @@ export class StudyStore {
     if (failures > 0) this.#o.log.info({ failures }, `could ${what} again`);
     return v;
   }
+}
+
+/** `search.samples` of a recorded spec (as written: snake_case input), or null when it cannot be read. */
+function recordedSampleCount(spec: Record<string, unknown>): number | null {
+  const search = spec.search as { samples?: unknown } | undefined;
+  return typeof search?.samples === "number" ? search.samples : search && search.samples === undefined ? 1 : null;
 }

@@ -1,9 +1,10 @@
-import { type ConsumerMessages, DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
+import { type ConsumerMessages, DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   BadMessageCounter,
   decode,
+  isNotFound,
   type MeshNames,
   StudyRecordSchema,
   TelemetrySchema,
@@ -22,6 +23,14 @@ import { studyMetaFromSpec, type TailFilter, type TailFormat, TailView } from ".
  * Lines are collected and written once per flush tick (100 ms). When the output cannot keep up
  * (a slow terminal or pipe) lines are dropped, counted and said so, rather than buffered without
  * bound.
+ *
+ * `follow: false` prints history and returns: what is stored (from `now - since`, or all of it), in
+ * time order, up to the moment the tail started — so `rung tail --since 1h --json --no-follow` can be
+ * scripted.
+ *
+ * A NATS outage is a gap in what the tail shows, so it is said in the output itself (a line, or a
+ * `{"kind":"connection"}` object), as dropped lines are. A `--study` or `--agent` that does not exist
+ * yet is waited for, and `onNotice` says so.
  */
 
 export interface TailOutput {
@@ -49,6 +58,13 @@ export interface TailOptions {
   readonly drops?: BadMessageCounter;
   /** Called once the subscriptions are in place (live) or the replay consumers exist (since). */
   readonly onReady?: () => void;
+  /**
+   * Keep following after the history (default true). false: print what is stored — from `sinceMs`
+   * ago, or everything when `sinceMs` is null — and return.
+   */
+  readonly follow?: boolean;
+  /** Sentences for the person watching, not the output: "waiting for study x — none by that name yet". */
+  readonly onNotice?: (text: string) => void;
 }
 
 export interface TailStats {
@@ -63,15 +79,65 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
   const maxPending = o.maxPendingBytes ?? 8 * 1024 * 1024;
   const subjects = o.names.subjects;
   const f = o.filter ?? {};
+  const follow = o.follow ?? true;
+  const notice = o.onNotice ?? (() => {});
   let studies: KV | null | undefined;
+  // A filter that names a study or agent nobody has seen: said once, and again when it turns up.
+  let awaitedStudy: string | null = null;
+  let awaitedAgent: string | null = null;
   const view = new TailView({
     format: o.format,
     color: o.color,
     filter: f,
     onNewStudy: (study) => {
+      if (study === awaitedStudy) {
+        awaitedStudy = null;
+        notice(`study ${study} is here`);
+      }
       void lookUpStudy(study);
     },
   });
+
+  /** Whether any stored message has this subject (a stream's per-subject counts, filtered). */
+  async function stored(stream: string, subject: string): Promise<boolean> {
+    try {
+      const info = await (await jetstreamManager(o.nc)).streams.info(stream, { subjects_filter: subject });
+      return Object.keys(info.state.subjects ?? {}).length > 0;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  async function studyKnown(study: string): Promise<boolean> {
+    studies ??= await new Kvm(o.nc).open(o.names.buckets.studies).catch(() => null);
+    const e = await studies?.get(subjects.studyKey(study));
+    if (e && e.operation === "PUT") return true;
+    return stored(o.names.streams.events, subjects.studyEvents(study));
+  }
+
+  async function agentKnown(agent: string): Promise<boolean> {
+    const agents = await new Kvm(o.nc).open(o.names.buckets.agents).catch(() => null);
+    const e = await agents?.get(subjects.agentKey(agent));
+    if (e && e.operation === "PUT") return true;
+    return stored(o.names.streams.telemetry, subjects.telemetry(agent));
+  }
+
+  /** Says which of the filter's names do not exist (yet). A viewer's check: failing it changes nothing. */
+  async function checkNames(): Promise<void> {
+    try {
+      if (f.study !== undefined && !(await studyKnown(f.study))) {
+        awaitedStudy = follow ? f.study : null;
+        notice(follow ? `waiting for study ${f.study} — none by that name yet` : `no study ${f.study} in this mesh (yet)`);
+      }
+      if (f.agent !== undefined && !(await agentKnown(f.agent))) {
+        awaitedAgent = follow ? f.agent : null;
+        notice(follow ? `waiting for agent ${f.agent} — none by that name yet` : `no agent ${f.agent} in this mesh (yet)`);
+      }
+    } catch {
+      // no right to read the buckets or stream info: say nothing
+    }
+  }
 
   // The study's metric and time attribute come from its record; until they do, the view guesses.
   async function lookUpStudy(study: string): Promise<void> {
@@ -123,6 +189,10 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
     stats.messages += 1;
     const r = decode(TelemetrySchema, data, "telemetry");
     if (!r.ok) return drops.record("telemetry", r.error);
+    if (awaitedAgent !== null && r.value.agent === awaitedAgent) {
+      awaitedAgent = null;
+      notice(`agent ${r.value.agent} is here`);
+    }
     view.telemetry(r.value, lines);
   };
   const onEvent = (data: Uint8Array) => {
@@ -144,8 +214,30 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
   const subs: Subscription[] = [];
   const consumers: ConsumerMessages[] = [];
   const loops: Promise<void>[] = [];
+  const live = follow && (o.sinceMs === undefined || o.sinceMs === null);
+  let ended = false;
+  // The status iterator ends only when the connection closes (the caller's job): not awaited.
+  void (async () => {
+    let downSince: number | null = null;
+    for await (const st of o.nc.status()) {
+      if (ended) break;
+      if (st.type === "disconnect" && downSince === null) {
+        downSince = Date.now();
+        view.connection({ event: "disconnected", server: st.server, ts: downSince, missed: live }, lines);
+      } else if (st.type === "reconnect") {
+        const now = Date.now();
+        view.connection({ event: "reconnected", server: st.server, ts: now, downMs: now - (downSince ?? now) }, lines);
+        downSince = null;
+      }
+    }
+  })().catch(() => {});
+  let finished!: () => void;
+  const historyDone = new Promise<void>((r) => {
+    finished = r;
+  });
   try {
-    if (o.sinceMs === undefined || o.sinceMs === null) {
+    await checkNames();
+    if (live) {
       subs.push(
         o.nc.subscribe(telemetrySubject, {
           callback: (err, m) => {
@@ -164,13 +256,13 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
     } else {
       const js = jetstream(o.nc);
       const startedAt = Date.now();
-      const start = new Date(startedAt - o.sinceMs).toISOString();
+      const sinceMs = o.sinceMs ?? null;
+      const from =
+        sinceMs === null
+          ? { deliver_policy: DeliverPolicy.All }
+          : { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(startedAt - sinceMs).toISOString() };
       const open = async (stream: string, filter: string) => {
-        const c = await js.consumers.get(stream, {
-          filter_subjects: filter,
-          deliver_policy: DeliverPolicy.StartTime,
-          opt_start_time: start,
-        });
+        const c = await js.consumers.get(stream, { filter_subjects: filter, ...from });
         return { pending: (await c.info()).num_pending, messages: await c.consume({ max_messages: 2000 }) };
       };
       // Replay. Events are few: their backlog is read first and held. Telemetry is many (5 min of
@@ -198,7 +290,7 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
           let caughtUp = evs.pending === 0;
           for await (const m of evs.messages as AsyncIterable<JsMsg>) {
             if (telemetryLive) {
-              onEvent(m.data);
+              if (follow) onEvent(m.data);
               continue;
             }
             stats.messages += 1;
@@ -218,17 +310,20 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
       const tel = await open(o.names.streams.telemetry, telemetrySubject);
       consumers.push(tel.messages);
       const goLive = () => {
+        if (telemetryLive) return;
         held.sort((a, b) => a.ts - b.ts);
         releaseEvents(Number.POSITIVE_INFINITY);
         telemetryLive = true;
         replaying = false;
+        // History only: what was stored when the tail started has been shown.
+        if (!follow) finished();
       };
       if (tel.pending === 0) goLive();
       loops.push(
         (async () => {
           for await (const m of tel.messages as AsyncIterable<JsMsg>) {
             if (telemetryLive) {
-              onTelemetry(m.data);
+              if (follow) onTelemetry(m.data);
               continue;
             }
             stats.messages += 1;
@@ -244,8 +339,10 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
       );
     }
     o.onReady?.();
-    if (!o.signal.aborted) await new Promise<void>((r) => o.signal.addEventListener("abort", () => r(), { once: true }));
+    if (!o.signal.aborted)
+      await Promise.race([historyDone, new Promise<void>((r) => o.signal.addEventListener("abort", () => r(), { once: true }))]);
   } finally {
+    ended = true;
     clearInterval(timer);
     for (const s of subs) s.unsubscribe();
     for (const c of consumers) c.stop();

@@ -1,10 +1,11 @@
-import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AgentAdvert,
   AgentAdvertSchema,
   type BadMessageCounter,
+  bucketKeys,
   decode,
   type MeshNames,
   type Telemetry,
@@ -89,7 +90,7 @@ export async function readAdverts(nc: NatsConnection, names: MeshNames, drops?: 
     return [];
   }
   const out: AgentAdvert[] = [];
-  for await (const key of await kv.keys()) {
+  for (const key of await bucketKeys(await jetstreamManager(nc), names.buckets.agents)) {
     const e = await kv.get(key);
     if (!e || e.operation !== "PUT") continue;
     const r = decode(AgentAdvertSchema, e.value, "agent advert");

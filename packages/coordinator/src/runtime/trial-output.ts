@@ -113,6 +113,30 @@ export async function readTrialEvents(
   return out;
 }
 
+/** How a trial attempt ended, for saying why there is no output: its `finished` event and the trial's `ended`. */
+export interface AttemptEnding {
+  readonly finished: Extract<TrialEvent, { type: "finished" }> | null;
+  readonly ended: Extract<TrialEvent, { type: "ended" }> | null;
+}
+
+/** The `finished` event of `attempt` (or of the latest attempt, for null) and the trial's `ended` event. */
+export async function attemptEnding(
+  nc: NatsConnection,
+  names: MeshNames,
+  study: string,
+  trial: string,
+  attempt: number | null,
+  drops?: BadMessageCounter,
+): Promise<AttemptEnding> {
+  let finished: AttemptEnding["finished"] = null;
+  let ended: AttemptEnding["ended"] = null;
+  for (const e of await readTrialEvents(nc, names, study, trial, drops)) {
+    if (e.type === "finished" && (attempt === null || e.attempt === attempt)) finished = e;
+    else if (e.type === "ended") ended = e;
+  }
+  return { finished, ended };
+}
+
 export interface TrialOutputOptions {
   readonly study: string;
   readonly trial: string;

@@ -2,11 +2,13 @@
 
 export type { StopDecision } from "./decider.js";
 export { decideStudy, StudyDecider } from "./decider.js";
+export type { HistoryRow } from "./history.js";
+export { historyMetricKeys, studyHistory } from "./history.js";
 export type { Metrics, StudyPolicy } from "./policy.js";
 export { createStudyPolicy } from "./policy.js";
 export type { StudyProgress } from "./progress.js";
-export type { StudyReplayResult } from "./replay-study.js";
-export { replayStudy } from "./replay-study.js";
+export type { StudyReplayOptions, StudyReplayResult } from "./replay-study.js";
+export { replayStudy, studyReplayOptions } from "./replay-study.js";
 export type { ParamKind, ParamProblem, ParamSpec, ParamValue, PlannedTrial, SearchSpec } from "./search-space.js";
 export {
   countTrials,
@@ -31,13 +33,16 @@ export {
   REDACTED,
   RESERVED_PLACEHOLDERS,
   schedulerOptionsOf,
+  specContinuation,
   specForRecord,
   specHash,
   specToInput,
   trialArgv,
 } from "./spec.js";
-export type { AttemptRecord, AttemptStatus, PhaseCounts, StopInfo, TrialRecord } from "./state.js";
+export type { AttemptRecord, AttemptStatus, PhaseCounts, Refusal, StopInfo, TrialRecord } from "./state.js";
 export { isCopyRejection, StudyState, TERMINAL_PHASES, TrialPhase } from "./state.js";
 export type { StoredEvent } from "./stored-event.js";
-export type { EarlyStoppingSavings } from "./summary.js";
-export { earlyStoppingSavings, rungFunnel } from "./summary.js";
+export type { PlannedBracket, PlannedRung, PlannedTrialRow, StudyPlan } from "./study-plan.js";
+export { planStudy } from "./study-plan.js";
+export type { EarlyStoppingSavings, StudyOutcome } from "./summary.js";
+export { earlyStoppingSavings, failureSummary, missingMetricReason, rungFunnel, studyOutcome } from "./summary.js";

@@ -189,7 +189,7 @@ describe("spec errors name the field path and what is allowed", () => {
       {
         path: "colour",
         message:
-          "unknown key; allowed here: name, command, workdir, env, secret_env, metric, search, scheduler, early_stopping, resources, max_concurrent, retries",
+          "unknown key; allowed here: name, command, workdir, env, secret_env, metric, search, scheduler, early_stopping, resources, max_concurrent, retries, report_timeout, trial_timeout",
       },
     ]);
     const e = tweak((s) => (s.scheduler.reduction = 3));
@@ -207,7 +207,7 @@ describe("spec errors name the field path and what is allowed", () => {
 
   it("missing required fields", () => {
     const e = errorOf({ name: "x" });
-    expect(e.problems.map((p) => p.path)).toEqual(["command", "metric", "search", "scheduler"]);
+    expect(e.problems.map((p) => p.path)).toEqual(["command", "metric", "search"]);
     expect(e.message).toContain("command: is required (a string or a list)");
     expect(tweak((s) => delete s.metric.mode).message).toContain("metric.mode: is required; one of max, min");
   });

@@ -1,6 +1,14 @@
 import { createHash } from "node:crypto";
 import { readFile } from "node:fs/promises";
-import { CommandTemplateError, InvalidTokenError, placeholders, renderArgv, splitCommand, validToken } from "@rung/protocol";
+import {
+  CommandTemplateError,
+  InvalidTokenError,
+  parseDuration,
+  placeholders,
+  renderArgv,
+  splitCommand,
+  validToken,
+} from "@rung/protocol";
 import { parseDocument } from "yaml";
 import { z } from "zod";
 import { issuesToProblems, strictObject } from "../common/index.js";
@@ -35,13 +43,17 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
  *              stop_last_trials, min_samples_required}
  *                                -> scheduler {type, timeAttr, gracePeriod, reductionFactor, maxT,
  *                                   brackets, stopLastTrials, minSamplesRequired} (per type; see
- *                                   scheduler-options.ts for defaults and rules)
+ *                                   scheduler-options.ts for defaults and rules); no
+ *                                   scheduler section: {type: fifo}, as Ray Tune defaults
  *   early_stopping {monitor (metric.name), mode (metric.mode when monitoring the metric), patience,
  *                   min_delta (0)}  (optional)
  *                                -> earlyStopping {monitor, mode, patience, minDelta} | null
  *   resources {gpus (1), cpus (0)} -> resources       gpus: 0 means a CPU slot
  *   max_concurrent (unlimited)   -> maxConcurrent     number | null
  *   retries (2)                  -> retries           attempts after the first, for crashed trials
+ *   report_timeout (none)        -> reportTimeoutMs   "10m": an attempt silent for longer fails the trial
+ *   trial_timeout (none)         -> trialTimeoutMs    "2h": wall-clock limit of one attempt; past it the
+ *                                                     trial fails
  *
  * Unknown keys are errors at every level; every error names its field path and what is allowed.
  */
@@ -71,6 +83,10 @@ export interface StudySpec {
   readonly resources: { readonly gpus: number; readonly cpus: number };
   readonly maxConcurrent: number | null;
   readonly retries: number;
+  /** No report (nor start) from a running attempt for this long fails the trial. null: no limit. */
+  readonly reportTimeoutMs: number | null;
+  /** Wall-clock limit of one attempt, from its start. null: no limit. */
+  readonly trialTimeoutMs: number | null;
 }
 
 /** Placeholders filled by Rung rather than the search space. */
@@ -109,17 +125,19 @@ const SpecInputSchema = strictObject({
     seed: z.number().int().optional(),
     space: z.record(z.string(), z.unknown()),
   }),
-  scheduler: z.discriminatedUnion("type", [
-    strictObject({ type: z.literal("asha"), ...ashaShape }),
-    strictObject({ type: z.literal("hyperband"), ...ashaShape }),
-    strictObject({
-      type: z.literal("median"),
-      ...schedulerCommon,
-      grace_period: num.optional(),
-      min_samples_required: num.optional(),
-    }),
-    strictObject({ type: z.literal("fifo"), ...schedulerCommon }),
-  ]),
+  scheduler: z
+    .discriminatedUnion("type", [
+      strictObject({ type: z.literal("asha"), ...ashaShape }),
+      strictObject({ type: z.literal("hyperband"), ...ashaShape }),
+      strictObject({
+        type: z.literal("median"),
+        ...schedulerCommon,
+        grace_period: num.optional(),
+        min_samples_required: num.optional(),
+      }),
+      strictObject({ type: z.literal("fifo"), ...schedulerCommon }),
+    ])
+    .optional(),
   early_stopping: strictObject({
     monitor: z.string().min(1).optional(),
     mode: mode.optional(),
@@ -132,6 +150,8 @@ const SpecInputSchema = strictObject({
   }).optional(),
   max_concurrent: z.number().int().min(1).nullable().optional(),
   retries: z.number().int().min(0).optional(),
+  report_timeout: z.union([z.string(), z.number()]).optional(),
+  trial_timeout: z.union([z.string(), z.number()]).optional(),
 });
 
 /** The spec as written (snake_case), after the structural check. */
@@ -256,7 +276,8 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
   const metric = { name: raw.metric.name, mode: raw.metric.mode };
 
   // scheduler
-  const s = raw.scheduler;
+  // No scheduler section: FIFO, every trial runs to its end (what Ray Tune does when none is given).
+  const s = raw.scheduler ?? { type: "fifo" as const };
   const schedulerInput: SchedulerOptionsInput = {
     scheduler: s.type,
     mode: metric.mode,
@@ -312,6 +333,20 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     if (n > MAX_TRIALS) bad("search", `would create ${n} trials; at most ${MAX_TRIALS} (check samples and the grid sizes)`);
   }
 
+  // limits
+  const limit = (key: "report_timeout" | "trial_timeout"): number | null => {
+    const v = raw[key];
+    if (v === undefined) return null;
+    const ms = typeof v === "number" ? v * 1000 : durationMs(v);
+    if (ms === null || !Number.isFinite(ms) || ms < 1000) {
+      bad(key, `must be a duration of at least 1s such as "30s", "10m" or "2h" (a number is seconds), got ${JSON.stringify(v)}`);
+      return null;
+    }
+    return ms;
+  };
+  const reportTimeoutMs = limit("report_timeout");
+  const trialTimeoutMs = limit("trial_timeout");
+
   if (problems.length > 0 || scheduler === null) throw new SpecError(problems, { file });
   return {
     name: raw.name,
@@ -326,7 +361,17 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     resources: { gpus: raw.resources?.gpus ?? 1, cpus: raw.resources?.cpus ?? 0 },
     maxConcurrent: raw.max_concurrent ?? null,
     retries: raw.retries ?? DEFAULT_RETRIES,
+    reportTimeoutMs,
+    trialTimeoutMs,
   };
+}
+
+function durationMs(text: string): number | null {
+  try {
+    return parseDuration(text);
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -413,6 +458,8 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
     out.early_stopping = { monitor: e.monitor, mode: e.mode, patience: e.patience, min_delta: e.minDelta };
   }
   if (spec.maxConcurrent !== null) out.max_concurrent = spec.maxConcurrent;
+  if (spec.reportTimeoutMs !== null) out.report_timeout = `${spec.reportTimeoutMs}ms`;
+  if (spec.trialTimeoutMs !== null) out.trial_timeout = `${spec.trialTimeoutMs}ms`;
   return out;
 }
 
@@ -450,7 +497,32 @@ export function canonicalJson(value: unknown): string {
  * coordinator (or `rung study run` on a changed file) can tell it is the same study.
  */
 export function specHash(spec: StudySpec): string {
-  return createHash("sha256").update(canonicalJson(spec)).digest("hex");
+  // Limits that are not set stay out of the hash, so a study recorded before they existed keeps its hash.
+  const { reportTimeoutMs, trialTimeoutMs, ...rest } = spec;
+  return createHash("sha256")
+    .update(
+      canonicalJson({ ...rest, reportTimeoutMs: reportTimeoutMs ?? undefined, trialTimeoutMs: trialTimeoutMs ?? undefined }),
+    )
+    .digest("hex");
+}
+
+/**
+ * How `next` may continue a recorded study (its stored spec hash and sample count): "same" spec,
+ * "extended" (only `search.samples` grew: the trials already planned keep their ids and parameters, new
+ * ones follow), or what changed, as a sentence.
+ */
+export function specContinuation(
+  stored: { readonly hash: string; readonly samples: number },
+  next: StudySpec,
+): "same" | "extended" | { readonly changed: string } {
+  if (specHash(next) === stored.hash) return "same";
+  const asStored: StudySpec = { ...next, search: { ...next.search, samples: stored.samples } };
+  if (specHash(asStored) !== stored.hash) return { changed: "the spec differs from the one the study was started with" };
+  if (next.search.samples < stored.samples)
+    return {
+      changed: `search.samples can only grow (the study has ${stored.samples}, the spec asks for ${next.search.samples})`,
+    };
+  return "extended";
 }
 
 /** The scheduler options of a spec (its scheduler section plus the metric's mode). */

@@ -1,4 +1,4 @@
-import type { RejectReason, TrialEvent } from "@rung/protocol";
+import { isAgentSpecificRejection, type RejectReason, type TrialEvent } from "@rung/protocol";
 import type { MetricMode } from "../scheduling/index.js";
 
 /**
@@ -20,7 +20,29 @@ export type TrialPhase = (typeof TrialPhase)[keyof typeof TrialPhase];
 
 export const TERMINAL_PHASES: ReadonlySet<TrialPhase> = new Set(["completed", "stopped", "failed", "cancelled"]);
 
-export type AttemptStatus = "queued" | "claimed" | "running" | "completed" | "stopped" | "failed" | "lost" | "rejected";
+/**
+ * `refused`: an agent could not run the order for a reason of its own (trust, workdir, program) and
+ * handed it back to the queue, where another agent may take it (as the next attempt number).
+ */
+export type AttemptStatus =
+  | "queued"
+  | "claimed"
+  | "running"
+  | "completed"
+  | "stopped"
+  | "failed"
+  | "lost"
+  | "rejected"
+  | "refused";
+
+/** An agent that could not run the trial's order, and why (`rejected` with an agent-specific reason). */
+export interface Refusal {
+  readonly agent: string;
+  readonly attempt: number | null;
+  readonly reason: RejectReason;
+  readonly detail: string;
+  readonly ts: number;
+}
 
 export interface AttemptRecord {
   readonly attempt: number;
@@ -64,6 +86,8 @@ export interface TrialRecord {
   stop: StopInfo | null;
   endReason: string | null;
   endedAt: number | null;
+  /** Agents that handed the order back as one they cannot run, in order. */
+  refusals: Refusal[];
 }
 
 export interface PhaseCounts {
@@ -130,6 +154,7 @@ export class StudyState {
         stop: null,
         endReason: null,
         endedAt: null,
+        refusals: [],
       };
       this.trials.set(id, t);
     }
@@ -238,7 +263,15 @@ export class StudyState {
         break;
       }
       case "rejected": {
-        if (ev.attempt !== null && !isCopyRejection(ev.reason)) {
+        if (isAgentSpecificRejection(ev.reason)) {
+          t.refusals.push({ agent: ev.agent, attempt: ev.attempt, reason: ev.reason, detail: ev.detail, ts: ev.ts });
+          if (ev.attempt !== null) {
+            const a = this.attempt(t, ev.attempt);
+            if (a.status === "queued") a.status = "refused";
+            a.agent ??= ev.agent;
+            a.reason = `${ev.agent} cannot run it (${ev.reason}: ${ev.detail})`;
+          }
+        } else if (ev.attempt !== null && !isCopyRejection(ev.reason)) {
           const a = this.attempt(t, ev.attempt);
           a.status = "rejected";
           a.agent = ev.agent;
@@ -258,10 +291,29 @@ export class StudyState {
     }
   }
 
-  counts(): PhaseCounts {
+  /**
+   * Counts per phase. `settled` counts a trial whose latest attempt has finished by that attempt's own
+   * end (see {@link phaseOf}) — what a reader shows while no coordinator is attached to end it.
+   */
+  counts(settled = false): PhaseCounts {
     const c: PhaseCounts = { pending: 0, queued: 0, running: 0, completed: 0, stopped: 0, failed: 0, cancelled: 0 };
-    for (const t of this.trials.values()) c[t.phase] += 1;
+    for (const t of this.trials.values()) c[settled ? StudyState.phaseOf(t) : t.phase] += 1;
     return c;
+  }
+
+  /**
+   * The phase to show: the coordinator's (its `ended`), or, for a trial it has not ended yet, the end of
+   * the trial's latest attempt as its agent reported it (`finished`). They differ only while no
+   * coordinator is attached (detached with Ctrl-C, or between an attempt's end and the coordinator's
+   * answer); a failed attempt shows as failed although an attached coordinator might retry it.
+   */
+  static phaseOf(t: TrialRecord): TrialPhase {
+    if (TERMINAL_PHASES.has(t.phase)) return t.phase;
+    const latest = t.attempts.at(-1);
+    if (latest?.status === "completed") return t.stop !== null ? "stopped" : "completed";
+    if (latest?.status === "stopped" && !(latest.reason ?? "").startsWith("claim-lost")) return "stopped";
+    if (latest?.status === "failed") return "failed";
+    return t.phase;
   }
 
   /** Trials created and not yet in a terminal phase. */
@@ -269,12 +321,14 @@ export class StudyState {
     return [...this.trials.values()].filter((t) => t.createdAt !== null && !TERMINAL_PHASES.has(t.phase));
   }
 
-  /** Orders published that no agent has claimed yet. */
+  /** Orders published that no agent has claimed yet (a refused order is back in the queue). */
   waitingOrders(): number {
     let n = 0;
     for (const t of this.trials.values()) {
       if (TERMINAL_PHASES.has(t.phase)) continue;
-      for (const a of t.attempts) if (a.status === "queued") n += 1;
+      const latest = t.attempts.at(-1);
+      if (latest && (latest.status === "queued" || latest.status === "refused")) n += 1;
+      else for (const a of t.attempts) if (a.status === "queued") n += 1;
     }
     return n;
   }

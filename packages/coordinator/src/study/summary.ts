@@ -1,4 +1,4 @@
-import { StudyState } from "./state.js";
+import { StudyState, type TrialRecord } from "./state.js";
 
 /** Numbers about a study that views and the report show: the rung funnel and the GPU time early stopping saved. */
 
@@ -42,4 +42,44 @@ export function earlyStoppingSavings(state: StudyState, maxT: number | null, now
     savedGpuSeconds: full - used,
     savedShare: full > 0 ? (full - used) / full : 0,
   };
+}
+
+/**
+ * How a study turned out, for the exit code of `rung study run` and the first line of status and
+ * report: a best result; trials that ran but none reported the metric; every trial failed; or
+ * nothing ran at all.
+ */
+export type StudyOutcome =
+  | { readonly kind: "best"; readonly trial: string; readonly value: number }
+  | { readonly kind: "no-metric"; readonly trials: number }
+  | { readonly kind: "all-failed"; readonly failed: number }
+  | { readonly kind: "nothing-ran" };
+
+export function studyOutcome(state: StudyState): StudyOutcome {
+  const created = [...state.trials.values()].filter((t) => t.createdAt !== null);
+  if (created.length === 0) return { kind: "nothing-ran" };
+  const best = state.best();
+  // Trials reported, none of them the metric: the spec's metric name or the script is wrong.
+  if (!best && created.some((t) => t.reports > 0)) return { kind: "no-metric", trials: created.length };
+  const failed = created.filter((t) => t.phase === "failed").length;
+  // A failed trial's partial results may lead the board, but a study of failures did not succeed.
+  if (failed === created.length) return { kind: "all-failed", failed };
+  if (best) return { kind: "best", trial: best.trial, value: best.bestValue as number };
+  return { kind: "nothing-ran" };
+}
+
+/** "reported accuracy, loss — not val_acc" (or "reported nothing — not val_acc"). */
+export function missingMetricReason(t: TrialRecord, metric: string): string {
+  const keys = Object.keys(t.lastMetrics).sort();
+  return keys.length > 0
+    ? `${t.trial} reported ${keys.join(", ")} — not ${metric}; report it with rung_trial.report(${metric}=...)`
+    : `${t.trial} reported nothing — not ${metric}; report it with rung_trial.report(${metric}=...)`;
+}
+
+/** The first line of a trial's end reason and the end of its log tail, for status and report. */
+export function failureSummary(t: TrialRecord, tailLines = 3): { reason: string; tail: string[] } | null {
+  if (t.phase !== "failed") return null;
+  const [first = "failed", ...rest] = (t.endReason ?? "failed").split("\n");
+  const lastTail = [...t.attempts].reverse().find((a) => a.logTail.length > 0)?.logTail ?? rest;
+  return { reason: first, tail: lastTail.slice(-tailLines) };
 }

@@ -8,9 +8,23 @@ import {
   type TrialStats,
 } from "../index.js";
 
-/** A healthy trial: busy GPU, little data wait, half the memory. Override what a case needs. */
-function trial(over: Partial<TrialStats> & { util?: number; wait?: number; mem?: number; cpu?: number | null } = {}): TrialStats {
-  const { util = 92, wait = 0.04, mem = 0.6, cpu = 40, ...rest } = over;
+/**
+ * A healthy trial: busy GPU, little data wait, half the memory. Override what a case needs: `cpu` is
+ * the host's mean CPU percent, `own` the trial's own CPU in cores (its agent's measurement; null: an
+ * agent that does not measure it), `waitCpu` the host's CPU percent while its loader waited (from its
+ * reports; null: a helper that does not measure it).
+ */
+function trial(
+  over: Partial<TrialStats> & {
+    util?: number;
+    wait?: number;
+    mem?: number;
+    cpu?: number | null;
+    own?: number | null;
+    waitCpu?: number | null;
+  } = {},
+): TrialStats {
+  const { util = 92, wait = 0.04, mem = 0.6, cpu = 40, own = null, waitCpu = null, ...rest } = over;
   const compute = 100;
   return {
     study: "s",
@@ -32,6 +46,8 @@ function trial(over: Partial<TrialStats> & { util?: number; wait?: number; mem?:
     throughput: null,
     numWorkers: 4,
     batchSize: 64,
+    trialCpu: own === null ? null : { meanCores: own, maxCores: own * 1.1, samples: 24 },
+    waitHostCpuPercent: waitCpu,
     host: { cores: 16, gpus: 2, cpuMeanPercent: cpu, samples: cpu === null ? 0 : 24 },
     ...rest,
   };
@@ -85,9 +101,69 @@ describe("diagnose", () => {
     expect(kinds(diagnose({ trials: [trial({ ...noGpu, wait: 0.4 })], agents: [] }))).toEqual([]);
   });
 
-  it("says when more workers will not help", () => {
-    const [x] = diagnose({ trials: [trial({ util: 30, wait: 0.6, numWorkers: 15 })], agents: [] }) as [Finding];
-    expect(x.advice[0]).toMatch(/already 15.*will not help/);
+  // The box of the report: 2 cores, one GPU, a starved trial with as many workers as cores.
+  const smallBox = { cores: 2, gpus: 1, cpuMeanPercent: 45, samples: 24 };
+  const starved = { util: 30, wait: 0.67, numWorkers: 2, host: smallBox };
+  const inputBoundOf = (t: TrialStats) => diagnose({ trials: [t], agents: [] }).find((x) => x.kind === "input-bound") as Finding;
+
+  it("a loader that waits on storage with the CPU idle: raise num_workers past the core count", () => {
+    // The report's case: the host 27–57 % busy while the loader waited; the trial itself a tenth of a core.
+    for (const waitCpu of [27, 57]) {
+      const f = diagnose({ trials: [trial({ ...starved, waitCpu, own: 0.2 })], agents: [] });
+      expect(kinds(f)).toEqual(["input-bound"]);
+      const x = f[0] as Finding;
+      expect(x.evidence).toMatchObject({ loaderWaitsOn: "io", numWorkers: 2, waitHostCpuPercent: waitCpu, trialCpuCores: 0.2 });
+      // 2 workers at 67 % wait need 3× the throughput, half as much again to spare: 10, held to 4× the 2 cores.
+      expect(x.evidence.suggestedWorkers).toBe(8);
+      expect(x.advice[0]).toMatch(
+        /^raise DataLoader num_workers from 2 to about 8, past the core count \(the host has 2 CPU cores\)/,
+      );
+      expect(x.advice[0]).toContain(`the host's CPU was ${waitCpu}% busy while the loader waited`);
+      expect(x.advice.join("\n")).not.toMatch(/will not help|not past the cores/);
+      expect(x.advice.join("\n")).toMatch(/cache the dataset on local disk/);
+      expect(x.summary).toContain("waits on storage or the network");
+    }
+    // Measured by the trial's own CPU alone (a helper without data_wait_host_cpu): the same.
+    expect(inputBoundOf(trial({ ...starved, own: 0.2 })).evidence.loaderWaitsOn).toBe("io");
+    // On a bigger box the target stays between 2× and 4× the cores the trial can have (16 cores, 2 GPUs: 8).
+    const big = inputBoundOf(trial({ util: 30, wait: 0.5, numWorkers: 8, waitCpu: 20, own: 1 }));
+    expect(big.evidence).toMatchObject({ loaderWaitsOn: "io", trialCores: 8, suggestedWorkers: 24 });
+  });
+
+  it("a loader that keeps the CPU busy: more workers than cores will not help", () => {
+    const x = inputBoundOf(trial({ ...starved, waitCpu: 98, own: 1.7 }));
+    expect(x.evidence).toMatchObject({ loaderWaitsOn: "cpu", suggestedWorkers: 1, trialCpuPercent: 85 });
+    expect(x.advice[0]).toMatch(
+      /^num_workers is already 2 and the host has 2 CPU cores: .*CPU-bound and more workers than cores will not help/,
+    );
+    expect(x.advice.join("\n")).not.toMatch(/past the core count/);
+    expect(x.advice.join("\n")).toMatch(/decoding and augmentation off the training loop/);
+    // Fewer workers than cores on a CPU-bound loader: up to the cores, not past them (16 cores for 2 GPUs: 8 for this trial).
+    const few = inputBoundOf(trial({ util: 30, wait: 0.6, numWorkers: 2, waitCpu: 95, own: 6.5 }));
+    expect(few.evidence).toMatchObject({ loaderWaitsOn: "cpu", suggestedWorkers: 7 });
+    expect(few.advice[0]).toMatch(/^raise DataLoader num_workers from 2 to about 7, not past the cores/);
+    // By its own CPU alone (no data_wait_host_cpu): 85 % of its cores is CPU-bound.
+    expect(inputBoundOf(trial({ ...starved, own: 1.7 })).evidence.loaderWaitsOn).toBe("cpu");
+  });
+
+  it("a loader that waits while other processes hold the CPU: its own workers wait, so more of them help", () => {
+    const x = inputBoundOf(trial({ ...starved, waitCpu: 96, own: 0.3, host: { ...smallBox, cpuMeanPercent: 95 } }));
+    expect(x.evidence.loaderWaitsOn).toBe("contended");
+    expect(x.advice[0]).toMatch(/past the core count/);
+    expect(x.advice[1]).toMatch(/other processes keep the CPU busy/);
+    // Without data_wait_host_cpu, a busy host and a trial that uses little of it say the same.
+    expect(inputBoundOf(trial({ ...starved, own: 0.3, host: { ...smallBox, cpuMeanPercent: 95 } })).evidence.loaderWaitsOn).toBe(
+      "contended",
+    );
+  });
+
+  it("names both possibilities when nothing says what the loader waits on", () => {
+    const x = inputBoundOf(trial({ util: 30, wait: 0.6, numWorkers: 15 }));
+    expect(x.evidence.loaderWaitsOn).toBe("unknown");
+    expect(x.advice[0]).toMatch(
+      /already 15.*raise it past the core count, to about \d+; if they keep the CPU busy, more will not help/,
+    );
+    expect(x.advice[0]).toMatch(/not measured/);
   });
 
   it("gpu-under-filled: low utilization, no data wait, little memory", () => {
@@ -107,14 +183,33 @@ describe("diagnose", () => {
     expect(diagnose({ trials: [trial({ util: 86, gpuCount: 4, gpus: even })], agents: [] })).toEqual([]);
   });
 
-  it("host-cpu-saturated: host CPU near 100% while the GPU idles", () => {
-    const f = diagnose({ trials: [trial({ util: 35, wait: 0.45, cpu: 97, numWorkers: 16 })], agents: [] });
+  it("host-cpu-saturated: the trial's own processes fill its cores while the GPU idles", () => {
+    // 16 cores for 2 GPUs: a one-GPU trial can have 8; it uses 7.6 of them and the host is full.
+    const f = diagnose({ trials: [trial({ util: 35, wait: 0.45, cpu: 97, own: 7.6, numWorkers: 16 })], agents: [] });
     expect(kinds(f).sort()).toEqual(["host-cpu-saturated", "input-bound"]);
     const host = f.find((x) => x.kind === "host-cpu-saturated") as Finding;
-    expect(host.advice[0]).toMatch(/num_workers=16 is at or above the host's 16 cores/);
+    expect(host.evidence).toMatchObject({ trialCpuCores: 7.6, trialCores: 8, trialCpuPercent: 95 });
+    expect(host.advice[0]).toMatch(/num_workers=16 is at or above the 8 cores this trial can have: lower it to about 7/);
     const input = f.find((x) => x.kind === "input-bound") as Finding;
+    expect(input.evidence.loaderWaitsOn).toBe("cpu");
     expect(input.advice.join("\n")).toMatch(/not more workers/);
-    expect(kinds(diagnose({ trials: [trial({ util: 35, wait: 0.05, mem: 0.7, cpu: 60 })], agents: [] }))).toEqual([]);
+    expect(input.advice.join("\n")).not.toMatch(/past the core count/);
+    expect(kinds(diagnose({ trials: [trial({ util: 35, wait: 0.05, mem: 0.7, cpu: 60, own: 4 })], agents: [] }))).toEqual([]);
+    // One GPU on the host: all its cores are the trial's, and using them all is enough.
+    const alone = trial({ util: 35, wait: 0.45, cpu: 92, own: 1.9, numWorkers: 2, host: { ...smallBox, cpuMeanPercent: 92 } });
+    expect(kinds(diagnose({ trials: [alone], agents: [] })).sort()).toEqual(["host-cpu-saturated", "input-bound"]);
+  });
+
+  it("host-cpu-saturated rests on the trial's own CPU, not on other processes' load", () => {
+    // Other processes keep the host at 97 %; the trial itself uses half a core of its 8.
+    const busyNeighbours = trial({ util: 35, wait: 0.45, cpu: 97, own: 0.5, waitCpu: 97, numWorkers: 4 });
+    const f = diagnose({ trials: [busyNeighbours], agents: [] });
+    expect(kinds(f)).toEqual(["input-bound"]);
+    expect(f[0]?.evidence.loaderWaitsOn).toBe("contended");
+    // Its own share filled, but the host is not: a one-GPU trial on a two-GPU box could use more cores.
+    expect(kinds(diagnose({ trials: [trial({ util: 35, wait: 0.05, mem: 0.7, cpu: 55, own: 7.6 })], agents: [] }))).toEqual([]);
+    // An agent that does not measure the trial's CPU: no finding, whatever the host's load.
+    expect(kinds(diagnose({ trials: [trial({ util: 35, wait: 0.05, mem: 0.7, cpu: 99 })], agents: [] }))).toEqual([]);
   });
 
   it("near-oom: memory high-water above 95%", () => {

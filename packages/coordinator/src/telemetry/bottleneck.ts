@@ -7,9 +7,21 @@
  *   input-bound          mean GPU utilization < 50 % and data-wait share > 30 %
  *   gpu-under-filled     mean GPU utilization < 50 %, data-wait share <= 30 %, memory high-water < 50 %
  *   multi-gpu-imbalance  GPUs of one trial, sampled together, differ by more than 20 points
- *   host-cpu-saturated   host CPU >= 90 % while the trial ran and its GPUs < 50 % busy
+ *   host-cpu-saturated   the trial's own CPU >= 90 % of the cores it can have (and the host's >= 90 %
+ *                        when that is less than all of them) while its GPUs are < 50 % busy
  *   near-oom             memory high-water above 95 % of the GPU's memory
  *   idle-gpus            more than 20 % (and at least a minute) of an agent's GPU-seconds had no trial
+ *
+ * What an input-bound trial's loader waits on decides the worker advice (`loaderWaitsOn`):
+ *   cpu        the CPU is busy while the loader waits (host >= 75 % meanwhile) and the trial itself
+ *              uses at least half the cores it can have: more workers than cores will not help
+ *   io         the CPU is mostly idle while the loader waits (host < 75 % meanwhile): the workers
+ *              wait on storage or the network, so raise num_workers past the core count (2–4×)
+ *   contended  the CPU is busy while the loader waits, but not with this trial (its own CPU below
+ *              half its cores): other processes hold the cores; the trial's workers mostly wait
+ *   unknown    neither measured (an older agent and helper): both possibilities are named
+ * Without `data_wait_host_cpu` (a helper that predates it) the trial's own CPU decides alone: at or
+ * above 75 % of its cores is cpu, below is io (or contended when the host was busy meanwhile).
  *
  * Findings are sorted worst first: severity, then the GPU time they waste.
  */
@@ -21,6 +33,8 @@ export const FindingKind = {
   hostCpuSaturated: "host-cpu-saturated",
   nearOom: "near-oom",
   idleGpus: "idle-gpus",
+  /** Trials that failed (the report adds it from the study's state, not from telemetry). */
+  trialsFailed: "trials-failed",
 } as const;
 export type FindingKind = (typeof FindingKind)[keyof typeof FindingKind];
 
@@ -45,10 +59,26 @@ export interface DiagnosisThresholds {
   readonly underFilledMaxMemory: number;
   /** multi-gpu-imbalance: spread of the per-GPU mean utilization above this many points. Default 20. */
   readonly imbalanceMinSpread: number;
-  /** host-cpu-saturated: mean host CPU load while the trial ran at or above this. Default 90. */
+  /**
+   * host-cpu-saturated: the trial's own CPU (its processes, measured by its agent) at or above this
+   * percent of the cores it can have — all of the host's, or its GPUs' share of them on a host with
+   * several GPUs (then the host's CPU must be at least this busy too). Default 90.
+   */
   readonly hostCpuSaturatedPercent: number;
   /** host-cpu-saturated: and the trial's mean GPU utilization below this. Default 50. */
   readonly hostCpuIdleGpuMaxUtilization: number;
+  /**
+   * input-bound advice: the CPU counts as busy while the loader waits when the host's CPU meanwhile
+   * (`data_wait_host_cpu`) is at or above this percent; without that number, when the trial's own
+   * CPU is at or above this percent of its cores. Default 75.
+   */
+  readonly loaderBusyCpuPercent: number;
+  /**
+   * input-bound advice: when the CPU is busy while the loader waits, the loader is CPU-bound if the
+   * trial's own CPU is at least this share of the cores it can have; below it other processes hold
+   * the cores. Default 0.5.
+   */
+  readonly loaderOwnCpuShare: number;
   /** near-oom: memory high-water above this share of the GPU's memory. Default 0.95. */
   readonly nearOomMemory: number;
   /** near-oom is critical (rather than a warning) at or above this share. Default 0.99. */
@@ -72,6 +102,8 @@ export const DIAGNOSIS_DEFAULTS: Readonly<DiagnosisThresholds> = Object.freeze({
   imbalanceMinSpread: 20,
   hostCpuSaturatedPercent: 90,
   hostCpuIdleGpuMaxUtilization: 50,
+  loaderBusyCpuPercent: 75,
+  loaderOwnCpuShare: 0.5,
   nearOomMemory: 0.95,
   nearOomCriticalMemory: 0.99,
   idleMinShare: 0.2,
@@ -87,6 +119,7 @@ const PERCENT_KEYS = new Set<keyof DiagnosisThresholds>([
   "imbalanceMinSpread",
   "hostCpuSaturatedPercent",
   "hostCpuIdleGpuMaxUtilization",
+  "loaderBusyCpuPercent",
 ]);
 const COUNT_KEYS = new Set<keyof DiagnosisThresholds>(["minSamples", "idleMinGpuSeconds"]);
 
@@ -150,6 +183,16 @@ export interface TrialStats {
   readonly numWorkers: number | null;
   /** `batch_size` from the trial's parameters or reports. */
   readonly batchSize: number | null;
+  /**
+   * The trial's own CPU: the CPU time of its processes (trial, DataLoader workers, their children)
+   * per host sample, measured by its agent, in cores. Null when its agent does not measure it.
+   */
+  readonly trialCpu: { readonly meanCores: number; readonly maxCores: number; readonly samples: number } | null;
+  /**
+   * Host CPU busy while the trial waited for batches, percent of all cores: `data_wait_host_cpu` of
+   * its reports (rung_trial.timed measures it), weighted by each report's wait. Null when not reported.
+   */
+  readonly waitHostCpuPercent: number | null;
   readonly host: {
     readonly cores: number | null;
     /** GPUs on the trial's host (its DataLoader workers share the cores with the others). */
@@ -203,6 +246,8 @@ const pct = (share: number) => `${Math.round(100 * share)}%`;
 const pts = (util: number) => `${Math.round(util)}%`;
 const gib = (mib: number) => `${(mib / 1024).toFixed(1)} GiB`;
 const round = (x: number, digits = 3) => Number(x.toFixed(digits));
+/** 8 → "8", 2.5 → "2.5": a count of cores, whole or not. */
+const fmtCores = (n: number) => (Number.isInteger(n) ? String(n) : n.toFixed(1));
 
 function severityOf(wasteShare: number, t: DiagnosisThresholds): Severity {
   return wasteShare >= t.criticalWasteShare ? "critical" : "warning";
@@ -216,13 +261,87 @@ function hostText(trial: TrialStats): string {
     : `the host has ${h.cores} CPU cores`;
 }
 
-/** A worker count worth trying: the cores one GPU's trial can have, less one for the training loop. */
-function suggestedWorkers(trial: TrialStats): number {
+/**
+ * The cores a trial can have: all of the host's, or its GPUs' share of them on a host with several
+ * GPUs (every GPU's trial shares the cores). Null when the host's core count is unknown.
+ */
+function trialCores(trial: TrialStats): number | null {
   const h = trial.host;
+  if (h.cores === null) return null;
+  if (h.gpus === null || h.gpus <= 1 || trial.gpuCount < 1) return h.cores;
+  return Math.max(1, (h.cores * Math.min(trial.gpuCount, h.gpus)) / h.gpus);
+}
+
+/** The trial's own CPU against the host's cores and against the cores it can have. */
+interface OwnCpu {
+  readonly cores: number;
+  /** Cores the trial can have (see `trialCores`). */
+  readonly share: number;
+  readonly hostCores: number;
+  /** Percent of the cores it can have. */
+  readonly percentOfShare: number;
+  /** Percent of all the host's cores. */
+  readonly percentOfHost: number;
+}
+
+function ownCpu(trial: TrialStats): OwnCpu | null {
+  const c = trial.trialCpu;
+  const share = trialCores(trial);
+  const hostCores = trial.host.cores;
+  if (c === null || share === null || hostCores === null || c.samples === 0) return null;
+  return {
+    cores: c.meanCores,
+    share,
+    hostCores,
+    percentOfShare: (100 * c.meanCores) / share,
+    percentOfHost: (100 * c.meanCores) / hostCores,
+  };
+}
+
+/** What a starved loader waits on; the evidence's `loaderWaitsOn`. */
+const LoaderWait = { cpu: "cpu", io: "io", contended: "contended", unknown: "unknown" } as const;
+type LoaderWait = (typeof LoaderWait)[keyof typeof LoaderWait];
+
+/**
+ * What a starved loader waits on, from the host's CPU while it waited (reported by the trial) and the
+ * trial's own CPU (measured by its agent). See the comment at the top of this file.
+ */
+function loaderWaitsOn(trial: TrialStats, t: DiagnosisThresholds): LoaderWait {
+  const busy = t.loaderBusyCpuPercent;
+  const own = ownCpu(trial);
+  const ownIsMost = (o: OwnCpu) => o.percentOfShare >= 100 * t.loaderOwnCpuShare;
+  const waitCpu = trial.waitHostCpuPercent;
+  if (waitCpu !== null) {
+    if (waitCpu < busy) return LoaderWait.io;
+    if (own === null) return LoaderWait.cpu;
+    return ownIsMost(own) ? LoaderWait.cpu : LoaderWait.contended;
+  }
+  if (own === null) return LoaderWait.unknown;
+  if (own.percentOfShare >= busy) return LoaderWait.cpu;
+  const hostCpu = trial.host.cpuMeanPercent;
+  return hostCpu !== null && hostCpu >= busy && !ownIsMost(own) ? LoaderWait.contended : LoaderWait.io;
+}
+
+/** A worker count worth trying while the CPU sets the limit: the trial's cores, less one for the training loop. */
+function workersWithinCores(trial: TrialStats): number {
   const now = trial.numWorkers ?? 0;
-  if (h.cores === null) return Math.max(4, now * 2);
-  const perGpu = Math.floor(h.cores / Math.max(1, h.gpus ?? 1)) * Math.max(1, trial.gpuCount);
-  return Math.max(1, Math.min(16, perGpu - 1));
+  const cores = trialCores(trial);
+  if (cores === null) return Math.max(4, now * 2);
+  return Math.max(1, Math.min(16, Math.floor(cores) - 1));
+}
+
+/**
+ * A worker count worth trying when the workers wait on I/O: enough to cover the wait with half as
+ * much again to spare (workers / (1 − wait) × 1.5), between two and four times the trial's cores.
+ */
+function workersPastCores(trial: TrialStats, wait: number): number {
+  const now = Math.max(1, trial.numWorkers ?? 1);
+  const cores = trialCores(trial);
+  const need = Math.ceil((1.5 * now) / Math.max(0.05, 1 - wait));
+  if (cores === null) return Math.max(now + 1, Math.min(64, need));
+  const lo = Math.ceil(2 * cores);
+  const hi = Math.max(lo, Math.floor(4 * cores));
+  return Math.max(now + 1, Math.min(hi, Math.max(lo, need)));
 }
 
 function inputBound(trial: TrialStats, t: DiagnosisThresholds, hostSaturated: boolean): Finding | undefined {
@@ -236,37 +355,91 @@ function inputBound(trial: TrialStats, t: DiagnosisThresholds, hostSaturated: bo
     return undefined;
   }
   const workers = trial.numWorkers;
-  const suggest = suggestedWorkers(trial);
-  const speedup = wait < 1 ? 1 / (1 - wait) : Number.POSITIVE_INFINITY;
+  const on: LoaderWait = hostSaturated ? LoaderWait.cpu : loaderWaitsOn(trial, t);
+  const own = ownCpu(trial);
+  const waitCpu = trial.waitHostCpuPercent;
+  const cores = trialCores(trial);
+  const coresText = cores === null ? "the cores" : `the ${fmtCores(cores)} cores it can have`;
+  const within = workersWithinCores(trial);
+  const past = workersPastCores(trial, wait);
+  const from = workers !== null ? ` from ${workers}` : "";
+  const unreported =
+    workers === null ? "; the trial did not report num_workers — report it with rung_trial.report(num_workers=…)" : "";
+  // What was measured, for the advice: the host while the loader waited, and the trial itself.
+  const measured = [
+    waitCpu !== null ? `the host's CPU was ${pts(waitCpu)} busy while the loader waited` : null,
+    own !== null ? `the trial itself used ${fmtCores(own.cores)} cores (${pts(own.percentOfShare)} of ${coresText})` : null,
+  ]
+    .filter((x) => x !== null)
+    .join(" and ");
   const advice: string[] = [];
-  if (workers !== null && workers >= suggest) {
+  let suggest: number;
+  if (on === "io" || on === "contended") {
+    suggest = past;
     advice.push(
-      `num_workers is already ${workers} and ${hostText(trial)}: more workers will not help — make each item cheaper (below) or use a box with more cores per GPU`,
+      `raise DataLoader num_workers${from} to about ${past}, past the core count (${hostText(trial)}): ${measured}, so its workers wait on storage or the network rather than compute, and more of them keep more reads in flight${unreported}`,
     );
+    if (on === "contended")
+      advice.push(
+        "other processes keep the CPU busy while this trial waits: stop them, or give the trial a box (or cores) of its own — it will not get CPU time they hold",
+      );
+    advice.push("prefetch_factor=4 or more, so each worker keeps more batches in flight");
+    advice.push(
+      "cache the dataset on local disk (or in memory) once, rather than reading it from network storage every epoch; read bigger chunks (sharded tar/record files) rather than many small files",
+    );
+  } else if (on === "cpu") {
+    suggest = within;
+    if (workers !== null && workers >= within)
+      advice.push(
+        `num_workers is already ${workers} and ${hostText(trial)}: ${measured}, so the loader is CPU-bound and more workers than cores will not help — make each item cheaper (below) or use a box with more cores per GPU`,
+      );
+    else
+      advice.push(
+        `raise DataLoader num_workers${from} to about ${within}, not past the cores (${hostText(trial)}): ${measured}, so the loader is CPU-bound${unreported}`,
+      );
+    advice.push("prefetch_factor=4 (default 2), so each worker keeps more batches ready");
   } else {
-    advice.push(
-      `raise DataLoader num_workers${workers !== null ? ` from ${workers}` : ""} to about ${suggest} (${hostText(trial)}; workers that mostly wait on storage or the network can go well above the core count${workers === null ? "; the trial did not report num_workers — report it with rung_trial.report(num_workers=…)" : ""})`,
-    );
+    suggest = workers !== null && workers >= within ? past : within;
+    const which =
+      "whether they wait on the CPU or on storage was not measured (an agent or rung_trial that predates it; update both)";
+    if (workers !== null && workers >= within)
+      advice.push(
+        `num_workers is already ${workers} and ${hostText(trial)}: if its workers wait on storage or the network (the CPU idle meanwhile), raise it past the core count, to about ${past}; if they keep the CPU busy, more will not help — make each item cheaper (below). ${which}`,
+      );
+    else
+      advice.push(
+        `raise DataLoader num_workers${from} to about ${within} (${hostText(trial)}; workers that mostly wait on storage or the network can go well above the core count${unreported}) — ${which}`,
+      );
+    advice.push("prefetch_factor=4 (default 2), so each worker keeps more batches ready");
   }
   advice.push("pin_memory=True, and .to(device, non_blocking=True) on each batch");
   advice.push("persistent_workers=True, so workers are not restarted every epoch");
-  advice.push("prefetch_factor=4 (default 2), so each worker keeps more batches ready");
-  advice.push(
-    "move decoding and augmentation off the training loop: decode once into a tensor or numpy memmap, cache on local disk, or decode on the GPU (DALI, torchvision.io.decode_jpeg(device='cuda'))",
-  );
-  if (hostSaturated)
+  if (on !== "io" && on !== "contended")
     advice.push(
-      `the host CPU averaged ${pts(trial.host.cpuMeanPercent ?? 0)} meanwhile: the fix is cheaper items or more cores, not more workers`,
+      "move decoding and augmentation off the training loop: decode once into a tensor or numpy memmap, cache on local disk, or decode on the GPU (DALI, torchvision.io.decode_jpeg(device='cuda'))",
+    );
+  if (hostSaturated && own !== null)
+    advice.push(
+      `the trial's own CPU averaged ${pts(own.percentOfShare)} of ${coresText} meanwhile: the fix is cheaper items or more cores, not more workers`,
     );
   const gpuPart = judged ? `GPU ${pts(u.mean)} busy (p10 ${pts(u.p10)}, p90 ${pts(u.p90)})` : "no GPU samples";
+  const waitsOn =
+    on === "io"
+      ? "; its loader waits on storage or the network (the CPU idle meanwhile)"
+      : on === "contended"
+        ? "; its loader waits while other processes hold the CPU"
+        : on === "cpu"
+          ? "; its loader is CPU-bound"
+          : "";
   const waste = judged ? 1 - u.mean / 100 : wait;
+  const speedup = wait < 1 ? 1 / (1 - wait) : Number.POSITIVE_INFINITY;
   return {
     kind: "input-bound",
     severity: severityOf(waste, t),
     trial: trial.trial,
     agent: trial.agents[0] ?? null,
-    summary: `${trial.trial} is input-bound: ${gpuPart} while it waited for batches ${pct(wait)} of the time (${trial.dataWaitS.toFixed(1)} s waiting, ${trial.computeS.toFixed(1)} s computing)${workers !== null ? ` with num_workers=${workers}` : ""}; removing the wait would make its epochs up to ${Number.isFinite(speedup) ? `${speedup.toFixed(1)}×` : "much"} faster`,
-    short: `${judged ? `GPU ${pts(u.mean)}, ` : ""}data wait ${pct(wait)}${workers !== null ? `, num_workers=${workers}` : ""}`,
+    summary: `${trial.trial} is input-bound: ${gpuPart} while it waited for batches ${pct(wait)} of the time (${trial.dataWaitS.toFixed(1)} s waiting, ${trial.computeS.toFixed(1)} s computing)${workers !== null ? ` with num_workers=${workers}` : ""}${waitsOn}; removing the wait would make its epochs up to ${Number.isFinite(speedup) ? `${speedup.toFixed(1)}×` : "much"} faster`,
+    short: `${judged ? `GPU ${pts(u.mean)}, ` : ""}data wait ${pct(wait)}${workers !== null ? `, num_workers=${workers}` : ""}${on !== "unknown" ? `, waits on ${on === "io" ? "I/O" : on === "cpu" ? "CPU" : "I/O (CPU held by others)"}` : ""}`,
     evidence: {
       meanUtilization: judged ? round(u.mean, 1) : null,
       p10Utilization: judged ? round(u.p10, 1) : null,
@@ -276,6 +449,11 @@ function inputBound(trial: TrialStats, t: DiagnosisThresholds, hostSaturated: bo
       computeS: round(trial.computeS, 2),
       numWorkers: workers,
       suggestedWorkers: suggest,
+      loaderWaitsOn: on,
+      waitHostCpuPercent: waitCpu === null ? null : round(waitCpu, 1),
+      trialCpuCores: own === null ? null : round(own.cores, 2),
+      trialCpuPercent: own === null ? null : round(own.percentOfShare, 1),
+      trialCores: cores === null ? null : round(cores, 2),
       hostCores: trial.host.cores,
       hostGpus: trial.host.gpus,
       samples: trial.samples,
@@ -363,14 +541,21 @@ function imbalance(trial: TrialStats, t: DiagnosisThresholds): Finding | undefin
 
 function hostSaturated(trial: TrialStats, t: DiagnosisThresholds): Finding | undefined {
   const u = trial.utilization;
-  const cpu = trial.host.cpuMeanPercent;
-  if (u === null || cpu === null || trial.samples < t.minSamples || trial.host.samples === 0) return undefined;
-  if (!(cpu >= t.hostCpuSaturatedPercent && u.mean < t.hostCpuIdleGpuMaxUtilization)) return undefined;
+  const own = ownCpu(trial);
+  if (u === null || own === null || trial.samples < t.minSamples) return undefined;
+  // The trial's own CPU decides, never its neighbours' load. A trial that can have only part of the
+  // host's cores (one GPU of several) fills "its" cores only if the host is full too.
+  const hostCpu = trial.host.cpuMeanPercent;
+  const fillsItsCores = own.percentOfShare >= t.hostCpuSaturatedPercent;
+  const hostFull = own.share >= own.hostCores || (hostCpu !== null && hostCpu >= t.hostCpuSaturatedPercent);
+  if (!(fillsItsCores && hostFull && u.mean < t.hostCpuIdleGpuMaxUtilization)) return undefined;
   const cores = trial.host.cores;
   const workers = trial.numWorkers;
   const advice: string[] = [];
-  if (workers !== null && cores !== null && workers >= cores)
-    advice.push(`num_workers=${workers} is at or above the host's ${cores} cores: lower it to about ${Math.max(1, cores - 1)}`);
+  if (workers !== null && workers >= Math.ceil(own.share))
+    advice.push(
+      `num_workers=${workers} is at or above the ${fmtCores(own.share)} cores this trial can have: lower it to about ${Math.max(1, Math.floor(own.share) - 1)}`,
+    );
   advice.push(
     "set OMP_NUM_THREADS=1 (or torch.set_num_threads(1) in worker_init_fn) so DataLoader workers do not oversubscribe the cores",
   );
@@ -380,15 +565,20 @@ function hostSaturated(trial: TrialStats, t: DiagnosisThresholds): Finding | und
   advice.push(
     `or rent a box with more CPU cores per GPU${cores !== null ? ` (this one has ${cores}${trial.host.gpus ? ` for ${trial.host.gpus} GPUs` : ""})` : ""}`,
   );
+  const shareText = own.share < own.hostCores ? ` (its GPUs' share of the host's ${own.hostCores})` : "";
   return {
     kind: "host-cpu-saturated",
     severity: severityOf(1 - u.mean / 100, t),
     trial: trial.trial,
     agent: trial.agents[0] ?? null,
-    summary: `${trial.trial}'s host CPU averaged ${pts(cpu)}${cores !== null ? ` over ${cores} cores` : ""} while its GPU was only ${pts(u.mean)} busy${workers !== null ? ` (num_workers=${workers})` : ""}: the CPU, not the GPU, sets the pace`,
-    short: `host CPU ${pts(cpu)}, GPU ${pts(u.mean)}`,
+    summary: `${trial.trial}'s own processes kept ${fmtCores(own.cores)} of its ${fmtCores(own.share)} CPU cores busy${shareText} (${pts(own.percentOfShare)}) while its GPU was only ${pts(u.mean)} busy${workers !== null ? ` (num_workers=${workers})` : ""}: the CPU, not the GPU, sets the pace`,
+    short: `trial CPU ${pts(own.percentOfShare)} of ${fmtCores(own.share)} cores, GPU ${pts(u.mean)}`,
     evidence: {
-      hostCpuMeanPercent: round(cpu, 1),
+      trialCpuCores: round(own.cores, 2),
+      trialCpuPercent: round(own.percentOfShare, 1),
+      trialCores: round(own.share, 2),
+      trialCpuSamples: trial.trialCpu?.samples ?? 0,
+      hostCpuMeanPercent: hostCpu === null ? null : round(hostCpu, 1),
       hostCores: cores,
       hostSamples: trial.host.samples,
       meanUtilization: round(u.mean, 1),
@@ -475,6 +665,7 @@ const KIND_RANK: Record<FindingKind, number> = {
   "gpu-under-filled": 3,
   "multi-gpu-imbalance": 4,
   "idle-gpus": 5,
+  "trials-failed": 6,
 };
 
 export function compareFindings(a: Finding, b: Finding): number {

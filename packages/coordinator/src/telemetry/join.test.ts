@@ -154,6 +154,37 @@ describe("joinTelemetry", () => {
     expect(f.map((x) => `${x.kind}:${x.trial ?? x.agent}`).sort()).toEqual(["idle-gpus:a2", "input-bound:t1"]);
   });
 
+  it("takes the trial's own CPU from its agent's host samples, and the host's CPU while it waited from its reports", () => {
+    // t1's reports: the first waited twice as long, with the host 90 % busy meanwhile; the others 30 %.
+    const evs3 = evs.map((e) =>
+      e.type === "report" && e.trial === "t1"
+        ? { ...e, metrics: { ...e.metrics, data_wait_host_cpu: e.seq === 1 ? 0.9 : 0.3, data_wait_s: e.seq === 1 ? 28 : 14 } }
+        : e,
+    );
+    const entry = (trial: string, cpuCores: number) => ({ study: "s", trial, attempt: 1, cpuCores, processes: 3 });
+    const tel: Telemetry[] = telemetry().map((m) => {
+      if (m.type !== "host") return m;
+      const s = (m.ts - T0) / 1000;
+      // 3 cores while it starts (before its first report at 20 s: left out, as its GPU samples are),
+      // half a core after; another study's trial beside it.
+      return { ...m, trials: s < 100 ? [entry("t1", s < 20 ? 3 : 0.5), { ...entry("t1", 7), study: "other" }] : [] };
+    });
+    // Another agent that claims to have seen t1: not one of t1's agents, so not counted.
+    tel.push({
+      ...(tel.find((m) => m.type === "host") as Telemetry),
+      agent: "a2",
+      ts: at(50),
+      trials: [entry("t1", 9)],
+    } as Telemetry);
+    const j = joinTelemetry(state(evs3), tel, { events: evs3, now: at(500) });
+    const t1 = byTrial(j.trials, "t1");
+    expect(t1.trialCpu).toEqual({ meanCores: 0.5, maxCores: 0.5, samples: 16 });
+    // (0.9 × 28 + 0.3 × 14 × 4) / (28 + 14 × 4)
+    expect(t1.waitHostCpuPercent).toBeCloseTo(50);
+    // Without the agent's measurement or the helper's, both are unknown, never zero.
+    expect(byTrial(joined.trials, "t1")).toMatchObject({ trialCpu: null, waitHostCpuPercent: null });
+  });
+
   it("keeps warm-up samples when it has no events to tell them apart", () => {
     const j = joinTelemetry(state(evs), telemetry(), { now: at(500) });
     expect(byTrial(j.trials, "t1").samples).toBe(100);

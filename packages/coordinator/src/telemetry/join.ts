@@ -14,6 +14,10 @@ import type { AgentIdleStats, DiagnosisInput, Distribution, TrialGpuStats, Trial
  * attempt that held that agent's GPU index (started → finished) at the sample's time, else idle. An
  * entry tagged with another study is busy, not idle.
  *
+ * The trial's own CPU comes from its agent's host samples (the `trials` entry for it: the CPU time
+ * of its processes over the sample's interval); the host CPU while it waited for data from its
+ * reports (`data_wait_host_cpu`, which rung_trial.timed measures, weighted by each report's wait).
+ *
  * A fake GPU's utilization is the trial's last reported busy share (5 % before the first report),
  * so its samples before an attempt's first report say nothing about the trial and are left out of
  * the utilization and memory statistics (they still count as GPU time). Real GPUs keep every sample.
@@ -178,12 +182,21 @@ export function joinTelemetry(state: StudyState, telemetry: readonly Telemetry[]
   const firstReportOfTrial = new Map<string, number>();
   const throughput = new Map<string, { name: string; sum: number; n: number }>();
   const workers = new Map<string, number>();
+  /** Per trial: Σ data_wait_host_cpu × data_wait_s and Σ data_wait_s over the reports that carry both. */
+  const waitCpu = new Map<string, { busy: number; wait: number }>();
   for (const ev of options.events ?? []) {
     if (ev.type !== "report" || ev.study !== study) continue;
     const w = byAttempt.get(`${ev.trial}#${ev.attempt}`);
     if (w && (w.firstReport === null || ev.ts < w.firstReport)) w.firstReport = ev.ts;
     const f = firstReportOfTrial.get(ev.trial);
     if (f === undefined || ev.ts < f) firstReportOfTrial.set(ev.trial, ev.ts);
+    const waitS = ev.metrics.data_wait_s;
+    const waitBusy = ev.metrics.data_wait_host_cpu;
+    if (finite(waitS) && waitS > 0 && finite(waitBusy) && waitBusy >= 0 && waitBusy <= 1) {
+      const acc = entry(waitCpu, ev.trial, () => ({ busy: 0, wait: 0 }));
+      acc.busy += waitBusy * waitS;
+      acc.wait += waitS;
+    }
     for (const [k, v] of Object.entries(ev.metrics)) {
       if (!finite(v)) continue;
       if (k === "num_workers") workers.set(ev.trial, v);
@@ -355,6 +368,7 @@ export function joinTelemetry(state: StudyState, telemetry: readonly Telemetry[]
         gpusOf,
         throughput: throughput.get(rec.trial),
         numWorkers: workers.get(rec.trial),
+        waitCpu: waitCpu.get(rec.trial),
       }),
     );
   }
@@ -418,6 +432,7 @@ interface TrialContext {
   gpusOf(agent: string): number | null;
   throughput: { name: string; sum: number; n: number } | undefined;
   numWorkers: number | undefined;
+  waitCpu: { busy: number; wait: number } | undefined;
 }
 
 function trialStatsOf(rec: TrialRecord, acc: TrialAcc | undefined, c: TrialContext): TrialStats {
@@ -437,10 +452,14 @@ function trialStatsOf(rec: TrialRecord, acc: TrialAcc | undefined, c: TrialConte
     gpus.sort((a, b) => a.agent.localeCompare(b.agent) || a.gpu - b.gpu);
   }
 
-  // Host CPU while the trial ran: host samples of its agents inside the time its samples cover (a
-  // host sample describes the interval before it, hence the interval's slack at the end).
+  // Host CPU while the trial ran, and the trial's own: host samples of its agents inside the time its
+  // samples cover (a host sample describes the interval before it, hence the interval's slack at the
+  // end). The trial's own CPU is the entry its agent made for it in each host sample.
   let cpuSum = 0;
   let cpuN = 0;
+  let ownSum = 0;
+  let ownMax = 0;
+  let ownN = 0;
   const ranges = new Map(acc && acc.usedRange.size > 0 ? acc.usedRange : acc?.anyRange);
   if (ranges.size === 0) {
     for (const w of c.windows) {
@@ -456,6 +475,16 @@ function trialStatsOf(rec: TrialRecord, acc: TrialAcc | undefined, c: TrialConte
         cpuSum += h.cpuLoadPercent;
         cpuN += 1;
       }
+      if (h.trials === undefined) continue;
+      // Several entries for one trial in one sample (two attempts overlapping on one agent): summed.
+      let own: number | null = null;
+      for (const e of h.trials)
+        if (e.study === c.study && e.trial === rec.trial && finite(e.cpuCores)) own = (own ?? 0) + e.cpuCores;
+      // No entry: the trial had not started or had ended within that interval; not a zero.
+      if (own === null) continue;
+      ownSum += own;
+      ownN += 1;
+      if (own > ownMax) ownMax = own;
     }
   }
   const mainAgent = agents[0];
@@ -482,6 +511,8 @@ function trialStatsOf(rec: TrialRecord, acc: TrialAcc | undefined, c: TrialConte
     dataWaitShare: wait + compute > 0 ? wait / (wait + compute) : null,
     throughput: t ? { name: t.name, value: t.sum / t.n } : lastThroughput(rec),
     numWorkers: c.numWorkers ?? (finite(lastWorkers) ? lastWorkers : null),
+    trialCpu: ownN > 0 ? { meanCores: ownSum / ownN, maxCores: ownMax, samples: ownN } : null,
+    waitHostCpuPercent: c.waitCpu && c.waitCpu.wait > 0 ? (100 * c.waitCpu.busy) / c.waitCpu.wait : null,
     batchSize:
       numberParam(rec.params, ["batch_size", "batch-size", "batchsize", "bs"]) ??
       (finite(rec.lastMetrics.batch_size) ? rec.lastMetrics.batch_size : null),

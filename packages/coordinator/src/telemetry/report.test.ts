@@ -158,6 +158,8 @@ describe("buildStudyReport", () => {
     expect(r.findings.map((f) => `${f.kind}:${f.trial ?? f.agent}`)).toEqual([
       "idle-gpus:a2",
       "input-bound:t2",
+      // t4 failed: one of four trials, a critical share, sorted with the criticals by the GPU time it used
+      "trials-failed:t4",
       "input-bound:t4",
     ]);
     const back = JSON.parse(JSON.stringify(r));
@@ -194,6 +196,7 @@ describe("buildStudyReport", () => {
     expect(renderReportMarkdown(r2)).toContain("price unknown (no agent advertised one)");
     expect(renderReportMarkdown(r2)).toContain("no GPU telemetry");
     // Data-wait alone still finds the starved trials (stricter threshold without GPU samples).
-    expect(r2.findings.map((f) => f.kind)).toEqual(["input-bound", "input-bound"]);
+    expect(r2.findings.map((f) => f.kind).filter((k) => k !== "trials-failed")).toEqual(["input-bound", "input-bound"]);
+    expect(r2.failures.map((f) => f.trial)).toEqual(["t4"]);
   });
 });

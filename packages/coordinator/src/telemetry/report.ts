@@ -1,9 +1,10 @@
 import type { AgentAdvert, Telemetry, TrialEvent } from "@rung/protocol";
 import { rungMilestones } from "../scheduling/index.js";
 import type { StudySpec } from "../study/index.js";
-import { type PhaseCounts, rungFunnel, StudyState, type TrialRecord } from "../study/index.js";
+import { failureSummary, type PhaseCounts, rungFunnel, StudyState, type TrialRecord } from "../study/index.js";
 import {
   type AgentIdleStats,
+  compareFindings,
   compileDiagnosisOptions,
   type DiagnosisOptions,
   type DiagnosisThresholds,
@@ -120,12 +121,45 @@ export interface StudyReport {
   readonly cost: CostSummary;
   readonly findings: readonly Finding[];
   readonly trials: readonly ReportTrial[];
+  /** Every failed trial: the first line of its reason and the end of its log. */
+  readonly failures: readonly { readonly trial: string; readonly reason: string; readonly tail: readonly string[] }[];
   readonly agents: readonly AgentIdleStats[];
   readonly thresholds: DiagnosisThresholds;
 }
 
 const num = (x: number | null | undefined): number | null => (typeof x === "number" && Number.isFinite(x) ? x : null);
 const iso = (ts: number | null): string | null => (ts === null ? null : new Date(ts).toISOString());
+
+/** One finding for the study's failed trials: how many, the commonest first line, the GPU time they used. */
+function failedTrialsFinding(failed: readonly TrialRecord[], state: StudyState): Finding {
+  const created = [...state.trials.values()].filter((t) => t.createdAt !== null).length;
+  const reasons = new Map<string, number>();
+  for (const t of failed) {
+    const first = failureSummary({ ...t, phase: "failed" })?.reason ?? "failed";
+    const key = first.replace(/^t\d+ /, "").replace(/attempt \d+/, "attempt N");
+    reasons.set(key, (reasons.get(key) ?? 0) + 1);
+  }
+  const [common = "failed", n = failed.length] = [...reasons.entries()].sort((a, b) => b[1] - a[1])[0] ?? [];
+  const gpuS = failed.reduce(
+    (sum, t) => sum + t.attempts.reduce((s, a) => s + StudyState.attemptGpuSeconds(a, Date.now()), 0),
+    0,
+  );
+  const all = failed.length === created;
+  return {
+    kind: "trials-failed",
+    severity: all || failed.length * 4 >= created ? "critical" : "warning",
+    trial: failed.length === 1 ? (failed[0] as TrialRecord).trial : null,
+    agent: null,
+    summary: `${failed.length} of ${created} trial(s) failed; the commonest reason (${n}×): ${common}`,
+    short: `${failed.length} failed`,
+    evidence: { failed: failed.length, trials: created, commonReason: common, gpuSeconds: Math.round(gpuS) },
+    advice: [
+      `read each failed trial's reason and log tail below, and its whole output with "rung logs ${(failed[0] as TrialRecord).trial}"`,
+      "a trial that fails at start on every agent is a spec or environment problem: try it once by hand in the agent's --workdir",
+    ],
+    wastedGpuSeconds: gpuS,
+  };
+}
 
 function trialState(t: TrialRecord): string {
   return t.stop && t.phase === "stopped" ? `stopped@${t.stop.rung ?? t.stop.t}` : t.phase;
@@ -209,7 +243,10 @@ export function buildStudyReport(
   const { spec, state } = study;
   const thresholds = compileDiagnosisOptions(options.diagnosis);
   const joined = joinTelemetry(state, telemetry, { events: options.events, adverts, now });
-  const findings = diagnose(joined, thresholds);
+  const failed = [...state.trials.values()].filter((t) => t.createdAt !== null && StudyState.phaseOf(t) === "failed");
+  const findings = [...diagnose(joined, thresholds), ...(failed.length > 0 ? [failedTrialsFinding(failed, state)] : [])].sort(
+    compareFindings,
+  );
   const top = options.top ?? 10;
 
   const created = [...state.trials.values()].filter((t) => t.createdAt !== null);
@@ -281,6 +318,10 @@ export function buildStudyReport(
     cost: costOf(state, joined.agents, adverts, now),
     findings,
     trials,
+    failures: [...state.trials.values()].flatMap((t) => {
+      const f = failureSummary({ ...t, phase: StudyState.phaseOf(t) });
+      return f ? [{ trial: t.trial, ...f }] : [];
+    }),
     agents: joined.agents,
     thresholds,
   };

@@ -1,7 +1,11 @@
 // Pure text rendering: progress line, leaderboard, report text and Markdown, tail lines.
 
 export { fmt, paramText } from "./format.js";
+export { historyCsv, historyJsonLines, historyTable } from "./history-text.js";
+export { noOutputText } from "./logs-text.js";
+export { studyPlanText } from "./plan-text.js";
+export { schedulerSettingsText, studyReplayText } from "./replay-text.js";
 export { groupFindings, renderReportMarkdown, renderReportText } from "./report-text.js";
 export { bestText, leaderboardTable, progressLine, savingsText } from "./study-text.js";
-export type { StudyMeta, TailFilter, TailViewOptions } from "./tail-text.js";
+export type { StudyMeta, TailConnectionEvent, TailFilter, TailViewOptions } from "./tail-text.js";
 export { studyMetaFromSpec, TailFormat, TailView } from "./tail-text.js";

@@ -117,6 +117,15 @@ export function renderReportMarkdown(r: StudyReport): string {
   });
   L.push("");
 
+  if (r.failures.length > 0) {
+    L.push(`### Failed trials (${r.failures.length})`);
+    L.push("");
+    for (const f of r.failures) {
+      L.push(`- **${f.trial}**: ${mdCell(f.reason)}`);
+      if (f.tail.length > 0) L.push(`  \`${f.tail.map(mdCell).join(" ⏎ ")}\``);
+    }
+    L.push("");
+  }
   L.push(`### Leaderboard (top ${r.leaderboard.length})`);
   L.push("");
   if (r.leaderboard.length === 0) L.push("No trials yet.");
@@ -176,6 +185,14 @@ export function renderReportText(r: StudyReport): string {
     const others = othersText(g);
     if (others) L.push(`       ${others}`);
   });
+  if (r.failures.length > 0) {
+    L.push("");
+    L.push(`failed trials (${r.failures.length}):`);
+    for (const f of r.failures) {
+      L.push(`  ${f.trial}: ${f.reason}`);
+      for (const l of f.tail) L.push(`      | ${l}`);
+    }
+  }
   L.push("");
   L.push(`leaderboard (top ${r.leaderboard.length}):`);
   const rows: string[][] = [["#", "trial", r.metric.name, `at ${r.timeAttr}`, "state", "params"]];

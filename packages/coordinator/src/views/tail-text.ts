@@ -11,6 +11,8 @@ import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
  *   14:02:12  ▶ digits/t0009 started on a12 gpu 1 (attempt 1)
  *   14:02:15  · digits/t0007 epoch 4 val_acc 0.9750 wait 11%
  *   14:02:15  ■ digits/t0004 stopped at rung 3 by asha (val_acc 0.7120, cutoff 0.8011)
+ *   14:02:16  [rung tail: disconnected from nats://127.0.0.1:4222 — reconnecting; …]
+ *   14:02:19  [rung tail: reconnected to nats://127.0.0.1:4222 after 3.2 s]
  */
 
 export const TailFormat = { text: "text", json: "json" } as const;
@@ -31,6 +33,11 @@ export interface TailViewOptions {
   readonly onNewStudy?: (study: string) => void;
 }
 
+/** The tail's connection went down or came back: a gap in what the tail shows. */
+export type TailConnectionEvent =
+  | { readonly event: "disconnected"; readonly server: string; readonly ts: number; readonly missed: boolean }
+  | { readonly event: "reconnected"; readonly server: string; readonly ts: number; readonly downMs: number };
+
 /** The study's headline metric and time attribute (from its spec), for the GPU lines. */
 export interface StudyMeta {
   readonly metric: string;
@@ -46,7 +53,15 @@ interface TrialProgress {
 }
 
 const TIME_KEYS = ["epoch", "training_iteration", "step", "iteration", "iter"];
-const NOT_METRICS = new Set(["data_wait_s", "compute_s", "num_workers", "time_total_s", "time_this_iter_s", ...TIME_KEYS]);
+const NOT_METRICS = new Set([
+  "data_wait_s",
+  "data_wait_host_cpu",
+  "compute_s",
+  "num_workers",
+  "time_total_s",
+  "time_this_iter_s",
+  ...TIME_KEYS,
+]);
 
 const ESC = "\x1b[";
 const RESET = `${ESC}0m`;
@@ -119,6 +134,20 @@ export class TailView {
 
   #paint(code: string, s: string): string {
     return this.#color ? code + s + RESET : s;
+  }
+
+  /** Appends the line for a connection change to `out`. */
+  connection(c: TailConnectionEvent, out: string[]): void {
+    if (this.#json) {
+      out.push(JSON.stringify({ kind: "connection", ...c }));
+      return;
+    }
+    const head = `${this.#paint(DIM, this.#time(c.ts))}  `;
+    const text =
+      c.event === "disconnected"
+        ? `[rung tail: disconnected from ${c.server} — reconnecting${c.missed ? "; what is published until then is not shown (--since shows what was stored)" : ""}]`
+        : `[rung tail: reconnected to ${c.server} after ${(c.downMs / 1000).toFixed(1)} s]`;
+    out.push(head + this.#paint(c.event === "disconnected" ? RED : GREEN, text));
   }
 
   /** Appends the lines for one telemetry message to `out`; host samples make no line. */
