@@ -1,16 +1,17 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { type DiagnosisInput, type FindingKind, joinTelemetry, StudyState } from "@rung/coordinator";
+import { type DiagnosisInput, type Finding, type FindingKind, joinTelemetry, StudyState } from "@rung/coordinator";
 import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
-import { cpuTicks, descendants, spawnProcess } from "@rung/testkit";
+import { cpuTicks, descendants, rung, spawnProcess, type TestProcess } from "@rung/testkit";
 
 /**
  * The labelled suite of the diagnosis: real PyTorch runs of examples/digits/train.py (reports
  * collected on a Unix socket, as an agent would) turned into fake-GPU traces exactly as the agent's
- * fake GPU makes them, and synthetic GPU-side scenarios. Each case says which findings it must
- * produce; anything else it produces is a false positive.
+ * fake GPU makes them; studies of examples/slow-loader/train.py run by a real `rung agent` with a fake
+ * GPU and reported by `rung study report`, as a user runs them; and synthetic GPU-side scenarios.
+ * Each case says which findings it must produce; anything else it produces is a false positive.
  */
 
 export const REPO = resolve(import.meta.dirname, "..");
@@ -19,9 +20,15 @@ const STUDY = "lab";
 
 export interface LabelledCase {
   name: string;
-  source: "real" | "synthetic";
+  source: "real" | "agent" | "synthetic";
   expected: FindingKind[];
-  input: DiagnosisInput;
+  /**
+   * Expected findings that the box's other load may take away: found, they are true positives;
+   * missing, not false negatives. (A CPU-bound trial fills the cores only when nothing else wants them.)
+   */
+  optional?: FindingKind[];
+  /** What the diagnosis is run on; or, for the agent's studies, what `rung study report` found. */
+  input: DiagnosisInput | { findings: readonly Finding[] };
   /** What the case measured, for the printed table. */
   note: string;
 }
@@ -130,6 +137,8 @@ export function fakeGpuTrace(run: RealRun, trial: string, intervalMs = 250, seed
       gpus: [sample(0, util, Math.round(FAKE_MEMORY_MIB * (0.15 + 0.5 * (util / 100))), trial)],
     });
   }
+  // The run's process tree is the only load we account for: it is the host's CPU and, as the agent
+  // measures it, the trial's own.
   for (const c of run.cpu)
     out.push({
       v: 1,
@@ -140,6 +149,7 @@ export function fakeGpuTrace(run: RealRun, trial: string, intervalMs = 250, seed
       cpuCores: run.cores,
       memoryUsedBytes: 0,
       memoryTotalBytes: 1,
+      trials: [{ study: STUDY, trial, attempt: 1, cpuCores: (c.percent / 100) * run.cores, processes: 1 }],
     });
   return out;
 }
@@ -201,6 +211,74 @@ export function realCase(run: RealRun, trial: string): DiagnosisInput {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Studies on a real agent: examples/slow-loader/train.py through `rung study run` and `rung study report`
+
+/** What `rung study report --json` says, as far as the suite reads it. */
+export interface ReportJson {
+  findings: Finding[];
+  trials: { trial: string; dataWaitShare: number | null; numWorkers: number | null; utilization: { mean: number } | null }[];
+}
+
+export interface LoaderStudy {
+  name: string;
+  report: ReportJson;
+  /** The study's one trial as the report shows it. */
+  trial: ReportJson["trials"][number];
+  /** The input-bound finding, if any. */
+  inputBound: Finding | undefined;
+  wallS: number;
+}
+
+/**
+ * Runs a one-trial study of the slow loader on the mesh behind `flags` (`--nats … --prefix …`), as a
+ * user would: a spec file, `rung study run`, then `rung study report --json`. `args` go to train.py;
+ * `push` takes each process started, so the test stops it whatever happens.
+ */
+export async function runLoaderStudy(o: {
+  flags: string[];
+  name: string;
+  args: string[];
+  epochs: number;
+  push(p: TestProcess): void;
+}): Promise<LoaderStudy> {
+  const dir = mkdtempSync(join(tmpdir(), "rung-loader-"));
+  const file = join(dir, `${o.name}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      name: o.name,
+      command: `/usr/bin/python3 train.py --lr {lr} ${o.args.join(" ")} --epochs {max_t}`,
+      workdir: "examples/slow-loader",
+      metric: { name: "val_acc", mode: "max" },
+      search: { algorithm: "grid", space: { lr: { grid: [0.01] } } },
+      scheduler: { type: "fifo", time_attr: "epoch", max_t: o.epochs },
+      resources: { gpus: 1 },
+      retries: 0,
+    }),
+  );
+  const started = Date.now();
+  try {
+    const run = rung(["study", "run", file, ...o.flags]);
+    o.push(run);
+    const code = await run.exited;
+    if (code !== 0) throw new Error(`rung study run ${o.name} exited with ${code}:\n${run.out()}`);
+    const wallS = (Date.now() - started) / 1000;
+    // The agent's last host sample of the trial may still be on its way: the report reads what is stored.
+    await new Promise((r) => setTimeout(r, 500));
+    const rep = rung(["study", "report", o.name, "--json", ...o.flags]);
+    o.push(rep);
+    const rc = await rep.exited;
+    if (rc !== 0) throw new Error(`rung study report ${o.name} exited with ${rc}:\n${rep.out()}`);
+    const report = JSON.parse(rep.stdout().toString()) as ReportJson;
+    const trial = report.trials[0];
+    if (!trial) throw new Error(`the report of ${o.name} has no trial`);
+    return { name: o.name, report, trial, inputBound: report.findings.find((f) => f.kind === "input-bound"), wallS };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Synthetic GPU-side scenarios (real-GPU style samples at 1 Hz)
 
 const T0 = 1_750_000_000_000;
@@ -219,6 +297,10 @@ function synthTrial(o: {
   workers?: number;
   hostCpu?: number;
   cores?: number;
+  /** The trial's own CPU in cores, as its agent measures it; unset: an agent that does not. */
+  own?: number;
+  /** The host's CPU percent while the loader waited, as rung_trial reports it; unset: not reported. */
+  waitCpu?: number;
   seed?: number;
 }): DiagnosisInput {
   const seconds = o.seconds ?? 300;
@@ -234,6 +316,7 @@ function synthTrial(o: {
       compute_s: 20 * (1 - o.wait),
     };
     if (o.workers !== undefined) metrics.num_workers = o.workers;
+    if (o.waitCpu !== undefined) metrics.data_wait_host_cpu = o.waitCpu / 100;
     reports.push({ ts: start + s * 1000, metrics });
   }
   const tel: Telemetry[] = [];
@@ -257,6 +340,13 @@ function synthTrial(o: {
         cpuCores: o.cores ?? 16,
         memoryUsedBytes: 0,
         memoryTotalBytes: 1,
+        ...(o.own === undefined
+          ? {}
+          : {
+              trials: [
+                { study: STUDY, trial: o.trial, attempt: 1, cpuCores: Math.max(0, o.own + noise() * 0.05), processes: 13 },
+              ],
+            }),
       });
   }
   const events = lifecycle(
@@ -334,8 +424,33 @@ export function syntheticCases(): LabelledCase[] {
       name: "host CPU saturated: 12 workers on 8 cores",
       source: "synthetic",
       expected: ["host-cpu-saturated", "input-bound"],
-      input: synthTrial({ trial: "cpu", gpus: [{ util: 34, mem: 0.4 }], wait: 0.45, workers: 12, hostCpu: 97, cores: 8 }),
-      note: "host 97%, GPU 34%, wait 45%",
+      input: synthTrial({
+        trial: "cpu",
+        gpus: [{ util: 34, mem: 0.4 }],
+        wait: 0.45,
+        workers: 12,
+        hostCpu: 97,
+        cores: 8,
+        own: 7.7,
+        waitCpu: 98,
+      }),
+      note: "trial 7.7 of 8 cores, host 97% (98% while waiting), GPU 34%, wait 45%",
+    },
+    {
+      name: "busy neighbours: host 97%, the trial's own CPU half a core",
+      source: "synthetic",
+      expected: ["input-bound"],
+      input: synthTrial({
+        trial: "nbr",
+        gpus: [{ util: 34, mem: 0.4 }],
+        wait: 0.45,
+        workers: 4,
+        hostCpu: 97,
+        cores: 8,
+        own: 0.5,
+        waitCpu: 96,
+      }),
+      note: "other processes load the host; not host-cpu-saturated",
     },
     {
       name: "idle rented GPUs: 2 of 4 never used, gaps between trials",

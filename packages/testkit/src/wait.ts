@@ -1,4 +1,8 @@
-/** Polls `check` until it returns a truthy value or `timeoutMs` passes; the error names `what`. */
+/**
+ * Polls `check` until it returns a truthy value or `timeoutMs` passes; the error names `what`. A check
+ * that never settles (a request the server never answers) counts against the same deadline: it is
+ * raced against it rather than awaited for ever.
+ */
 export async function waitFor<T>(
   what: string,
   check: () => T | Promise<T>,
@@ -8,11 +12,18 @@ export async function waitFor<T>(
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      const v = await check();
-      if (v) return v as NonNullable<T>;
+      const late = new Promise<"late">((r) => {
+        timer = setTimeout(() => r("late"), Math.max(0, deadline - Date.now()) + 1000);
+      });
+      const v = await Promise.race([Promise.resolve().then(check), late]);
+      if (v === "late") last = new Error("a check did not settle before the deadline");
+      else if (v) return v as NonNullable<T>;
     } catch (err) {
       last = err;
+    } finally {
+      clearTimeout(timer);
     }
     if (Date.now() > deadline) {
       throw new Error(
