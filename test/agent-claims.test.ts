@@ -312,13 +312,12 @@ describe("orders that can never run here", () => {
     expect((await m.events.wait("rejected", "half")).reason).toBe("malformed");
     expect((await m.events.wait("rejected", "expired")).reason).toBe("expired");
     const outside = await m.events.wait("rejected", "escape");
-    expect(outside).toMatchObject({ reason: "cannot-run", attempt: 1, agent: "a1" });
+    expect(outside).toMatchObject({ reason: "malformed", attempt: 1, agent: "a1" });
     expect(outside.detail).toMatch(/outside the agent's --workdir/);
     expect((await m.events.wait("rejected", "cmd")).reason).toBe("command-not-allowed");
     expect((await m.events.wait("finished", "fine")).status).toBe("completed");
-    // All but "escape": a workdir outside this agent's --workdir may lie inside another's, so that
-    // order is handed back for another agent rather than ended (the coordinator fails it once no agent can).
-    await waitFor("every other order to leave the work stream", async () => (await ordersLeft(m)) === 1);
+    // A workdir escaping --workdir is never sent by a coordinator: ended like the other bad orders.
+    await waitFor("every order to leave the work stream", async () => (await ordersLeft(m)) === 0);
     expect(agent.counters.ordersRejected).toBe(6);
     expect(agent.counters.droppedMessages).toBeGreaterThanOrEqual(3);
     for (const trial of ["half", "expired", "escape", "cmd"]) expect(m.events.of("claimed", trial)).toEqual([]);

@@ -171,6 +171,29 @@ describe("delete", () => {
   });
 });
 
+describe("a study is an incarnation, not a name", () => {
+  it("the same spec runs again at once after a delete, as a new study with every trial's value", async ({ nats, procs }) => {
+    const prefix = uniquePrefix();
+    procs.push(...rungAgents(nats.url, prefix, 2));
+    const file = spec("again", { qualities: [0.3, 0.6, 0.9] });
+    expect((await run(nats.url, prefix, ["study", "run", file])).code).toBe(0);
+    expect((await run(nats.url, prefix, ["study", "delete", "again", "--yes"])).code).toBe(0);
+    // Within the duplicate window: the new study's orders and events must not be taken for the old ones'.
+    const second = cli(nats.url, prefix, ["study", "run", file]);
+    procs.push(second);
+    const code = await Promise.race([second.exited, new Promise((r) => setTimeout(() => r("hung"), 60_000))]);
+    expect(code, second.out()).toBe(0);
+    const evs = await events(nats.url, prefix, "again");
+    expect(evs.filter((e) => e.type === "started")).toHaveLength(3);
+    const ended = evs.filter((e) => e.type === "ended");
+    expect(ended.map((e) => e.type === "ended" && e.status)).toEqual(["completed", "completed", "completed"]);
+    const json = JSON.parse((await run(nats.url, prefix, ["study", "status", "again", "--json"])).out) as {
+      trials: { bestValue: number | null }[];
+    };
+    expect(json.trials.every((t) => typeof t.bestValue === "number")).toBe(true);
+  });
+});
+
 describe("silent waits get a sentence and a limit", () => {
   it("report_timeout fails a trial that stops reporting, saying so", async ({ nats, procs }) => {
     const prefix = uniquePrefix();

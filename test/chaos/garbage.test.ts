@@ -177,7 +177,7 @@ describe("chaos 6: garbage", () => {
     expect(byWhere(r.readerDrops).events ?? 0).toBe(readerDropped + strays.length);
   });
 
-  it("ends every misbehaving trial the right way: crashes fail after their retry, the rest complete", async ({
+  it("ends every misbehaving trial the right way: crashes fail after their retry, a trial that never reports fails, the rest complete", async ({
     nats,
     openChaos,
   }) => {
@@ -204,7 +204,8 @@ describe("chaos 6: garbage", () => {
     const ended = (mode: string) => r.ended.get(trialOf(mode));
     expect(ended("curve")).toMatchObject({ status: "completed" });
     expect(ended("flood")).toMatchObject({ status: "completed" });
-    expect(ended("silent")).toMatchObject({ status: "completed" });
+    // Ran to its end without ever reporting the metric: nothing to rank it by, and the reason says so.
+    expect(ended("silent")).toMatchObject({ status: "failed", reason: expect.stringMatching(/reported nothing — not val_acc/) });
     expect(ended("bad-json")).toMatchObject({ status: "completed" });
     expect(ended("crash-start")).toMatchObject({ status: "failed", attempts: 2 });
     expect(ended("crash-start")?.reason).toMatch(/failed after 2 attempt\(s\): exit code 3[\s\S]*simulated crash at start/);

@@ -23,6 +23,8 @@ export interface EventQueueOptions {
   onDroppedReport?: () => void;
   /** When this says so (the connection is closed for good), retrying stops. */
   giveUp?: () => boolean;
+  /** The study's incarnation id from the order (scopes the message ids); none for older studies. */
+  studyId?: string | null;
 }
 
 export class EventQueue {
@@ -62,6 +64,7 @@ export class EventQueue {
             );
           },
           this.#o.giveUp,
+          this.#o.studyId,
         );
       } finally {
         if (isReport) this.#queuedReports -= 1;
@@ -85,10 +88,11 @@ export async function publishEvent(
   retryForMs: number,
   onError?: (err: Error) => void,
   giveUp?: () => boolean,
+  studyId?: string | null,
 ): Promise<boolean> {
   const subject = subjects.events(event.study, event.trial);
   const bytes = encode(event);
-  const msgID = trialEventMsgId(event);
+  const msgID = trialEventMsgId(event, studyId);
   try {
     await retry(() => js.publish(subject, bytes, { msgID, timeout: 5000 }), {
       deadlineMs: retryForMs,

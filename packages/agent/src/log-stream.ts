@@ -2,7 +2,7 @@ import { createWriteStream, mkdirSync, type WriteStream } from "node:fs";
 import { dirname } from "node:path";
 import { StringDecoder } from "node:string_decoder";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import { encode, type LogChunk, type Logger, logChunkMsgId, SCHEMA_VERSION } from "@rung/protocol";
+import { encode, type LogChunk, type Logger, logChunkMsgId, SCHEMA_VERSION, studyScope } from "@rung/protocol";
 
 /**
  * One attempt's terminal output, on its three ways out:
@@ -19,6 +19,8 @@ export interface LogStreamOptions {
   js: JetStreamClient;
   subject: string;
   study: string;
+  /** The study's incarnation id (scopes the chunks' message ids); none for older studies. */
+  studyId?: string | null;
   trial: string;
   attempt: number;
   agent: string;
@@ -75,6 +77,7 @@ export class LogStream {
     this.#o = {
       subject: options.subject,
       study: options.study,
+      studyId: options.studyId ?? null,
       trial: options.trial,
       attempt: options.attempt,
       agent: options.agent,
@@ -224,7 +227,7 @@ export class LogStream {
 
   async #publish(chunk: LogChunk): Promise<boolean> {
     const bytes = encode(chunk);
-    const msgID = logChunkMsgId(this.#o.study, this.#o.trial, this.#o.attempt, chunk.seq);
+    const msgID = logChunkMsgId(studyScope(this.#o.study, this.#o.studyId), this.#o.trial, this.#o.attempt, chunk.seq);
     for (;;) {
       try {
         await this.#js.publish(this.#o.subject, bytes, { msgID, timeout: 5000 });

@@ -177,6 +177,7 @@ export class TrialRun {
       js: o.js,
       subject: o.logsSubject,
       study: o.order.study,
+      studyId: o.order.studyId ?? null,
       trial: o.order.trial,
       attempt: o.attempt,
       agent: o.agent,

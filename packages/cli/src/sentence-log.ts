@@ -3,10 +3,12 @@ import { type Logger, pino } from "pino";
 /**
  * A logger for a command's own terminal (`rung study run`): each line is the message as a sentence —
  * "warning: t0003 attempt 1 failed (exit 1); retrying" — not a JSON object. `--verbose`
- * (RUNG_LOG_LEVEL=debug) keeps the structured JSON on stderr for whoever wants the fields.
+ * (RUNG_LOG_LEVEL=debug) or RUNG_LOG_FORMAT=json keeps the structured JSON on stderr for whoever wants
+ * the fields (a script reading the coordinator's drop counts, say).
  */
 export function sentenceLogger(level: string, out: NodeJS.WritableStream = process.stderr): Logger {
-  if (level === "debug" || level === "trace") return pino({ level, base: {} }, pino.destination({ dest: 2, sync: true }));
+  if (level === "debug" || level === "trace" || process.env.RUNG_LOG_FORMAT === "json")
+    return pino({ level, base: {}, timestamp: pino.stdTimeFunctions.isoTime }, pino.destination({ dest: 2, sync: true }));
   const words: Record<number, string> = { 60: "fatal", 50: "error", 40: "warning" };
   return pino(
     { level, base: {}, timestamp: false },

@@ -30,6 +30,7 @@ export {
   queuedMsgId,
   rejectedMsgId,
   reportMsgId,
+  studyScope,
   trialEventMsgId,
   workOrderMsgId,
 } from "./message-ids.js";

@@ -9,6 +9,7 @@ import {
   queuedMsgId,
   rejectedMsgId,
   reportMsgId,
+  studyScope,
   type TrialEvent,
   TrialEvents,
   TrialEventWriter,
@@ -106,8 +107,20 @@ describe("message ids", () => {
   });
 
   it("never give two trial events of one trial the same id", () => {
-    const ids = everyType.map(trialEventMsgId);
+    const ids = everyType.map((e) => trialEventMsgId(e));
     expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("scope a study's ids by its incarnation id, so a study run again after a delete never collides", () => {
+    expect(studyScope("s")).toBe("s");
+    expect(studyScope("s", "a1b2")).toBe("s~a1b2");
+    expect(workOrderMsgId(studyScope("s", "a1b2"), "t", 1)).toBe("s~a1b2.t.1");
+    expect(workOrderMsgId(studyScope("s", "ffff"), "t", 1)).not.toBe(workOrderMsgId(studyScope("s", "a1b2"), "t", 1));
+    const e = TrialEvents.created({ study: "s", trial: "t", params: {}, bracket: null });
+    expect(trialEventMsgId(e, "a1b2")).toBe("s~a1b2.t.created");
+    expect(trialEventMsgId(e)).toBe("s.t.created");
+    expect(() => studyScope("s", "a.b")).toThrow(InvalidTokenError);
+    expect(() => workOrderMsgId("s~a~b", "t", 1)).toThrow(InvalidTokenError);
   });
 
   it("refuse names a subject could not carry, and attempts and sequences that are not counts", () => {

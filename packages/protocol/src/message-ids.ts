@@ -24,7 +24,25 @@ import type { AgentEventType } from "./trial-events.js";
  * its memory of what it has published by these ids, rebuilt from the stored events on a restart (see
  * {@link trialEventMsgId}). Changing any of them changes what the server de-duplicates across an
  * upgrade. Tokens pass {@link validToken}, as in subjects.ts; counts must be integers.
+ *
+ * `<study>` is the study's *scope* ({@link studyScope}): its name, and for a study recorded with an
+ * incarnation id, `<name>~<id>`. Each `rung study run` of a new study (also the same spec run again
+ * after `rung study delete`) draws a new id, so none of its messages can be taken for a deleted
+ * study's inside the duplicate window. Studies recorded before ids existed keep their name alone.
  */
+
+/** The study part of every id: `<name>`, or `<name>~<id>` when the study has an incarnation id. */
+export function studyScope(study: string, studyId?: string | null): string {
+  const name = validToken(study, "study");
+  return studyId ? `${name}~${validToken(studyId, "study id")}` : name;
+}
+
+/** A study part as {@link studyScope} builds it: a token, or two joined by `~`. */
+function scopeOf(study: string): string {
+  const [name = "", id, ...rest] = study.split("~");
+  if (rest.length > 0) validToken(study, "study");
+  return id === undefined ? validToken(name, "study") : studyScope(name, id);
+}
 
 function count(value: number, what: string, min: 0 | 1): number {
   if (!Number.isInteger(value) || value < min)
@@ -32,7 +50,7 @@ function count(value: number, what: string, min: 0 | 1): number {
   return value;
 }
 
-const trialOf = (study: string, trial: string): string => `${validToken(study, "study")}.${validToken(trial, "trial")}`;
+const trialOf = (study: string, trial: string): string => `${scopeOf(study)}.${validToken(trial, "trial")}`;
 
 /** `<study>.<trial>.<attempt>`: the work order of one attempt. */
 export function workOrderMsgId(study: string, trial: string, attempt: number): string {
@@ -88,23 +106,24 @@ export function rejectedMsgId(study: string, trial: string, attempt: number | nu
 }
 
 /** The id of any trial event, by its type: the one id each event is published under. */
-export function trialEventMsgId(e: TrialEvent): string {
+export function trialEventMsgId(e: TrialEvent, studyId?: string | null): string {
+  const study = studyScope(e.study, studyId);
   switch (e.type) {
     case "created":
-      return createdMsgId(e.study, e.trial);
+      return createdMsgId(study, e.trial);
     case "queued":
-      return queuedMsgId(e.study, e.trial, e.attempt);
+      return queuedMsgId(study, e.trial, e.attempt);
     case "decision":
-      return decisionMsgId(e.study, e.trial, e.attempt, e.seq);
+      return decisionMsgId(study, e.trial, e.attempt, e.seq);
     case "ended":
-      return endedMsgId(e.study, e.trial);
+      return endedMsgId(study, e.trial);
     case "report":
-      return reportMsgId(e.study, e.trial, e.attempt, e.seq);
+      return reportMsgId(study, e.trial, e.attempt, e.seq);
     case "claimed":
     case "started":
     case "finished":
-      return agentEventMsgId(e.study, e.trial, e.attempt, e.type);
+      return agentEventMsgId(study, e.trial, e.attempt, e.type);
     case "rejected":
-      return rejectedMsgId(e.study, e.trial, e.attempt, e.agent);
+      return rejectedMsgId(study, e.trial, e.attempt, e.agent);
   }
 }

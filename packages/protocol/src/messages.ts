@@ -155,6 +155,12 @@ export const WorkOrderSchema = z.object({
   expiresAt: ts,
   /** Random per order, for replay detection. */
   nonce: z.string().min(8),
+  /**
+   * The study's incarnation id (`rung study run` of a new study draws one): the agent keys the attempt's
+   * message ids and its local checkpoint directory by it, so nothing of a deleted study of the same
+   * name is taken for this one's. Absent for studies recorded before ids existed.
+   */
+  studyId: token.optional(),
   /** Public key of the signer and the ed25519 signature over the canonical order (security issue). */
   signer: z.string().optional(),
   sig: z.string().optional(),
@@ -365,6 +371,8 @@ export const StudyRecordSchema = z.object({
   /** The validated spec as JSON; the coordinator owns its schema. */
   spec: z.record(z.string(), z.unknown()),
   specHash: z.string(),
+  /** The incarnation id, drawn when the study is first run; absent in records written before ids existed. */
+  id: token.optional(),
   createdAt: ts,
   state: z.enum(["running", "completed", "stopped", "failed"]),
   updatedAt: ts,

@@ -13,6 +13,8 @@ import { TrialWatcher } from "./watcher.js";
 
 // Agents and coordinators log at info, so the harness can read their counters from their last lines.
 process.env.RUNG_LOG_LEVEL = "info";
+// The coordinators' logs are read back as JSON (their drop counts); on a terminal they would be sentences.
+process.env.RUNG_LOG_FORMAT = "json";
 
 export interface OpenOptions {
   scenario: string;
@@ -227,8 +229,10 @@ export class ChaosMesh {
       code = await Promise.race([coord.exited, sleep(o.timeoutMs ?? 90_000).then(() => -1)]);
       if (code === -1) this.notes.push(`coordinator still running after ${o.timeoutMs ?? 90_000} ms`);
     }
-    const outcome =
-      code === 0 ? (/study \S+ (completed|stopped)/.exec(coord?.out() ?? "")?.[1] ?? "exit 0") : `exit ${code ?? "signal"}`;
+    // `rung study run` exits 0 with a best result, 3 or 4 when the study ended without one (no metric,
+    // every trial failed), 5 when it was stopped: its own last line says which.
+    const said = /study \S+ (completed|stopped)/.exec(coord?.out() ?? "")?.[1];
+    const outcome = code === 0 || code === 3 || code === 4 || code === 5 ? (said ?? `exit ${code}`) : `exit ${code ?? "signal"}`;
     await this.stopAll();
     // Trials end with their agents; give /proc a moment to show it.
     await waitFor("every trial process to be gone", () => this.watcher.alive().length === 0, 5000, 100).catch(() => {});

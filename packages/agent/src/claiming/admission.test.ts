@@ -142,7 +142,7 @@ describe("order admission", () => {
     for (const workdir of ["..", "runs/../../etc", "/etc", "/srv/rung-other"])
       expect(admit(signed({ workdir }))).toEqual({
         admit: false,
-        reason: "cannot-run",
+        reason: "malformed",
         detail: `workdir ${JSON.stringify(workdir)} lies outside the agent's --workdir /srv/rung`,
         attempt: 1,
       });
@@ -164,7 +164,7 @@ describe("order admission", () => {
     });
     // Never asked about a workdir outside --workdir: that is refused first.
     asked.length = 0;
-    expect(admit(signed({ workdir: "/etc" }), { probe })).toMatchObject({ reason: "cannot-run" });
+    expect(admit(signed({ workdir: "/etc" }), { probe })).toMatchObject({ reason: "malformed" });
     expect(asked).toEqual([]);
   });
 
@@ -174,7 +174,7 @@ describe("order admission", () => {
     expect(admit(order(everything), { policy })).toMatchObject({ reason: "unsigned" });
     expect(admit(signed(everything), { policy })).toMatchObject({ reason: "malformed" });
     expect(admit(signed({ argv: ["sh"], workdir: "/etc" }), { policy })).toMatchObject({ reason: "command-not-allowed" });
-    expect(admit(signed({ workdir: "/etc" }), { policy })).toMatchObject({ reason: "cannot-run" });
+    expect(admit(signed({ workdir: "/etc" }), { policy })).toMatchObject({ reason: "malformed" });
   });
 
   it("refuses an attempt already running here, naming that attempt", () => {

@@ -135,9 +135,11 @@ export function checkOrder(input: Omit<AdmissionInput, "deliveryCount" | "isRunn
   }
   const workdir = resolve(o.workdir, order.workdir);
   const rel = relative(o.workdir, workdir);
+  // No coordinator sends this (a spec's workdir is relative and has no ".."): an order escaping its
+  // agent's --workdir is about the order, not the agent, so it is final rather than handed on.
   if (rel.startsWith("..") || isAbsolute(rel))
     return {
-      reason: "cannot-run",
+      reason: "malformed",
       detail: `workdir ${JSON.stringify(order.workdir)} lies outside the agent's --workdir ${o.workdir}`,
     };
   const missing = input.probe(workdir, order.argv[0] as string, order.env.PATH);

@@ -7,6 +7,7 @@ import {
   type Logger,
   StopReason,
   type Subjects,
+  studyScope,
   type TrialEvent,
   type TrialEventInit,
   trialEvent,
@@ -174,6 +175,7 @@ export class Attempt {
       subjects: ctx.subjects,
       log: ctx.log,
       giveUp: ctx.isClosed,
+      studyId: init.order.studyId ?? null,
       onDroppedReport: () => {
         ctx.counters.droppedReports += 1;
       },
@@ -319,8 +321,9 @@ export class Attempt {
       agent: o.name,
       gpus: this.#gpus,
       workdir: resolve(o.workdir, this.order.workdir),
-      checkpointDir: join(o.stateDir, "checkpoints", study, trial),
-      logFile: join(o.stateDir, "logs", study, trial, `${this.number}.log`),
+      // Keyed by the study's incarnation: a study deleted and run again never finds the old one's files.
+      checkpointDir: join(o.stateDir, "checkpoints", studyScope(study, this.order.studyId), trial),
+      logFile: join(o.stateDir, "logs", studyScope(study, this.order.studyId), trial, `${this.number}.log`),
       reportPath: ctx.nextReportPath(),
       logsSubject: ctx.subjects.logs(study, trial, this.number),
       js: ctx.js,

@@ -419,7 +419,7 @@ export class ClaimLoop {
   /** Ends a message that can never run here (`term`, through `end`) and says so in a `rejected` event. */
   #reject(
     end: () => void,
-    id: { study: string; trial: string; attempt?: number | null } | null,
+    id: { study: string; trial: string; attempt?: number | null; studyId?: string } | null,
     reason: RejectReason,
     detail: string,
     sender: string | null = null,
@@ -437,7 +437,7 @@ export class ClaimLoop {
   }
 
   #publishRejected(
-    id: { study: string; trial: string },
+    id: { study: string; trial: string; studyId?: string },
     reason: RejectReason,
     detail: string,
     sender: string | null,
@@ -454,7 +454,8 @@ export class ClaimLoop {
       sender,
       ...(handedBack === undefined ? {} : { handedBack }),
     });
-    this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed));
+    const studyId = id.studyId ?? null;
+    this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed, studyId));
   }
 
   #track(p: Promise<unknown>): void {

@@ -10,6 +10,7 @@ import {
   type MeshNames,
   poolName,
   queuedMsgId,
+  studyScope,
   type TrialEvent,
   TrialEvents,
   TrialEventWriter,
@@ -75,6 +76,9 @@ export class StudyCoordinator {
   readonly #store: StudyStore;
   readonly #decider: StudyDecider;
   #mesh!: MeshAdverts;
+  /** The study's incarnation id (null for a study recorded before ids existed) and the scope of its message ids. */
+  #studyId: string | null = null;
+  #scope = "";
   #live = false;
   #serial: Promise<void> = Promise.resolve();
   #stopRequested = false;
@@ -116,6 +120,8 @@ export class StudyCoordinator {
     const tick = setInterval(() => this.#kick(), 1000);
     try {
       const recorded = await this.#store.recordStudy(this.spec);
+      this.#scope = studyScope(this.spec.name, recorded.studyId);
+      this.#studyId = recorded.studyId;
       if (recorded.extendedFrom !== null)
         this.log.info(
           { from: recorded.extendedFrom, to: this.spec.search.samples },
@@ -183,7 +189,7 @@ export class StudyCoordinator {
       if (event.study !== this.spec.name || !this.#plannedTrial(event.trial)) continue;
       if (event.type === "created" ? created.has(event.trial) : !created.has(event.trial)) continue;
       created.add(event.trial);
-      const key = actionKey(event);
+      const key = actionKey(event, this.#studyId);
       if (key) this.#store.markPublished(key);
     }
     if (events.length > 0) this.log.info({ events: events.length }, "resuming study from its event stream");
@@ -266,7 +272,7 @@ export class StudyCoordinator {
   /** Only STOPs are recorded: a CONTINUE changes nothing outside the scheduler, which a restart
    * rebuilds by feeding it the same events in the same order. */
   async #onStop(d: StopDecision): Promise<void> {
-    const key = decisionMsgId(this.spec.name, d.trial, d.attempt, d.seq);
+    const key = decisionMsgId(this.#scope, d.trial, d.attempt, d.seq);
     const decision = TrialEvents.decision({
       study: this.spec.name,
       trial: d.trial,
@@ -346,7 +352,7 @@ export class StudyCoordinator {
   async #end(t: TrialRecord, status: "completed" | "stopped" | "failed" | "cancelled", reason: string): Promise<void> {
     const ev = TrialEvents.ended({ study: this.spec.name, trial: t.trial, status, reason, attempts: t.attempts.length });
     this.state.apply(ev);
-    await this.#store.publishEvent(ev, endedMsgId(this.spec.name, t.trial));
+    await this.#store.publishEvent(ev, endedMsgId(this.#scope, t.trial));
   }
 
   #plannedIndex = new Map<string, PlannedTrial>();
@@ -357,7 +363,7 @@ export class StudyCoordinator {
   }
 
   async #queue(trial: string, attempt: number): Promise<void> {
-    const key = queuedMsgId(this.spec.name, trial, attempt);
+    const key = queuedMsgId(this.#scope, trial, attempt);
     // Re-deciding a retry during catch-up: it was queued before the restart, and the catch-up
     // re-publishes the order afterwards only if no agent claimed it.
     if (this.#store.isPublished(key)) return;
@@ -390,9 +396,10 @@ export class StudyCoordinator {
       issuedAt: now,
       expiresAt: now + this.#o.orderTtlMs,
       nonce: randomBytes(12).toString("hex"),
+      ...(this.#studyId === null ? {} : { studyId: this.#studyId }),
     };
     if (this.#o.signOrder) order = this.#o.signOrder(order);
-    const ack = await this.#store.publishOrder(order, workOrderMsgId(this.spec.name, trial, attempt));
+    const ack = await this.#store.publishOrder(order, workOrderMsgId(this.#scope, trial, attempt));
     if (republish && !ack.duplicate) this.log.info({ trial, attempt }, "re-published an order lost in a coordinator restart");
   }
 
@@ -422,7 +429,7 @@ export class StudyCoordinator {
       const { bracket } = this.#decider.addTrial(next.trial);
       const ev = TrialEvents.created({ study: this.spec.name, trial: next.trial, params: { ...next.params }, bracket });
       this.state.apply(ev);
-      await this.#store.publishEvent(ev, createdMsgId(this.spec.name, next.trial));
+      await this.#store.publishEvent(ev, createdMsgId(this.#scope, next.trial));
       this.log.debug({ trial: next.trial, params: next.params, bracket }, "dispatching trial");
       await this.#queue(next.trial, 1);
     }
@@ -580,8 +587,8 @@ function stopReason(t: TrialRecord): string {
 }
 
 /** The de-duplication key of an event the coordinator itself publishes; undefined for the agents'. */
-function actionKey(ev: TrialEvent): string | undefined {
-  return TrialEventWriter[ev.type] === "coordinator" ? trialEventMsgId(ev) : undefined;
+function actionKey(ev: TrialEvent, studyId: string | null): string | undefined {
+  return TrialEventWriter[ev.type] === "coordinator" ? trialEventMsgId(ev, studyId) : undefined;
 }
 
 /** Runs one study to its end (or until `signal` detaches). */

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import {
   type Control,
@@ -55,7 +56,9 @@ export class StudyStore {
    * stopped or had ended is running again from here on: its trials that never ran are queued, nothing
    * that finished runs again. Returns what the record said before.
    */
-  async recordStudy(spec: StudySpec): Promise<{ previous: StudyRecord["state"] | null; extendedFrom: number | null }> {
+  async recordStudy(
+    spec: StudySpec,
+  ): Promise<{ previous: StudyRecord["state"] | null; extendedFrom: number | null; studyId: string | null }> {
     const hash = specHash(spec);
     const e = await this.#res.studies.get(this.#studyKey());
     const now = Date.now();
@@ -72,21 +75,28 @@ export class StudyStore {
               : { ...r.value, state: "running", updatedAt: now };
           await this.#res.studies.put(this.#studyKey(), encode(next));
         }
-        return { previous: r.value.state, extendedFrom: how === "extended" ? recordedSamples : null };
+        return {
+          previous: r.value.state,
+          extendedFrom: how === "extended" ? recordedSamples : null,
+          studyId: r.value.id ?? null,
+        };
       }
     }
+    // A new incarnation: a study deleted and run again under the same name gets a new id.
+    const studyId = randomBytes(6).toString("hex");
     const rec: StudyRecord = {
       v: 1,
       type: "study",
       name: spec.name,
       spec: specForRecord(spec),
       specHash: hash,
+      id: studyId,
       createdAt: now,
       state: "running",
       updatedAt: now,
     };
     await this.#res.studies.put(this.#studyKey(), encode(rec));
-    return { previous: null, extendedFrom: null };
+    return { previous: null, extendedFrom: null, studyId };
   }
 
   async setStudyState(state: StudyRecord["state"]): Promise<void> {
