@@ -130,6 +130,7 @@ export type {
   StudyReplayOptions,
   StudyReplayResult,
   StudySpec,
+  TrialFailure,
   TrialRecord,
 } from "./study/index.js";
 export {
@@ -164,6 +165,7 @@ export {
   specForRecord,
   specHash,
   specToInput,
+  studyFailures,
   studyHistory,
   studyOutcome,
   studyReplayOptions,
@@ -207,6 +209,7 @@ export {
 export type { StudyMeta, TailConnectionEvent, TailFilter, TailViewOptions } from "./views/index.js";
 export {
   bestText,
+  failuresText,
   groupFindings,
   historyCsv,
   historyJsonLines,

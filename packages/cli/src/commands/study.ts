@@ -3,7 +3,7 @@ import {
   bestText,
   DetachedError,
   deleteStudy,
-  failureSummary,
+  failuresText,
   leaderboardTable,
   listStudies,
   loadSpec,
@@ -14,8 +14,8 @@ import {
   runStudy,
   type StudyOutcome,
   type StudySpec,
-  StudyState,
   stopStudy,
+  studyFailures,
   studyOutcome,
   studyStateWord,
   studyStatusJson,
@@ -93,7 +93,7 @@ export function registerStudy(program: Command): void {
         process.stdout.write(
           `\nstudy ${result.study} ${result.status}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`,
         );
-        const failures = failedTrialsText(result.state);
+        const failures = failuresText(studyFailures(result.state));
         if (failures) process.stdout.write(`\n${failures}\n`);
         if (result.status === "stopped") process.exitCode = ExitCode.stopped;
         else if (outcome.kind === "best") process.exitCode = ExitCode.ok;
@@ -140,7 +140,7 @@ export function registerStudy(program: Command): void {
           `detached — no coordinator is attached, so nothing stops trials early, retries or queues new ones; run "rung study run SPEC" to resume\n`,
         );
       process.stdout.write(`\n${leaderboardTable(loaded.state, Number.POSITIVE_INFINITY)}\n`);
-      const failures = failedTrialsText(loaded.state);
+      const failures = failuresText(studyFailures(loaded.state));
       if (failures) process.stdout.write(`\n${failures}\n`);
     });
   });
@@ -226,18 +226,6 @@ function withSamples(spec: StudySpec, text: string): StudySpec {
   if (!Number.isInteger(n) || n < 1)
     throw new Error(`--samples: must be a whole number of at least 1, got ${JSON.stringify(text)}`);
   return { ...spec, search: { ...spec.search, samples: n } };
-}
-
-/** Each failed trial with the first line of its reason and the end of its log. */
-function failedTrialsText(state: StudyState): string {
-  const lines: string[] = [];
-  for (const t of state.trials.values()) {
-    const f = failureSummary({ ...t, phase: StudyState.phaseOf(t) });
-    if (!f) continue;
-    lines.push(`  ${t.trial}: ${f.reason}`);
-    for (const l of f.tail) lines.push(`      | ${l}`);
-  }
-  return lines.length > 0 ? `failed trials:\n${lines.join("\n")}` : "";
 }
 
 function outcomeSentence(o: StudyOutcome, metric: string): string {

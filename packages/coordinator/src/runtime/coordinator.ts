@@ -245,6 +245,7 @@ export class StudyCoordinator {
       await this.#end(t, "failed", `rejected by agent ${ev.agent}: ${ev.reason}: ${ev.detail}`);
     }
     if (ev.type === "started" || ev.type === "report" || ev.type === "claimed") this.#heard.set(ev.trial, Date.now());
+    if (ev.type === "started") this.#startedAt.set(ev.trial, Date.now());
     if (this.#live) {
       await this.#dispatch();
       this.#progress();
@@ -438,6 +439,8 @@ export class StudyCoordinator {
 
   /** When this coordinator last heard from each running trial (its own clock: agents' clocks may differ). */
   readonly #heard = new Map<string, number>();
+  /** When this coordinator heard each trial's latest attempt start. */
+  readonly #startedAt = new Map<string, number>();
   /** Trials stopped for a timeout, with the sentence their end will carry. */
   readonly #timedOut = new Map<string, string>();
 
@@ -456,13 +459,9 @@ export class StudyCoordinator {
       if (t.phase !== "running" || this.#timedOut.has(t.trial)) continue;
       const a = t.attempts.at(-1);
       if (!a || a.status !== "running") continue;
-      const heard = this.#heard.get(t.trial);
-      if (heard === undefined) {
-        this.#heard.set(t.trial, now);
-        continue;
-      }
-      if (!this.#startedAt.has(`${t.trial}.${a.attempt}`)) this.#startedAt.set(`${t.trial}.${a.attempt}`, now);
-      const started = this.#startedAt.get(`${t.trial}.${a.attempt}`) as number;
+      // A running attempt's `started` was handled (live or at catch-up), which set both.
+      const heard = this.#heard.get(t.trial) ?? now;
+      const started = this.#startedAt.get(t.trial) ?? now;
       let why: [string, string] | null = null;
       if (reportTimeoutMs !== null && now - heard > reportTimeoutMs)
         why = [
@@ -477,8 +476,6 @@ export class StudyCoordinator {
       await this.#store.writeStop(t.trial, "timeout", why[0], null);
     }
   }
-
-  readonly #startedAt = new Map<string, number>();
 
   /**
    * An order refused by agents for reasons of their own goes back to the queue; it fails only when no

@@ -65,7 +65,7 @@ export class StudyStore {
     if (e && e.operation === "PUT") {
       const r = decode(StudyRecordSchema, e.value, "study record");
       if (r.ok) {
-        const recordedSamples = recordedSampleCount(r.value.spec) ?? spec.search.samples;
+        const recordedSamples = recordedSampleCount(r.value.spec);
         const how = specContinuation({ hash: r.value.specHash, samples: recordedSamples }, spec);
         if (how !== "same" && how !== "extended") throw new StudySpecChangedError(spec.name, r.value.specHash, hash, how.changed);
         if (how === "extended" || r.value.state !== "running") {
@@ -180,8 +180,8 @@ export class StudyStore {
   }
 }
 
-/** `search.samples` of a recorded spec (as written: snake_case input), or null when it cannot be read. */
-function recordedSampleCount(spec: Record<string, unknown>): number | null {
-  const search = spec.search as { samples?: unknown } | undefined;
-  return typeof search?.samples === "number" ? search.samples : search && search.samples === undefined ? 1 : null;
+/** `search.samples` of a recorded spec (as written: snake_case input). */
+function recordedSampleCount(spec: Record<string, unknown>): number {
+  const samples = (spec.search as { samples?: unknown } | undefined)?.samples;
+  return typeof samples === "number" ? samples : 1; // the spec's default
 }

@@ -44,5 +44,5 @@ export { isCopyRejection, StudyState, TERMINAL_PHASES, TrialPhase } from "./stat
 export type { StoredEvent } from "./stored-event.js";
 export type { PlannedBracket, PlannedRung, PlannedTrialRow, StudyPlan } from "./study-plan.js";
 export { planStudy } from "./study-plan.js";
-export type { EarlyStoppingSavings, StudyOutcome } from "./summary.js";
-export { earlyStoppingSavings, failureSummary, missingMetricReason, rungFunnel, studyOutcome } from "./summary.js";
+export type { EarlyStoppingSavings, StudyOutcome, TrialFailure } from "./summary.js";
+export { earlyStoppingSavings, failureSummary, missingMetricReason, rungFunnel, studyFailures, studyOutcome } from "./summary.js";

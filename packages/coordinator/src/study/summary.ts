@@ -76,10 +76,28 @@ export function missingMetricReason(t: TrialRecord, metric: string): string {
     : `${t.trial} reported nothing — not ${metric}; report it with rung_trial.report(${metric}=...)`;
 }
 
-/** The first line of a trial's end reason and the end of its log tail, for status and report. */
-export function failureSummary(t: TrialRecord, tailLines = 3): { reason: string; tail: string[] } | null {
-  if (t.phase !== "failed") return null;
+/** A failed trial: the first line of its reason and the end of its log tail. */
+export interface TrialFailure {
+  readonly trial: string;
+  readonly reason: string;
+  readonly tail: readonly string[];
+}
+
+/**
+ * The first line of a failed trial's end reason and the end of its log tail, for status and report; null
+ * for a trial that has not failed (by {@link StudyState.phaseOf}: also while no coordinator has ended it).
+ */
+export function failureSummary(t: TrialRecord, tailLines = 3): TrialFailure | null {
+  if (StudyState.phaseOf(t) !== "failed") return null;
   const [first = "failed", ...rest] = (t.endReason ?? "failed").split("\n");
   const lastTail = [...t.attempts].reverse().find((a) => a.logTail.length > 0)?.logTail ?? rest;
-  return { reason: first, tail: lastTail.slice(-tailLines) };
+  return { trial: t.trial, reason: first, tail: lastTail.slice(-tailLines) };
+}
+
+/** Every failed trial of the study, in trial order. */
+export function studyFailures(state: StudyState): TrialFailure[] {
+  return [...state.trials.values()].flatMap((t) => {
+    const f = failureSummary(t);
+    return f ? [f] : [];
+  });
 }

@@ -1,7 +1,15 @@
 import type { AgentAdvert, Telemetry, TrialEvent } from "@rung/protocol";
 import { rungMilestones } from "../scheduling/index.js";
 import type { StudySpec } from "../study/index.js";
-import { failureSummary, type PhaseCounts, rungFunnel, StudyState, type TrialRecord } from "../study/index.js";
+import {
+  failureSummary,
+  type PhaseCounts,
+  rungFunnel,
+  StudyState,
+  studyFailures,
+  type TrialFailure,
+  type TrialRecord,
+} from "../study/index.js";
 import {
   type AgentIdleStats,
   compareFindings,
@@ -122,7 +130,7 @@ export interface StudyReport {
   readonly findings: readonly Finding[];
   readonly trials: readonly ReportTrial[];
   /** Every failed trial: the first line of its reason and the end of its log. */
-  readonly failures: readonly { readonly trial: string; readonly reason: string; readonly tail: readonly string[] }[];
+  readonly failures: readonly TrialFailure[];
   readonly agents: readonly AgentIdleStats[];
   readonly thresholds: DiagnosisThresholds;
 }
@@ -131,19 +139,16 @@ const num = (x: number | null | undefined): number | null => (typeof x === "numb
 const iso = (ts: number | null): string | null => (ts === null ? null : new Date(ts).toISOString());
 
 /** One finding for the study's failed trials: how many, the commonest first line, the GPU time they used. */
-function failedTrialsFinding(failed: readonly TrialRecord[], state: StudyState): Finding {
+function failedTrialsFinding(failed: readonly TrialRecord[], state: StudyState, now: number): Finding {
   const created = [...state.trials.values()].filter((t) => t.createdAt !== null).length;
   const reasons = new Map<string, number>();
   for (const t of failed) {
-    const first = failureSummary({ ...t, phase: "failed" })?.reason ?? "failed";
+    const first = failureSummary(t)?.reason ?? "failed";
     const key = first.replace(/^t\d+ /, "").replace(/attempt \d+/, "attempt N");
     reasons.set(key, (reasons.get(key) ?? 0) + 1);
   }
   const [common = "failed", n = failed.length] = [...reasons.entries()].sort((a, b) => b[1] - a[1])[0] ?? [];
-  const gpuS = failed.reduce(
-    (sum, t) => sum + t.attempts.reduce((s, a) => s + StudyState.attemptGpuSeconds(a, Date.now()), 0),
-    0,
-  );
+  const gpuS = failed.reduce((sum, t) => sum + t.attempts.reduce((s, a) => s + StudyState.attemptGpuSeconds(a, now), 0), 0);
   const all = failed.length === created;
   return {
     kind: "trials-failed",
@@ -244,9 +249,10 @@ export function buildStudyReport(
   const thresholds = compileDiagnosisOptions(options.diagnosis);
   const joined = joinTelemetry(state, telemetry, { events: options.events, adverts, now });
   const failed = [...state.trials.values()].filter((t) => t.createdAt !== null && StudyState.phaseOf(t) === "failed");
-  const findings = [...diagnose(joined, thresholds), ...(failed.length > 0 ? [failedTrialsFinding(failed, state)] : [])].sort(
-    compareFindings,
-  );
+  const findings = [
+    ...diagnose(joined, thresholds),
+    ...(failed.length > 0 ? [failedTrialsFinding(failed, state, now)] : []),
+  ].sort(compareFindings);
   const top = options.top ?? 10;
 
   const created = [...state.trials.values()].filter((t) => t.createdAt !== null);
@@ -318,10 +324,7 @@ export function buildStudyReport(
     cost: costOf(state, joined.agents, adverts, now),
     findings,
     trials,
-    failures: [...state.trials.values()].flatMap((t) => {
-      const f = failureSummary({ ...t, phase: StudyState.phaseOf(t) });
-      return f ? [{ trial: t.trial, ...f }] : [];
-    }),
+    failures: studyFailures(state),
     agents: joined.agents,
     thresholds,
   };

@@ -1,5 +1,6 @@
 import type { Finding, FindingKind, StudyReport } from "../telemetry/index.js";
 import { fmt, paramText } from "./format.js";
+import { failuresText } from "./study-text.js";
 
 /** `rung study report` as text for a terminal and as Markdown for a pull request. */
 
@@ -185,14 +186,7 @@ export function renderReportText(r: StudyReport): string {
     const others = othersText(g);
     if (others) L.push(`       ${others}`);
   });
-  if (r.failures.length > 0) {
-    L.push("");
-    L.push(`failed trials (${r.failures.length}):`);
-    for (const f of r.failures) {
-      L.push(`  ${f.trial}: ${f.reason}`);
-      for (const l of f.tail) L.push(`      | ${l}`);
-    }
-  }
+  if (r.failures.length > 0) L.push("", failuresText(r.failures, `failed trials (${r.failures.length}):`));
   L.push("");
   L.push(`leaderboard (top ${r.leaderboard.length}):`);
   const rows: string[][] = [["#", "trial", r.metric.name, `at ${r.timeAttr}`, "state", "params"]];

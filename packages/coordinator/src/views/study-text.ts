@@ -1,4 +1,4 @@
-import type { EarlyStoppingSavings, StudyProgress, StudyState, TrialRecord } from "../study/index.js";
+import type { EarlyStoppingSavings, StudyProgress, StudyState, TrialFailure, TrialRecord } from "../study/index.js";
 import { fmt, paramText } from "./format.js";
 
 /** Text views of a study for terminals and logs: progress line, leaderboard, best configuration. */
@@ -45,4 +45,15 @@ export function bestText(state: StudyState): string {
 export function savingsText(s: EarlyStoppingSavings): string {
   const f = (x: number) => (x >= 3600 ? `${(x / 3600).toFixed(2)} GPU-h` : `${x.toFixed(0)} GPU-s`);
   return `GPU time: ${f(s.usedGpuSeconds)} used; running every trial to max_t would have taken about ${f(s.fullGpuSeconds)} — early stopping saved ${f(s.savedGpuSeconds)} (${(100 * s.savedShare).toFixed(0)}%)`;
+}
+
+/** `header`, then each failed trial's reason and the end of its log, indented; "" when none failed. */
+export function failuresText(failures: readonly TrialFailure[], header = "failed trials:"): string {
+  if (failures.length === 0) return "";
+  const lines = [header];
+  for (const f of failures) {
+    lines.push(`  ${f.trial}: ${f.reason}`);
+    for (const l of f.tail) lines.push(`      | ${l}`);
+  }
+  return lines.join("\n");
 }
