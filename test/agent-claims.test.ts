@@ -272,7 +272,7 @@ time.sleep(1.5)
     expect(readFileSync(file, "utf8")).toContain("line 80");
     const { jetstream } = await import("@nats-io/jetstream");
     const consumer = await jetstream(m.nc).consumers.get(m.names.streams.logs, {
-      filter_subjects: m.names.subjects.logs("f", "crash", 1),
+      filter_subjects: m.names.subjects.attemptLogs("f", "crash", 1),
     });
     let text = "";
     let eof = false;

@@ -21,11 +21,11 @@ describe("rung tail --no-follow", () => {
     const { names, js, flags } = mesh;
     const t0 = Date.now() - 20 * 60_000;
     await js.publish(
-      names.subjects.events("a", "t1"),
+      names.subjects.agentEvents("a", "t1", "box1"),
       encode(trialEvent("started", "a", "t1", t0 + 500, { attempt: 1, agent: "box1", pid: 1, gpus: [0] })),
     );
     await js.publish(
-      names.subjects.events("a", "t1"),
+      names.subjects.agentEvents("a", "t1", "box1"),
       encode(
         trialEvent("report", "a", "t1", t0 + 2500, {
           attempt: 1,
@@ -86,7 +86,7 @@ describe("rung tail for a study or agent not there yet", () => {
     );
 
     await js.publish(
-      names.subjects.events("later", "t0001"),
+      names.subjects.agentEvents("later", "t0001", "box9"),
       encode(trialEvent("started", "later", "t0001", Date.now(), { attempt: 1, agent: "box9", pid: 1, gpus: [0] })),
     );
     await waitFor("the study's first line", () => byStudy.lines().some((l) => /▶ later\/t0001 started on box9/.test(l)));

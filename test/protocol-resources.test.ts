@@ -54,7 +54,7 @@ describe("ensureResources against a real nats-server", () => {
   it("carries a typed event through JetStream and drops duplicates by message id", async ({ mesh }) => {
     const { names, js, resources: r } = mesh;
     const ev = { v: 1, type: "queued", study: "s", trial: "t1", ts: Date.now(), attempt: 1 };
-    const subject = names.subjects.events("s", "t1");
+    const subject = names.subjects.coordinatorEvents("s", "t1");
     const first = await js.publish(subject, encode(ev), { msgID: "s.t1.1" });
     const again = await js.publish(subject, encode(ev), { msgID: "s.t1.1" });
     expect(again.duplicate).toBe(true);

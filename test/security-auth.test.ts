@@ -1,109 +1,27 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
-import type { NatsConnection } from "@nats-io/transport-node";
-import {
-  type AuthInitResult,
-  connectNats,
-  decode,
-  encode,
-  ensureResources,
-  initAuth,
-  MeshNames,
-  NatsAuthError,
-  StudyRecordSchema,
-} from "@rung/protocol";
-import { REPO, rung, type TestNats, type TestProcess, waitFor } from "@rung/testkit";
-import { meshTest, type Processes } from "@rung/testkit/vitest";
+import { connectNats, decode, encode, ensureResources, MeshNames, NatsAuthError, StudyRecordSchema } from "@rung/protocol";
+import { REPO, rung, waitFor } from "@rung/testkit";
 import { describe, expect } from "vitest";
+import { PREFIX, secureTest } from "./security-helpers.js";
 
 /**
  * A nats-server that knows only the users `rung auth init` generated: the mesh works end to end with
  * least-privilege users, and the server itself refuses what a role may not do.
  */
 
-const PREFIX = "sec";
 const names = new MeshNames(PREFIX);
-
-/** The commands and connections of one test on the secured server, as each role; closed after the test. */
-function secureMesh(nats: TestNats, auth: AuthInitResult, procs: Processes, conns: NatsConnection[]) {
-  const creds = (file: string) => join(auth.dir, file);
-  const mesh = () => ["--nats", nats.url, "--prefix", PREFIX];
-
-  async function as(file: string): Promise<NatsConnection> {
-    const nc = await connectNats({ url: nats.url, creds: creds(file), reconnectForever: false, name: `test ${file}` });
-    conns.push(nc);
-    return nc;
-  }
-
-  /** The server's own record of refused publishes and subscriptions since `from` (an offset in its log). */
-  function violations(from = 0): string[] {
-    return nats.stderr
-      .slice(from)
-      .split("\n")
-      .filter((l) => /Violation/.test(l));
-  }
-
-  function agent(name: string): TestProcess {
-    const p = rung([
-      "agent",
-      ...mesh(),
-      "--creds",
-      creds(`agent-${name}.creds`),
-      "--trust",
-      auth.signingKey.publicKey,
-      "--name",
-      name,
-      "--fake-gpus",
-      "1",
-      "--workdir",
-      REPO,
-      "--state-dir",
-      join(auth.dir, "..", `state-${name}`),
-      "--lease",
-      "3s",
-    ]);
-    procs.push(p);
-    return p;
-  }
-
-  async function viewer(args: string[], timeoutMs = 15_000): Promise<{ code: number | null; out: string }> {
-    const p = rung([...args, ...mesh(), "--creds", creds("viewer.creds")]);
-    procs.push(p);
-    const t = setTimeout(() => p.child.kill("SIGINT"), timeoutMs);
-    const code = await p.exited;
-    clearTimeout(t);
-    return { code, out: p.out() };
-  }
-
-  return { creds, mesh, as, violations, agent, viewer };
-}
-
-/** A server that knows only the users `rung auth init` generated for this file. */
-const it = meshTest
-  .extend("auth", { scope: "file" }, () =>
-    initAuth({ dir: join(mkdtempSync(join(tmpdir(), "rung-auth-test-")), "auth"), prefix: PREFIX, agents: ["a1", "a2"] }),
-  )
-  .extend("natsOptions", { scope: "file" }, ({ auth }) => ({ extraConfig: readFileSync(auth.config, "utf8") }))
-  .extend("leakGraceMs", 5000)
-  .extend("sec", ({ nats, auth, procs }, { onCleanup }) => {
-    const conns: NatsConnection[] = [];
-    onCleanup(async () => {
-      await Promise.all(conns.splice(0).map((c) => c.close()));
-    });
-    return secureMesh(nats, auth, procs, conns);
-  });
+const it = secureTest;
 
 describe("a mesh of least-privilege users", () => {
   it("runs a signed study end to end — coordinator, two agents, a viewer's commands — without one refused operation", async ({
     nats,
-    auth,
-    procs,
     sec,
   }) => {
-    const { creds, mesh, as, violations, agent, viewer } = sec;
+    const { as, violations, agent, viewer } = sec;
     const logStart = nats.stderr.length;
     const secret = "wandb-0b5e-SECRET-value";
     const dir = mkdtempSync(join(tmpdir(), "rung-secure-study-"));
@@ -113,34 +31,19 @@ describe("a mesh of least-privilege users", () => {
       trial,
       `console.log("token " + process.env.WANDB_API_KEY);\nawait import(${JSON.stringify(join(REPO, "test", "fixtures", "curve-trial.mjs"))});\n`,
     );
-    const spec = join(dir, "secure.json");
-    writeFileSync(
-      spec,
-      JSON.stringify({
-        name: "secure",
-        command: `${process.execPath} ${trial} --quality {quality} --epochs {max_t} --epoch-ms 60`,
-        env: { WANDB_API_KEY: secret, OMP_NUM_THREADS: 1 },
-        secret_env: ["WANDB_API_KEY"],
-        metric: { name: "val_acc", mode: "max" },
-        search: { algorithm: "grid", space: { quality: { grid: [0.5, 0.9, 0.3, 0.7] } } },
-        scheduler: { type: "asha", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 3 },
-        resources: { gpus: 1 },
-        max_concurrent: 2,
-      }),
-    );
     agent("a1");
     agent("a2");
-    const study = rung([
-      "study",
-      "run",
-      spec,
-      ...mesh(),
-      "--creds",
-      creds("coordinator.creds"),
-      "--signing-key",
-      auth.signingKey.file,
-    ]);
-    procs.push(study);
+    const study = sec.study({
+      name: "secure",
+      command: `${process.execPath} ${trial} --quality {quality} --epochs {max_t} --epoch-ms 60`,
+      env: { WANDB_API_KEY: secret, OMP_NUM_THREADS: 1 },
+      secret_env: ["WANDB_API_KEY"],
+      metric: { name: "val_acc", mode: "max" },
+      search: { algorithm: "grid", space: { quality: { grid: [0.5, 0.9, 0.3, 0.7] } } },
+      scheduler: { type: "asha", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 3 },
+      resources: { gpus: 1 },
+      max_concurrent: 2,
+    });
     expect(await study.exited).toBe(0);
     expect(study.out()).toMatch(/study secure completed/);
 

@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { ReplayLedger, SECRET_MASK, SecretMasker, secretValues } from "@rung/agent/internal";
 import { isCopyRejection, StudyState } from "@rung/coordinator";
 import {
+  COORDINATOR,
   canonicalJson,
   createSigningKey,
   decode,
@@ -140,6 +141,14 @@ describe("rung auth init", () => {
     // Only public keys in the server fragment.
     expect(conf).not.toMatch(/\bS[UA][A-Z2-7]{50,}/);
     expect(existsSync(join(dir, "agent.creds"))).toBe(false);
+    // Whether the server needs a reload: a new fragment, a changed one, the same one.
+    expect([first.configState, second.configState, initAuth({ dir, prefix: "m", agents: ["a1", "a2"] }).configState]).toEqual([
+      "new",
+      "changed",
+      "same",
+    ]);
+    // Agents answer only what the server delivered to them.
+    expect(conf).toMatch(/allow_responses: \{ max: 1000000000, expires: "8760h" \}/);
   });
 
   it("scopes each role: viewers never touch work or nonces, agents publish only their own telemetry and advert", () => {
@@ -157,10 +166,24 @@ describe("rung auth init", () => {
       false,
     );
     expect(agent.subscribe).toEqual([`_INBOX_${pk}.>`]);
+    // Its own trial events and logs only; acks only as answers to what was delivered to it; nonces by key.
+    expect(agent.publish.filter((s) => s.startsWith("rung.events") || s.startsWith("rung.logs"))).toEqual([
+      "rung.events.*.*.a.box-1",
+      "rung.logs.*.*.*.box-1",
+    ]);
+    expect(agent.publish.some((s) => s.startsWith("$JS.ACK"))).toBe(false);
+    expect(agent.responses?.max).toBeGreaterThan(1_000_000);
+    expect(agent.publish.filter((s) => s.includes("RUNG_NONCES") || s.includes("KV_rung-nonces"))).toEqual([
+      "$JS.API.STREAM.INFO.KV_rung-nonces",
+      "$JS.API.STREAM.CREATE.KV_rung-nonces",
+      "$JS.API.DIRECT.GET.KV_rung-nonces.$KV.rung-nonces.>",
+    ]);
     const shared = rolePermissions("agent", names, { publicKey: pk, agent: null });
     expect(shared.publish).toContain("rung.telemetry.*");
+    expect(shared.publish).toContain("rung.events.*.*.a.*");
     const coord = rolePermissions("coordinator", names, { publicKey: pk });
-    expect(coord.publish).toEqual(expect.arrayContaining(["rung.work.>", "rung.events.>", "$KV.rung-control.>"]));
+    expect(coord.publish).toEqual(expect.arrayContaining(["rung.work.>", "rung.events.*.*.c", "$KV.rung-control.>"]));
+    expect(coord.publish.some((s) => s.startsWith("rung.events") && s !== "rung.events.*.*.c")).toBe(false);
     expect(coord.publish.some((s) => s.includes("rung-agents.") && s.startsWith("$KV"))).toBe(false);
   });
 });
@@ -229,16 +252,21 @@ describe("the coordinator and rejections", () => {
     expect(isCopyRejection("untrusted-signer")).toBe(false);
     const state = new StudyState({ study: "s", metric: "acc", mode: "max", timeAttr: "epoch" });
     const base = { v: 1 as const, study: "s", trial: "t1", ts: 1 };
-    state.apply({ ...base, type: "queued", attempt: 1 });
-    state.apply({ ...base, type: "claimed", attempt: 1, agent: "a", gpus: [0] });
-    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "replayed", detail: "copy", sender: "A" });
+    const as = (agent: string) => ({ role: "agent" as const, agent });
+    state.apply({ ...base, type: "created", params: {}, bracket: null }, COORDINATOR);
+    state.apply({ ...base, type: "queued", attempt: 1 }, COORDINATOR);
+    state.apply({ ...base, type: "claimed", attempt: 1, agent: "a", gpus: [0] }, as("a"));
+    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "replayed", detail: "copy", sender: "A" }, as("b"));
     expect(state.trial("t1").attempts[0]?.status).toBe("claimed");
     // A refusal of the agent's own (it lacks the trust, the workdir, the program) is no copy either, but it
     // does not end the attempt another agent holds: it is recorded as that agent's refusal.
-    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "unsigned", detail: "x", sender: null });
+    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "unsigned", detail: "x", sender: null }, as("b"));
     expect(state.trial("t1").attempts[0]?.status).toBe("claimed");
     expect(state.trial("t1").refusals.map((r) => [r.agent, r.reason])).toEqual([["b", "unsigned"]]);
-    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "command-not-allowed", detail: "x", sender: null });
+    state.apply(
+      { ...base, type: "rejected", attempt: 1, agent: "b", reason: "command-not-allowed", detail: "x", sender: null },
+      as("b"),
+    );
     expect(state.trial("t1").attempts[0]?.status).toBe("rejected");
   });
 });

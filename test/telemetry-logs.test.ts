@@ -16,7 +16,17 @@ const PARTS = [
   "val_acc=0.97 ✓\r\n",
 ];
 
-function publisher(js: JetStreamClient, names: MeshNames, study: string, trial: string, attempt: number) {
+/**
+ * Writes one attempt's output as its agent would: the trial's events first (created, queued, and the
+ * agent's claim, which makes it the attempt's claimant), then chunks on the agent's own subject.
+ */
+async function publisher(js: JetStreamClient, names: MeshNames, study: string, trial: string, attempt: number, agent = "box1") {
+  for (const e of [
+    trialEvent("created", study, trial, Date.now(), { params: {}, bracket: null }),
+    trialEvent("queued", study, trial, Date.now(), { attempt }),
+    trialEvent("claimed", study, trial, Date.now(), { attempt, agent, gpus: [0] }),
+  ])
+    await js.publish(names.subjects.eventSubject(e), encode(e));
   let seq = 0;
   return async (text: string, eof = false) => {
     const chunk: LogChunk = {
@@ -25,14 +35,14 @@ function publisher(js: JetStreamClient, names: MeshNames, study: string, trial: 
       study,
       trial,
       attempt,
-      agent: "box1",
+      agent,
       seq,
       ts: Date.now(),
       data: new Uint8Array(Buffer.from(text, "utf8")),
       eof,
     };
     seq += 1;
-    await js.publish(names.subjects.logs(study, trial, attempt), encode(chunk), {
+    await js.publish(names.subjects.logs(study, trial, attempt, agent), encode(chunk), {
       msgID: `${study}.${trial}.${attempt}.log.${chunk.seq}`,
     });
   };
@@ -41,7 +51,7 @@ function publisher(js: JetStreamClient, names: MeshNames, study: string, trial: 
 describe("rung logs", () => {
   it("prints a trial's output byte for byte, escape sequences intact", async ({ mesh, procs }) => {
     const { names, js, flags } = mesh;
-    const write = publisher(js, names, "digits", "t0001", 1);
+    const write = await publisher(js, names, "digits", "t0001", 1);
     for (const p of PARTS.slice(0, -1)) await write(p);
     await write(PARTS.at(-1) as string, true);
     for (const ref of [["digits/t0001"], ["t0001"], ["t0001", "--study", "digits"]]) {
@@ -54,9 +64,9 @@ describe("rung logs", () => {
 
   it("picks the latest attempt, takes --attempt, and says clearly what is missing or ambiguous", async ({ mesh, procs }) => {
     const { names, js, flags } = mesh;
-    await publisher(js, names, "s1", "t7", 1)("first attempt\r\n", true);
-    await publisher(js, names, "s1", "t7", 2)("second attempt\r\n", true);
-    await publisher(js, names, "s2", "t7", 1)("another study\r\n", true);
+    await (await publisher(js, names, "s1", "t7", 1))("first attempt\r\n", true);
+    await (await publisher(js, names, "s1", "t7", 2))("second attempt\r\n", true);
+    await (await publisher(js, names, "s2", "t7", 1))("another study\r\n", true);
     const latest = cli(["logs", "s1/t7", ...flags]);
     const first = cli(["logs", "s1/t7", "--attempt", "1", ...flags]);
     const missing = cli(["logs", "s1/t7", "--attempt", "3", ...flags]);
@@ -77,7 +87,7 @@ describe("rung logs", () => {
 
   it("follows with -f until the attempt's last chunk", async ({ mesh, procs }) => {
     const { names, js, flags } = mesh;
-    const write = publisher(js, names, "digits", "t0002", 1);
+    const write = await publisher(js, names, "digits", "t0002", 1);
     await write(PARTS[0] as string);
     const p = cli(["logs", "digits/t0002", "-f", ...flags]);
     procs.push(p);
@@ -92,10 +102,10 @@ describe("rung logs", () => {
 describe("rung attach", () => {
   it("shows a running trial's terminal from its start, live, until it ends", async ({ mesh, procs }) => {
     const { names, js, flags } = mesh;
-    const ev = (e: ReturnType<typeof trialEvent>) => js.publish(names.subjects.events(e.study, e.trial), encode(e));
+    const ev = (e: ReturnType<typeof trialEvent>) => js.publish(names.subjects.eventSubject(e), encode(e));
+    await (await publisher(js, names, "digits", "t0003", 1))("the failed attempt\r\n", true);
+    const write = await publisher(js, names, "digits", "t0003", 2);
     await ev(trialEvent("started", "digits", "t0003", Date.now(), { attempt: 2, agent: "box1", pid: 1, gpus: [0] }));
-    await publisher(js, names, "digits", "t0003", 1)("the failed attempt\r\n", true);
-    const write = publisher(js, names, "digits", "t0003", 2);
     await write(PARTS[0] as string);
     await write(PARTS[1] as string);
     const p = cli(["attach", "digits/t0003", ...flags]);
@@ -120,12 +130,12 @@ describe("rung attach", () => {
 
   it("waits for a trial that has not started, and refuses one that has ended", async ({ mesh, procs }) => {
     const { names, js, flags } = mesh;
-    const ev = (e: ReturnType<typeof trialEvent>) => js.publish(names.subjects.events(e.study, e.trial), encode(e));
+    const ev = (e: ReturnType<typeof trialEvent>) => js.publish(names.subjects.eventSubject(e), encode(e));
     await ev(trialEvent("queued", "digits", "t0004", Date.now(), { attempt: 1 }));
     const p = cli(["attach", "t0004", ...flags]);
     procs.push(p);
     await waitFor("attach to wait", () => p.stderr().includes("waiting for digits/t0004 to start"));
-    await publisher(js, names, "digits", "t0004", 1)("hello\r\n", true);
+    await (await publisher(js, names, "digits", "t0004", 1))("hello\r\n", true);
     expect(await p.exited).toBe(0);
     expect(p.stdout().toString()).toBe("hello\r\n");
 

@@ -56,6 +56,8 @@ describe("rung study report", () => {
       ["t2", 1, 0.01],
     ] as const) {
       evs.push(trialEvent("created", "digits", trial, at(0), { params: { lr }, bracket: 0 }));
+      evs.push(trialEvent("queued", "digits", trial, at(0), { attempt: 1 }));
+      evs.push(trialEvent("claimed", "digits", trial, at(1), { attempt: 1, agent: "box1", gpus: [gpu] }));
       evs.push(trialEvent("started", "digits", trial, at(1), { attempt: 1, agent: "box1", pid: 1, gpus: [gpu] }));
     }
     for (let e = 1; e <= 3; e++)
@@ -105,7 +107,7 @@ describe("rung study report", () => {
       evs.push(trialEvent("ended", "digits", trial, at(s), { status, reason: status, attempts: 1 }));
     }
     evs.sort((a, b) => a.ts - b.ts);
-    for (const e of evs) await js.publish(names.subjects.events(e.study, e.trial), encode(e));
+    for (const e of evs) await js.publish(names.subjects.eventSubject(e), encode(e));
     // Telemetry: one message a second from before the study to after it; another agent's samples too.
     for (let s = -30; s <= 220; s++) {
       const g0 = s >= 1 && s < 181 ? gpuSample(0, 20, "digits", "t1") : gpuSample(0, 0, null, null);

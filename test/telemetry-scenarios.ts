@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { type DiagnosisInput, type Finding, type FindingKind, joinTelemetry, StudyState } from "@rung/coordinator";
-import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
+import { type GpuSample, sourceOf, type Telemetry, type TrialEvent } from "@rung/protocol";
 import { cpuTicks, descendants, rung, spawnProcess, type TestProcess } from "@rung/testkit";
 
 /**
@@ -181,6 +181,8 @@ function lifecycle(
   const b = { v: 1 as const, study: STUDY, trial };
   return [
     { ...b, ts: start, type: "created", params: {}, bracket: 0 },
+    { ...b, ts: start, type: "queued", attempt: 1 },
+    { ...b, ts: start, type: "claimed", attempt: 1, agent, gpus },
     { ...b, ts: start, type: "started", attempt: 1, agent, pid: 1, gpus },
     ...reports.map((r, seq): TrialEvent => ({ ...b, ts: r.ts, type: "report", attempt: 1, agent, seq, metrics: r.metrics })),
     {
@@ -201,7 +203,7 @@ function lifecycle(
 
 function join_(events: TrialEvent[], telemetry: Telemetry[], now: number): DiagnosisInput {
   const state = new StudyState({ study: STUDY, metric: "val_acc", mode: "max", timeAttr: "epoch" });
-  for (const e of [...events].sort((a, b) => a.ts - b.ts)) state.apply(e);
+  for (const e of [...events].sort((a, b) => a.ts - b.ts)) state.apply(e, sourceOf(e));
   return joinTelemetry(state, telemetry, { events, now });
 }
 

@@ -30,7 +30,7 @@ describe("rung tail", () => {
     );
 
     const ts = Date.now();
-    const publish = (ev: ReturnType<typeof trialEvent>) => js.publish(names.subjects.events(ev.study, ev.trial), encode(ev));
+    const publish = (ev: ReturnType<typeof trialEvent>) => js.publish(names.subjects.eventSubject(ev), encode(ev));
     await publish(trialEvent("started", "digits", "t0001", ts, { attempt: 1, agent: "box1", pid: 7, gpus: [0] }));
     await publish(
       trialEvent("report", "digits", "t0001", ts + 1, {
@@ -84,11 +84,11 @@ describe("rung tail", () => {
     const t0 = Date.now() - 30_000;
     // Stored first: events of two studies, and samples of two agents.
     await js.publish(
-      names.subjects.events("a", "t1"),
+      names.subjects.agentEvents("a", "t1", "box1"),
       encode(trialEvent("started", "a", "t1", t0 + 500, { attempt: 1, agent: "box1", pid: 1, gpus: [0] })),
     );
     await js.publish(
-      names.subjects.events("b", "t9"),
+      names.subjects.agentEvents("b", "t9", "box2"),
       encode(trialEvent("started", "b", "t9", t0 + 600, { attempt: 1, agent: "box2", pid: 1, gpus: [0] })),
     );
     for (let s = 0; s < 5; s++) {

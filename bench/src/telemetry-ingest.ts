@@ -1,5 +1,5 @@
 import { diagnose, joinTelemetry, StudyState } from "@rung/coordinator";
-import { connectNats, decode, MeshNames, type Telemetry, TelemetrySchema, type TrialEvent } from "@rung/protocol";
+import { connectNats, decode, MeshNames, sourceOf, type Telemetry, TelemetrySchema, type TrialEvent } from "@rung/protocol";
 import { dist, round } from "./common.js";
 import { agentName, LOAD_STUDY, trialOf } from "./telemetry-load.js";
 
@@ -43,7 +43,7 @@ for (let a = 0; a < AGENTS; a++) {
       { ...base, type: "claimed", attempt: 1, agent: agentName(a), gpus: [g] },
       { ...base, type: "started", attempt: 1, agent: agentName(a), pid: 1, gpus: [g] },
     ];
-    for (const e of events) state.apply(e);
+    for (const e of events) state.apply(e, sourceOf(e));
   }
 }
 

@@ -90,29 +90,30 @@ describe("chaos 6: garbage", () => {
     ];
     for (const [, data] of [...orders, ...wrongOrders]) await js.publish(s.work("gpu1"), data);
 
-    // Trial events: read by the coordinator (and by every reader of the study).
+    // Trial events: read by the coordinator (and by every reader of the study), each on the subject of the
+    // publisher its body names (agent a1's, the coordinator's for `created`).
     const events: [string, string, Uint8Array][] = [
-      ["not msgpack", s.events("garbage", "t0001"), notMsgpack()],
-      ["not msgpack", s.events("garbage", "t0002"), notMsgpack()],
-      ["truncated", s.events("garbage", "t0003"), encode(report({})).subarray(0, 20)],
-      ["schema v2", s.events("garbage", "t0001"), encode(report({ v: 2 }))],
-      ["unknown type", s.events("garbage", "t0001"), encode(report({ type: "teleported" }))],
+      ["not msgpack", s.agentEvents("garbage", "t0001", "a1"), notMsgpack()],
+      ["not msgpack", s.agentEvents("garbage", "t0002", "a1"), notMsgpack()],
+      ["truncated", s.agentEvents("garbage", "t0003", "a1"), encode(report({})).subarray(0, 20)],
+      ["schema v2", s.agentEvents("garbage", "t0001", "a1"), encode(report({ v: 2 }))],
+      ["unknown type", s.agentEvents("garbage", "t0001", "a1"), encode(report({ type: "teleported" }))],
     ];
     const readerDropped = events.length;
     const strays: [string, string, Uint8Array][] = [
-      ["body names another trial", s.events("garbage", "t0003"), encode(report({ trial: "t0002" }))],
-      ["body names another study", s.events("garbage", "t0001"), encode(report({ study: "decoy" }))],
+      ["body names another trial", s.agentEvents("garbage", "t0003", "a1"), encode(report({ trial: "t0002" }))],
+      ["body names another study", s.agentEvents("garbage", "t0001", "a1"), encode(report({ study: "decoy" }))],
     ];
     const coordinatorOnly: [string, string, Uint8Array][] = [
-      ["a trial not in the study", s.events("garbage", "t0099"), encode(report({ trial: "t0099" }))],
+      ["a trial not in the study", s.agentEvents("garbage", "t0099", "a1"), encode(report({ trial: "t0099" }))],
       [
         "created with an impossible bracket",
-        s.events("garbage", "zz"),
+        s.coordinatorEvents("garbage", "zz"),
         encode({ v: SCHEMA_VERSION, type: "created", study: "garbage", trial: "zz", ts: Date.now(), params: {}, bracket: 99 }),
       ],
       [
         "finished for a trial never created",
-        s.events("garbage", "t0009"),
+        s.agentEvents("garbage", "t0009", "a1"),
         encode({
           ...report({ trial: "t0009" }),
           type: "finished",

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { type NatsConnection, PermissionViolationError } from "@nats-io/transport-node";
 import {
   type AgentAdvert,
   type AgentState,
@@ -356,10 +356,22 @@ class AgentImpl implements Agent {
         this.#log.info("reconnected to NATS");
         void this.#advert?.refresh();
         void this.#loop?.recheckControls();
+      } else if (s.type === "error" && isRefusedAck(s.error)) {
+        // Agents may answer only work messages delivered to them (permissions.ts), and a server reloads
+        // its configuration forgetting which those were.
+        if (!this.#ackRefusedWarned) {
+          this.#ackRefusedWarned = true;
+          this.#log.warn(
+            { subject: (s.error as PermissionViolationError).subject },
+            "the server refused this agent's answer to a work order it holds (its configuration was reloaded): the trial runs on until its claim lease runs out, then runs again as the next attempt",
+          );
+        }
       }
     }
     await closed;
   }
+
+  #ackRefusedWarned = false;
 
   #fail(): void {
     this.#loop?.killAll();
@@ -491,4 +503,9 @@ export async function startAgent(options: AgentOptions = {}): Promise<Agent> {
     throw err;
   }
   return agent;
+}
+
+/** A permission error on a `$JS.ACK` subject: the server no longer lets this agent answer a delivery. */
+function isRefusedAck(err: unknown): boolean {
+  return err instanceof PermissionViolationError && err.operation === "publish" && err.subject.startsWith("$JS.ACK.");
 }

@@ -25,6 +25,8 @@ export interface EventQueueOptions {
   giveUp?: () => boolean;
   /** The study's incarnation id from the order (scopes the message ids); none for older studies. */
   studyId?: string | null;
+  /** This agent's id tag for the order (protocol's `agentIdTag`), which ends every message id. */
+  tag?: string | null;
 }
 
 export class EventQueue {
@@ -65,6 +67,7 @@ export class EventQueue {
           },
           this.#o.giveUp,
           this.#o.studyId,
+          this.#o.tag,
         );
       } finally {
         if (isReport) this.#queuedReports -= 1;
@@ -89,10 +92,11 @@ export async function publishEvent(
   onError?: (err: Error) => void,
   giveUp?: () => boolean,
   studyId?: string | null,
+  tag?: string | null,
 ): Promise<boolean> {
-  const subject = subjects.events(event.study, event.trial);
+  const subject = subjects.eventSubject(event);
   const bytes = encode(event);
-  const msgID = trialEventMsgId(event, studyId);
+  const msgID = trialEventMsgId(event, studyId, tag);
   try {
     await retry(() => js.publish(subject, bytes, { msgID, timeout: 5000 }), {
       deadlineMs: retryForMs,

@@ -21,6 +21,8 @@ export interface LogStreamOptions {
   study: string;
   /** The study's incarnation id (scopes the chunks' message ids); none for older studies. */
   studyId?: string | null;
+  /** This agent's id tag for the order (protocol's `agentIdTag`), which ends every chunk's message id. */
+  tag?: string | null;
   trial: string;
   attempt: number;
   agent: string;
@@ -78,6 +80,7 @@ export class LogStream {
       subject: options.subject,
       study: options.study,
       studyId: options.studyId ?? null,
+      tag: options.tag ?? null,
       trial: options.trial,
       attempt: options.attempt,
       agent: options.agent,
@@ -227,7 +230,13 @@ export class LogStream {
 
   async #publish(chunk: LogChunk): Promise<boolean> {
     const bytes = encode(chunk);
-    const msgID = logChunkMsgId(studyScope(this.#o.study, this.#o.studyId), this.#o.trial, this.#o.attempt, chunk.seq);
+    const msgID = logChunkMsgId(
+      studyScope(this.#o.study, this.#o.studyId),
+      this.#o.trial,
+      this.#o.attempt,
+      chunk.seq,
+      this.#o.tag,
+    );
     for (;;) {
       try {
         await this.#js.publish(this.#o.subject, bytes, { msgID, timeout: 5000 });

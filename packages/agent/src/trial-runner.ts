@@ -3,7 +3,7 @@ import { constants as osConstants } from "node:os";
 import { delimiter, dirname, isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { JetStreamClient } from "@nats-io/jetstream";
-import type { Logger, StopReason, TrialStatus, WorkOrder } from "@rung/protocol";
+import { agentIdTag, type Logger, type StopReason, type TrialStatus, type WorkOrder } from "@rung/protocol";
 import pty from "node-pty";
 import { TrialStartError } from "./errors.js";
 import { LogStream } from "./log-stream.js";
@@ -178,6 +178,7 @@ export class TrialRun {
       subject: o.logsSubject,
       study: o.order.study,
       studyId: o.order.studyId ?? null,
+      tag: agentIdTag(o.order.nonce, o.agent),
       trial: o.order.trial,
       attempt: o.attempt,
       agent: o.agent,

@@ -48,6 +48,8 @@ export interface WrittenCredentials {
 export interface AuthInitResult {
   dir: string;
   config: string;
+  /** `new`: no auth.conf was there; `changed`: one was, with other users or permissions (reload the server); `same`. */
+  configState: "new" | "changed" | "same";
   credentials: WrittenCredentials[];
   signingKey: { file: string; publicFile: string; publicKey: string; created: boolean };
 }
@@ -125,10 +127,13 @@ export function initAuth(o: AuthInitOptions): AuthInitResult {
   const users: MeshUser[] = credentials.map((c) => ({ label: c.label, role: c.role, publicKey: c.publicKey, agent: c.agent }));
   const config = join(dir, "auth.conf");
   // Public keys and permissions only: the server's user may read it.
-  writeFileSync(config, renderAuthConfig(names, users, o.account), { mode: 0o644 });
+  const text = renderAuthConfig(names, users, o.account);
+  const before = existsSync(config) ? readFileSync(config, "utf8") : null;
+  writeFileSync(config, text, { mode: 0o644 });
   return {
     dir,
     config,
+    configState: before === null ? "new" : before === text ? "same" : "changed",
     credentials,
     signingKey: { file: signingFile, publicFile, publicKey: signing.publicKey, created: signingCreated },
   };

@@ -2,6 +2,8 @@
 
 export type { AuthInitOptions, AuthInitResult, WrittenCredentials } from "./auth-init.js";
 export { initAuth } from "./auth-init.js";
+export type { ClaimIdentity } from "./claims.js";
+export { agentIdTag, claimProof, newStudySecret } from "./claims.js";
 export type { Decoded, DropLogger } from "./codec.js";
 export { BadMessageCounter, DecodeError, DecodeErrorKind, decode, encode, MAX_MESSAGE_BYTES } from "./codec.js";
 export { CommandTemplateError, placeholders, renderArgv, splitCommand } from "./command-template.js";
@@ -133,6 +135,6 @@ export type { RetryInfo, RetryOptions } from "./retry.js";
 export { retry } from "./retry.js";
 export { poolName, Subjects } from "./subjects.js";
 export { isValidToken, MAX_TOKEN_LENGTH, validToken } from "./tokens.js";
-export type { AgentEventType, CoordinatorEventType, TrialEventInit } from "./trial-events.js";
-export { TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";
+export type { AgentEventType, CoordinatorEventType, EventSource, TrialEventInit } from "./trial-events.js";
+export { COORDINATOR, describeSource, sourceOf, TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";
 export { RUNG_VERSION } from "./version.js";

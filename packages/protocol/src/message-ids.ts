@@ -19,6 +19,12 @@ import type { AgentEventType } from "./trial-events.js";
  *                 <study>.<trial>.ended                         coordinator
  *   RUNG_LOGS     <study>.<trial>.<attempt>.log.<seq>           one chunk of terminal output
  *
+ * Every event and log id then ends with `.<tag>` where its writer has one (claims.ts): an agent's
+ * `agentIdTag(nonce, agent)`, the coordinator's study secret. The server de-duplicates ids across the
+ * whole stream, whatever the subject, so an id another box could predict would let it publish first
+ * and have the real message dropped; the tag makes every id unpredictable to everyone but its writer.
+ * Studies recorded before secrets existed, and refusals of orders that could not be read, have none.
+ *
  * Ids need only be unique within a stream. In RUNG_EVENTS the agent's ids carry a number third and the
  * coordinator's a word, and no token contains a `.`, so the two never meet. The coordinator also keys
  * its memory of what it has published by these ids, rebuilt from the stored events on a restart (see
@@ -57,9 +63,14 @@ export function workOrderMsgId(study: string, trial: string, attempt: number): s
   return `${trialOf(study, trial)}.${count(attempt, "attempt", 1)}`;
 }
 
-/** `<study>.<trial>.<attempt>.log.<seq>`: one chunk of an attempt's terminal output. */
-export function logChunkMsgId(study: string, trial: string, attempt: number, seq: number): string {
-  return `${trialOf(study, trial)}.${count(attempt, "attempt", 1)}.log.${count(seq, "seq", 0)}`;
+/** `.<tag>`, or nothing without one. */
+function tagged(id: string, tag: string | null | undefined): string {
+  return tag ? `${id}.${validToken(tag, "message id tag")}` : id;
+}
+
+/** `<study>.<trial>.<attempt>.log.<seq>[.<tag>]`: one chunk of an attempt's terminal output. */
+export function logChunkMsgId(study: string, trial: string, attempt: number, seq: number, tag?: string | null): string {
+  return tagged(`${trialOf(study, trial)}.${count(attempt, "attempt", 1)}.log.${count(seq, "seq", 0)}`, tag);
 }
 
 /**
@@ -105,9 +116,15 @@ export function rejectedMsgId(study: string, trial: string, attempt: number | nu
   return `${agentEventMsgId(study, trial, attempt, "rejected")}.${validToken(agent, "agent")}`;
 }
 
-/** The id of any trial event, by its type: the one id each event is published under. */
-export function trialEventMsgId(e: TrialEvent, studyId?: string | null): string {
-  const study = studyScope(e.study, studyId);
+/**
+ * The id of any trial event, by its type: the one id each event is published under. `tag`: its
+ * writer's (an agent's id tag for the order, the coordinator's study secret), when it has one.
+ */
+export function trialEventMsgId(e: TrialEvent, studyId?: string | null, tag?: string | null): string {
+  return tagged(untaggedEventId(e, studyScope(e.study, studyId)), tag);
+}
+
+function untaggedEventId(e: TrialEvent, study: string): string {
   switch (e.type) {
     case "created":
       return createdMsgId(study, e.trial);

@@ -179,7 +179,7 @@ export const OrderIdentitySchema = z.object({
 export type OrderIdentity = z.infer<typeof OrderIdentitySchema>;
 
 // ---------------------------------------------------------------------------------------------
-// Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>)
+// Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>.c or ….a.<agent>)
 
 const eventBase = { v, study: token, trial: token, ts };
 
@@ -192,7 +192,17 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     bracket: z.number().int().nonnegative().nullable().default(null),
   }),
   /** Coordinator: an order for this attempt was published. */
-  z.object({ ...eventBase, type: z.literal("queued"), attempt: z.number().int().positive() }),
+  z.object({
+    ...eventBase,
+    type: z.literal("queued"),
+    attempt: z.number().int().positive(),
+    /**
+     * The order's nonce: what readers check a claim's proof against (claims.ts). Agents cannot read
+     * events, so it stays between the coordinator and the agent handed the order. Absent in events
+     * of older coordinators, whose claims are then taken as they come.
+     */
+    nonce: z.string().min(8).optional(),
+  }),
   /** Agent: it holds the order and the GPUs. */
   z.object({
     ...eventBase,
@@ -200,6 +210,8 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     attempt: z.number().int().positive(),
     agent: token,
     gpus: z.array(z.number().int().nonnegative()),
+    /** `claimProof` of the order's nonce for this attempt and agent (claims.ts); absent from older agents. */
+    proof: z.string().optional(),
   }),
   /** Agent: the process runs. */
   z.object({
@@ -246,6 +258,8 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
      * coordinator queues a fresh order). Absent from older agents.
      */
     handedBack: z.boolean().optional(),
+    /** `claimProof` for this attempt and agent, when the order could be read (claims.ts). */
+    proof: z.string().optional(),
   }),
   /** Coordinator: a scheduler decision on a report. */
   z.object({
@@ -343,7 +357,7 @@ export const ControlSchema = z.object({
 export type Control = z.infer<typeof ControlSchema>;
 
 // ---------------------------------------------------------------------------------------------
-// Logs (stream RUNG_LOGS, subject rung.logs.<study>.<trial>.<attempt>)
+// Logs (stream RUNG_LOGS, subject rung.logs.<study>.<trial>.<attempt>.<agent>)
 
 export const LogChunkSchema = z.object({
   v,
@@ -373,6 +387,11 @@ export const StudyRecordSchema = z.object({
   specHash: z.string(),
   /** The incarnation id, drawn when the study is first run; absent in records written before ids existed. */
   id: token.optional(),
+  /**
+   * The coordinator's tag for its events' message ids (claims.ts), drawn with `id`; agents cannot read
+   * study records. Absent in records written before it existed.
+   */
+  secret: token.optional(),
   createdAt: ts,
   state: z.enum(["running", "completed", "stopped", "failed"]),
   updatedAt: ts,
@@ -391,7 +410,7 @@ export const LeaseSchema = z.object({
 export type Lease = z.infer<typeof LeaseSchema>;
 
 // ---------------------------------------------------------------------------------------------
-// Accepted order nonces (KV <prefix>-nonces, key: the order's nonce), for replay protection
+// Accepted order nonces (KV <prefix>-nonces, key: a hash of the order's nonce), for replay protection
 
 export const NonceRecordSchema = z.object({
   v,

@@ -13,9 +13,9 @@ import { validToken } from "./tokens.js";
  *   coordinator  the mesh's owner: publishes work, writes events, control and studies, reads
  *                everything, creates, updates and purges the mesh's streams and buckets.
  *   agent <name> creates what is missing (never updates or deletes), pulls from the work consumers
- *                and acks what it pulled, publishes trial events and logs, its own telemetry
- *                (`rung.telemetry.<name>`) and its own advert (`$KV.rung-agents.<name>`), reads
- *                stop decisions, records order nonces (replay protection).
+ *                and acks what it was handed, publishes its own trial events and logs, its own
+ *                telemetry (`rung.telemetry.<name>`) and its own advert (`$KV.rung-agents.<name>`),
+ *                reads stop decisions, records order nonces (replay protection).
  *   viewer       read-only: stream info, events, telemetry, logs, adverts, stop keys, study records.
  *                Never the work stream (orders carry secret env values) nor the nonces.
  *
@@ -23,12 +23,19 @@ import { validToken } from "./tokens.js";
  * connectNats uses for nkey users), so no one reads another's replies — pull-consumer deliveries,
  * orders included, travel on reply inboxes.
  *
- * What cannot be scoped by agent name: trial events (`rung.events.<study>.<trial>`) and logs
- * (`rung.logs.<study>.<trial>.<attempt>`) are addressed by trial, and which agent runs a trial is only
- * known when it claims it, so every agent may publish events and logs of any trial. Every event names
- * its agent, and the coordinator only acts on an attempt's events in their lifecycle order; a
- * malicious agent can lie about trials, but it cannot make another agent run anything (orders are
- * signed). The work consumers are shared by design, so any agent can pull any order.
+ * Events and logs carry their publisher's name in their subject (subjects.ts): an agent user may publish
+ * only `rung.events.<study>.<trial>.a.<its name>` and `rung.logs.<study>.<trial>.<attempt>.<its name>`,
+ * the coordinator only `rung.events.<study>.<trial>.c`. Readers trust the subject's name, never the
+ * body's, and count an agent's events and logs for an attempt only when that agent holds the attempt's
+ * claim (claims.ts), so a box can write nothing about trials it does not run. The work consumers are
+ * shared by design, so any agent can pull any order — and then it really runs it.
+ *
+ * Acks: an agent may not publish `$JS.ACK.…` at all. It answers only the work messages the server
+ * delivered to it (`allow_responses`): ack subjects are made of small counters, so any box could
+ * otherwise ack, nak or terminate another box's order. The server forgets these answers' permissions
+ * when its configuration is reloaded: an order delivered before a reload can no longer be acknowledged,
+ * and is handed on when its claim lease runs out (docs/deploy.md says how to add boxes without one).
+ * Nonces: by key only (`DIRECT.GET` of one subject), never by sequence, so no box lists them.
  */
 
 export const Role = { coordinator: "coordinator", agent: "agent", viewer: "viewer" } as const;
@@ -37,7 +44,15 @@ export type Role = (typeof Role)[keyof typeof Role];
 export interface SubjectPermissions {
   publish: string[];
   subscribe: string[];
+  /** May answer (publish to the reply subject of) messages delivered to it: this many times, for this long each. */
+  responses?: { max: number; expires: string };
 }
+
+/**
+ * An agent answers its work message with heartbeats (`+WPI`) for as long as the trial runs, then
+ * once more: room for a heartbeat a second for thirty years, valid for a year.
+ */
+export const AGENT_RESPONSES = { max: 1_000_000_000, expires: "8760h" } as const;
 
 export interface RolePermissionOptions {
   /** The user's nkey public key: its inbox prefix is derived from it. */
@@ -96,7 +111,7 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
             `$JS.FC.${s}.>`,
           ]),
           `${p}.work.>`,
-          `${p}.events.>`,
+          `${p}.events.*.*.c`,
           `$KV.${b.control}.>`,
           `$KV.${b.studies}.>`,
         ],
@@ -111,25 +126,25 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
           `${API}.INFO`,
           // Whoever starts first creates the mesh; creating never changes what exists already.
           ...[...dataStreams, ...kvStreams, nonces].flatMap((s) => [`${API}.STREAM.INFO.${s}`, `${API}.STREAM.CREATE.${s}`]),
-          // The shared work consumers: create or find them, pull, ack (ack, nak, term, in progress).
+          // The shared work consumers: create or find them, pull. Acks go to the reply subject of what
+          // was delivered to this user only (`responses` below), never to a `$JS.ACK` subject it makes up.
           `${API}.CONSUMER.CREATE.${work}.>`,
           `${API}.CONSUMER.DURABLE.CREATE.${work}.*`,
           `${API}.CONSUMER.INFO.${work}.*`,
           `${API}.CONSUMER.MSG.NEXT.${work}.*`,
-          `$JS.ACK.${work}.>`,
           // Stop decisions: watch and read the control bucket.
           ...readStream(kvStream(b.control)).filter((s) => !s.startsWith(`${API}.STREAM.INFO.`)),
-          // Replay protection: create-only records of the nonces of the orders it runs.
-          `${API}.STREAM.MSG.GET.${nonces}`,
-          `${API}.DIRECT.GET.${nonces}`,
-          `${API}.DIRECT.GET.${nonces}.>`,
+          // Replay protection: create-only records of the nonces of the orders it runs, read by key
+          // only (the last message of one subject), so no box can list the nonces.
+          `${API}.DIRECT.GET.${nonces}.$KV.${names.nonces}.>`,
           `$KV.${names.nonces}.>`,
-          `${p}.events.>`,
-          `${p}.logs.>`,
+          `${p}.events.*.*.a.${name}`,
+          `${p}.logs.*.*.*.${name}`,
           `${p}.telemetry.${name}`,
           `$KV.${b.agents}.${name}`,
         ],
         subscribe: [inbox],
+        responses: { ...AGENT_RESPONSES },
       };
     }
     case "viewer": {
@@ -180,6 +195,9 @@ export function renderAuthConfig(names: MeshNames, users: readonly MeshUser[], a
       `        permissions: {`,
       `          publish: { allow: ${list(perms.publish, "          ")} }`,
       `          subscribe: { allow: ${list(perms.subscribe, "          ")} }`,
+      ...(perms.responses
+        ? [`          allow_responses: { max: ${perms.responses.max}, expires: ${q(perms.responses.expires)} }`]
+        : []),
       `        }`,
       `      }`,
     );

@@ -1,12 +1,15 @@
+import type { TrialEvent } from "./messages.js";
 import { validToken } from "./tokens.js";
+import { COORDINATOR, type EventSource, sourceOf } from "./trial-events.js";
 
 /**
  * Subject grammar (with the default prefix `rung`; tests use their own prefix so they never collide):
  *
  *   rung.work.<pool>                          work orders, one pool per trial shape (`gpu1`, `gpu2`, `cpu1`)
- *   rung.events.<study>.<trial>               trial lifecycle, reports and scheduler decisions
+ *   rung.events.<study>.<trial>.c             the coordinator's trial events (created, queued, decision, ended)
+ *   rung.events.<study>.<trial>.a.<agent>     one agent's trial events (claimed, started, report, finished, rejected)
  *   rung.telemetry.<agent>                    GPU and host samples
- *   rung.logs.<study>.<trial>.<attempt>       terminal output chunks
+ *   rung.logs.<study>.<trial>.<attempt>.<agent>  terminal output chunks of one attempt, by the agent that ran it
  *
  * KV keys:
  *   rung-agents   <agent>                     adverts
@@ -14,6 +17,10 @@ import { validToken } from "./tokens.js";
  *   rung-studies  <study>  /  <study>.lease   study record and coordinator lease
  *
  * Every token is checked by {@link validToken}; nothing else in Rung concatenates subjects.
+ *
+ * The last tokens of an event or log subject name its publisher, and the server lets each user publish
+ * only under its own name (permissions.ts): readers learn who wrote a message from its subject, which a
+ * box cannot forge, never from its body, which it can.
  */
 export class Subjects {
   readonly prefix: string;
@@ -28,12 +35,28 @@ export class Subjects {
   workAll(): string {
     return `${this.prefix}.work.>`;
   }
-  events(study: string, trial: string): string {
-    return `${this.prefix}.events.${validToken(study, "study")}.${validToken(trial, "trial")}`;
+  /** The coordinator's events of one trial. */
+  coordinatorEvents(study: string, trial: string): string {
+    return `${this.prefix}.events.${validToken(study, "study")}.${validToken(trial, "trial")}.c`;
+  }
+  /** One agent's events of one trial. */
+  agentEvents(study: string, trial: string, agent: string): string {
+    return `${this.prefix}.events.${validToken(study, "study")}.${validToken(trial, "trial")}.a.${validToken(agent, "agent")}`;
+  }
+  /** The subject an event is published on: its writer's (TrialEventWriter), an agent's by the agent it names. */
+  eventSubject(ev: TrialEvent): string {
+    const from = sourceOf(ev);
+    return from.role === "coordinator"
+      ? this.coordinatorEvents(ev.study, ev.trial)
+      : this.agentEvents(ev.study, ev.trial, from.agent);
+  }
+  /** Every event of one trial, whoever wrote it. */
+  trialEvents(study: string, trial: string): string {
+    return `${this.prefix}.events.${validToken(study, "study")}.${validToken(trial, "trial")}.>`;
   }
   /** All events of one study (`*` for every study). */
   studyEvents(study: string | "*"): string {
-    return `${this.prefix}.events.${study === "*" ? "*" : validToken(study, "study")}.*`;
+    return `${this.prefix}.events.${study === "*" ? "*" : validToken(study, "study")}.>`;
   }
   eventsAll(): string {
     return `${this.prefix}.events.>`;
@@ -44,13 +67,21 @@ export class Subjects {
   telemetryAll(): string {
     return `${this.prefix}.telemetry.*`;
   }
-  logs(study: string, trial: string, attempt: number): string {
+  /** One attempt's terminal output, as published by the agent that runs it. */
+  logs(study: string, trial: string, attempt: number, agent: string): string {
+    return `${this.attemptLogsPrefix(study, trial, attempt)}.${validToken(agent, "agent")}`;
+  }
+  /** One attempt's output, whoever published it (readers then keep the claimant's only). */
+  attemptLogs(study: string, trial: string, attempt: number): string {
+    return `${this.attemptLogsPrefix(study, trial, attempt)}.*`;
+  }
+  /** Logs of one trial, every attempt and publisher. */
+  trialLogs(study: string, trial: string): string {
+    return `${this.prefix}.logs.${validToken(study, "study")}.${validToken(trial, "trial")}.*.*`;
+  }
+  private attemptLogsPrefix(study: string, trial: string, attempt: number): string {
     if (!Number.isInteger(attempt) || attempt < 1) throw new RangeError(`attempt must be a positive integer, got ${attempt}`);
     return `${this.prefix}.logs.${validToken(study, "study")}.${validToken(trial, "trial")}.${attempt}`;
-  }
-  /** Logs of one trial, every attempt. */
-  trialLogs(study: string, trial: string): string {
-    return `${this.prefix}.logs.${validToken(study, "study")}.${validToken(trial, "trial")}.*`;
   }
   logsAll(): string {
     return `${this.prefix}.logs.>`;
@@ -69,11 +100,27 @@ export class Subjects {
     return `${validToken(study, "study")}.lease`;
   }
 
-  /** Parses `…events.<study>.<trial>` back into its tokens; undefined for anything else. */
-  parseEvents(subject: string): { study: string; trial: string } | undefined {
+  /**
+   * Parses an event subject back into its tokens and its publisher; undefined for anything else
+   * (including the unscoped `…events.<study>.<trial>` of versions before publishers were named).
+   */
+  parseEvents(subject: string): { study: string; trial: string; from: EventSource } | undefined {
     const parts = subject.split(".");
-    if (parts.length !== 4 || parts[0] !== this.prefix || parts[1] !== "events") return undefined;
-    return { study: parts[2] as string, trial: parts[3] as string };
+    if (parts[0] !== this.prefix || parts[1] !== "events") return undefined;
+    const study = parts[2] as string;
+    const trial = parts[3] as string;
+    if (parts.length === 5 && parts[4] === "c") return { study, trial, from: COORDINATOR };
+    if (parts.length === 6 && parts[4] === "a") return { study, trial, from: { role: "agent", agent: parts[5] as string } };
+    return undefined;
+  }
+
+  /** Parses a log subject; undefined for anything else (including unscoped subjects of older versions). */
+  parseLogs(subject: string): { study: string; trial: string; attempt: number; agent: string } | undefined {
+    const parts = subject.split(".");
+    if (parts.length !== 6 || parts[0] !== this.prefix || parts[1] !== "logs") return undefined;
+    const attempt = Number(parts[4]);
+    if (!Number.isInteger(attempt) || attempt < 1) return undefined;
+    return { study: parts[2] as string, trial: parts[3] as string, attempt, agent: parts[5] as string };
   }
 }
 

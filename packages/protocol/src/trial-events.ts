@@ -1,4 +1,4 @@
-import { SCHEMA_VERSION, type TrialEventOf, type TrialEventType } from "./messages.js";
+import { SCHEMA_VERSION, type TrialEvent, type TrialEventOf, type TrialEventType } from "./messages.js";
 
 /**
  * Constructors of trial events (stream RUNG_EVENTS). Each stamps the schema version `v` and the `type`
@@ -33,6 +33,24 @@ type WrittenBy<W extends TrialEventWriter> = {
 export type CoordinatorEventType = WrittenBy<"coordinator">;
 /** `claimed`, `started`, `report`, `finished`, `rejected`. */
 export type AgentEventType = WrittenBy<"agent">;
+
+/**
+ * Who published an event, as its subject says (subjects.ts: `….c` or `….a.<agent>`). The server lets
+ * each user publish under its own name only, so this — not the body's `agent` field — is what readers
+ * trust.
+ */
+export type EventSource = { readonly role: "coordinator" } | { readonly role: "agent"; readonly agent: string };
+export const COORDINATOR: EventSource = Object.freeze({ role: "coordinator" });
+
+/** The publisher an event claims to come from: the coordinator, or the agent its body names. */
+export function sourceOf(ev: TrialEvent): EventSource {
+  return "agent" in ev && TrialEventWriter[ev.type] === "agent" ? { role: "agent", agent: ev.agent } : COORDINATOR;
+}
+
+/** `the coordinator` or `agent b7`. */
+export function describeSource(from: EventSource): string {
+  return from.role === "coordinator" ? "the coordinator" : `agent ${from.agent}`;
+}
 
 /** The fields a caller gives for an event of type `T`: all but `v` and `type`; `ts` defaults to now. */
 export type TrialEventInit<T extends TrialEventType> = Omit<TrialEventOf<T>, "v" | "type" | "ts"> & { ts?: number };

@@ -3,7 +3,9 @@ import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AgentEventType,
+  agentIdTag,
   type Control,
+  claimProof,
   type Logger,
   StopReason,
   type Subjects,
@@ -176,6 +178,7 @@ export class Attempt {
       log: ctx.log,
       giveUp: ctx.isClosed,
       studyId: init.order.studyId ?? null,
+      tag: agentIdTag(init.order.nonce, ctx.options.name),
       onDroppedReport: () => {
         ctx.counters.droppedReports += 1;
       },
@@ -212,7 +215,9 @@ export class Attempt {
       if (this.state === AttemptState.claimed) this.#life.transition(AttemptState.starting);
       const decided = await this.#ctx.control.read(study, trial);
       if (decided && decided.study === study && decided.trial === trial) this.#noteStop(stopRequestFrom(decided));
-      void this.#publish("claimed", { gpus: this.#gpus });
+      // The proof that this agent was handed the order: readers make it the attempt's claimant.
+      const proof = claimProof({ nonce: this.order.nonce, study, trial, attempt: this.number, agent: this.#ctx.options.name });
+      void this.#publish("claimed", { gpus: this.#gpus, proof });
       this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
       const result = await this.#execute();
       await this.#publish("finished", {
@@ -325,7 +330,7 @@ export class Attempt {
       checkpointDir: join(o.stateDir, "checkpoints", studyScope(study, this.order.studyId), trial),
       logFile: join(o.stateDir, "logs", studyScope(study, this.order.studyId), trial, `${this.number}.log`),
       reportPath: ctx.nextReportPath(),
-      logsSubject: ctx.subjects.logs(study, trial, this.number),
+      logsSubject: ctx.subjects.logs(study, trial, this.number, o.name),
       js: ctx.js,
       log: this.log,
       stopGraceMs: o.stopGraceMs,

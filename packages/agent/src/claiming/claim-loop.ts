@@ -2,8 +2,10 @@ import { join } from "node:path";
 import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  agentIdTag,
   type BadMessageCounter,
   type Control,
+  claimProof,
   decode,
   ensureWorkConsumer,
   isAgentSpecificRejection,
@@ -419,7 +421,7 @@ export class ClaimLoop {
   /** Ends a message that can never run here (`term`, through `end`) and says so in a `rejected` event. */
   #reject(
     end: () => void,
-    id: { study: string; trial: string; attempt?: number | null; studyId?: string } | null,
+    id: { study: string; trial: string; attempt?: number | null; studyId?: string; nonce?: string } | null,
     reason: RejectReason,
     detail: string,
     sender: string | null = null,
@@ -437,13 +439,20 @@ export class ClaimLoop {
   }
 
   #publishRejected(
-    id: { study: string; trial: string; studyId?: string },
+    id: { study: string; trial: string; studyId?: string; nonce?: string },
     reason: RejectReason,
     detail: string,
     sender: string | null,
     attempt: number | null,
     handedBack?: boolean,
   ): void {
+    const agent = this.#o.options.name;
+    // An order that could be read: prove it was handed to this agent, and tag the id with its nonce.
+    const nonce = id.nonce;
+    const proof =
+      nonce !== undefined && attempt !== null
+        ? claimProof({ nonce, study: id.study, trial: id.trial, attempt, agent })
+        : undefined;
     const event = TrialEvents.rejected({
       study: id.study,
       trial: id.trial,
@@ -453,9 +462,11 @@ export class ClaimLoop {
       detail,
       sender,
       ...(handedBack === undefined ? {} : { handedBack }),
+      ...(proof === undefined ? {} : { proof }),
     });
     const studyId = id.studyId ?? null;
-    this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed, studyId));
+    const tag = nonce === undefined ? null : agentIdTag(nonce, agent);
+    this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed, studyId, tag));
   }
 
   #track(p: Promise<unknown>): void {

@@ -181,9 +181,12 @@ function line(n: string, e: Entry): { n: string; s: number; t?: string; e: numbe
  */
 export type MeshNonceResult = { kind: "first" } | { kind: "copy"; why: string } | { kind: "unreachable"; error: Error };
 
-/** A nonce as a KV key: itself when it is a plain token, else its SHA-256 (keys allow a narrow alphabet). */
+/**
+ * A nonce as a KV key: its SHA-256, never the nonce itself. The nonce is what proves a claim
+ * (protocol's claims.ts); a key that showed it would hand it to whoever reads the bucket.
+ */
 export function nonceKey(nonce: string): string {
-  return /^[A-Za-z0-9_-]{1,128}$/.test(nonce) ? nonce : createHash("sha256").update(nonce).digest("hex");
+  return createHash("sha256").update(`rung-nonce\0${nonce}`).digest("hex");
 }
 
 /** The mesh-wide half of the rule: the nonces bucket, written create-only. */

@@ -17,7 +17,13 @@ export function registerAuth(program: Command): void {
       const agents = o.agents ? o.agents.split(",").filter((a) => a.trim() !== "") : [];
       const r = initAuth({ dir: o.dir, prefix: o.prefix, agents, agentTemplate: o.agentTemplate, account: o.account });
       const say = (s: string) => process.stdout.write(`${s}\n`);
-      say(`${r.config}  server fragment: include it from the nats-server config, then reload the server`);
+      if (r.configState === "new")
+        say(`${r.config}  server fragment: include it from the nats-server config, then reload the server`);
+      else if (r.configState === "same") say(`${r.config}  server fragment: unchanged, nothing to reload`);
+      else
+        say(
+          `${r.config}  server fragment: CHANGED (other users, or this version's permissions: each agent may write only its own trials' events and logs) — reload the server between studies (nats-server --signal reload): trials running through a reload lose their claim and run again`,
+        );
       for (const c of r.credentials) say(`${c.file}  ${c.label} (${c.created ? "new" : "kept"}, mode 0600)`);
       say(
         `${r.signingKey.file}  order-signing key (${r.signingKey.created ? "new" : "kept"}, mode 0600): rung study run --signing-key ${r.signingKey.file}`,

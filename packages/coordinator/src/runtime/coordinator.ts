@@ -1,20 +1,16 @@
 import { randomBytes } from "node:crypto";
 import {
   BadMessageCounter,
-  createdMsgId,
+  COORDINATOR,
   DecodeError,
-  decisionMsgId,
-  endedMsgId,
   isAgentSpecificRejection,
   type Logger,
   type MeshNames,
   poolName,
-  queuedMsgId,
   studyScope,
   type TrialEvent,
   TrialEvents,
   TrialEventWriter,
-  trialEventMsgId,
   type WorkOrder,
   workOrderMsgId,
 } from "@rung/protocol";
@@ -185,12 +181,13 @@ export class StudyCoordinator {
     // Strays (the rule of StudyDecider.belongs: a planned trial, created before anything else about it)
     // are dropped by #handle; a forged `ended` must not make the real one look published already.
     const created = new Set<string>();
-    for (const { event } of events) {
+    for (const { event, from } of events) {
       if (event.study !== this.spec.name || !this.#plannedTrial(event.trial)) continue;
       if (event.type === "created" ? created.has(event.trial) : !created.has(event.trial)) continue;
       created.add(event.trial);
-      const key = actionKey(event, this.#studyId);
-      if (key) this.#store.markPublished(key);
+      // Only what this coordinator published: an agent's copy of a coordinator event is no record of it.
+      if (from.role === "coordinator" && TrialEventWriter[event.type] === "coordinator")
+        this.#store.markPublished(this.#store.eventId(event));
     }
     if (events.length > 0) this.log.info({ events: events.length }, "resuming study from its event stream");
     for (const ev of events) await this.#handle(ev);
@@ -206,14 +203,24 @@ export class StudyCoordinator {
     this.#progress();
   }
 
-  async #handle({ event: ev }: StoredEvent): Promise<void> {
+  async #handle({ event: ev, from }: StoredEvent): Promise<void> {
     const stray = this.#stray(ev);
     if (stray === "copy") return;
     if (stray) {
       this.drops.record("events", new DecodeError("stray", "trial event", `trial event: ${stray}`));
       return;
     }
-    this.state.apply(ev);
+    const forged = this.state.forgeries.length;
+    if (!this.state.apply(ev, from)) {
+      const f = this.state.forgeries[forged];
+      // Warned once per agent and kind of event; the report lists them all.
+      if (f && from.role === "agent" && (this.state.forgeriesBy.get(from.agent) ?? 0) <= 1)
+        this.log.warn(
+          { trial: f.trial, agent: f.agent, type: f.type, attempt: f.attempt, security: true },
+          `${f.why}: ignored. Its credentials may be in other hands; \`rung study report\` lists every such event`,
+        );
+      return;
+    }
     const t = this.state.trial(ev.trial);
     const stop = this.#decider.onEvent(ev);
     if (stop) await this.#onStop(stop);
@@ -273,7 +280,6 @@ export class StudyCoordinator {
   /** Only STOPs are recorded: a CONTINUE changes nothing outside the scheduler, which a restart
    * rebuilds by feeding it the same events in the same order. */
   async #onStop(d: StopDecision): Promise<void> {
-    const key = decisionMsgId(this.#scope, d.trial, d.attempt, d.seq);
     const decision = TrialEvents.decision({
       study: this.spec.name,
       trial: d.trial,
@@ -286,14 +292,15 @@ export class StudyCoordinator {
       rung: d.rung,
       cutoff: d.cutoff,
     });
-    this.state.apply(decision);
+    const key = this.#store.eventId(decision);
+    this.state.apply(decision, COORDINATOR);
     if (this.#store.isPublished(key)) return; // decided before a restart; its stop key was written then
     if (!d.atMaxT) await this.#store.writeStop(d.trial, "scheduler-stop", d.by, d.rung ?? d.t);
     this.log.info(
       { trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason },
       d.atMaxT ? "trial reached max_t" : "stopping trial",
     );
-    await this.#store.publishEvent(decision, key);
+    await this.#store.publishEvent(decision);
   }
 
   async #onFinished(t: TrialRecord, ev: Extract<TrialEvent, { type: "finished" }>): Promise<void> {
@@ -352,8 +359,8 @@ export class StudyCoordinator {
 
   async #end(t: TrialRecord, status: "completed" | "stopped" | "failed" | "cancelled", reason: string): Promise<void> {
     const ev = TrialEvents.ended({ study: this.spec.name, trial: t.trial, status, reason, attempts: t.attempts.length });
-    this.state.apply(ev);
-    await this.#store.publishEvent(ev, endedMsgId(this.#scope, t.trial));
+    this.state.apply(ev, COORDINATOR);
+    await this.#store.publishEvent(ev);
   }
 
   #plannedIndex = new Map<string, PlannedTrial>();
@@ -364,13 +371,13 @@ export class StudyCoordinator {
   }
 
   async #queue(trial: string, attempt: number): Promise<void> {
-    const key = queuedMsgId(this.#scope, trial, attempt);
+    // The order's nonce goes in the event too: what claims of this order are proven by (claims.ts).
+    const ev = TrialEvents.queued({ study: this.spec.name, trial, attempt, nonce: randomBytes(12).toString("hex") });
     // Re-deciding a retry during catch-up: it was queued before the restart, and the catch-up
     // re-publishes the order afterwards only if no agent claimed it.
-    if (this.#store.isPublished(key)) return;
-    const ev = TrialEvents.queued({ study: this.spec.name, trial, attempt });
-    this.state.apply(ev);
-    await this.#store.publishEvent(ev, key);
+    if (this.#store.isPublished(this.#store.eventId(ev))) return;
+    this.state.apply(ev, COORDINATOR);
+    await this.#store.publishEvent(ev);
     await this.#publishOrder(trial, attempt, false);
   }
 
@@ -396,7 +403,9 @@ export class StudyCoordinator {
       timeAttr: this.spec.scheduler.timeAttr,
       issuedAt: now,
       expiresAt: now + this.#o.orderTtlMs,
-      nonce: randomBytes(12).toString("hex"),
+      // The nonce its `queued` carries, also when the order is published again after a restart: a claim
+      // is proven against that one.
+      nonce: this.state.trials.get(trial)?.attempts.find((a) => a.attempt === attempt)?.nonce ?? randomBytes(12).toString("hex"),
       ...(this.#studyId === null ? {} : { studyId: this.#studyId }),
     };
     if (this.#o.signOrder) order = this.#o.signOrder(order);
@@ -429,8 +438,8 @@ export class StudyCoordinator {
       if (!next) break;
       const { bracket } = this.#decider.addTrial(next.trial);
       const ev = TrialEvents.created({ study: this.spec.name, trial: next.trial, params: { ...next.params }, bracket });
-      this.state.apply(ev);
-      await this.#store.publishEvent(ev, createdMsgId(this.#scope, next.trial));
+      this.state.apply(ev, COORDINATOR);
+      await this.#store.publishEvent(ev);
       this.log.debug({ trial: next.trial, params: next.params, bracket }, "dispatching trial");
       await this.#queue(next.trial, 1);
     }
@@ -581,11 +590,6 @@ function stopReason(t: TrialRecord): string {
   const s = t.stop;
   if (!s) return "stopped";
   return `stopped by ${s.by} at ${s.rung !== null ? `rung ${s.rung}` : `t=${s.t}`}`;
-}
-
-/** The de-duplication key of an event the coordinator itself publishes; undefined for the agents'. */
-function actionKey(ev: TrialEvent, studyId: string | null): string | undefined {
-  return TrialEventWriter[ev.type] === "coordinator" ? trialEventMsgId(ev, studyId) : undefined;
 }
 
 /** Runs one study to its end (or until `signal` detaches). */

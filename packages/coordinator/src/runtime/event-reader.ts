@@ -1,6 +1,6 @@
 import { DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type BadMessageCounter, DecodeError, decode, type MeshNames, TrialEventSchema } from "@rung/protocol";
+import { type BadMessageCounter, DecodeError, decode, type MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
 import type { StoredEvent } from "../study/index.js";
 
 /**
@@ -32,14 +32,27 @@ function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefin
     drops?.record("events", r.error);
     return undefined;
   }
-  // Everyone publishes an event on its own trial's subject; a body that names another study or trial
-  // was misrouted or forged, and would otherwise be folded into a trial it does not belong to.
-  const { study, trial } = r.value;
-  if (m.subject !== names.subjects.events(study, trial)) {
+  return storedEvent(m, r.value, names, drops);
+}
+
+/**
+ * An event with its publisher, from its subject. Everyone publishes on its own trial's subject; a body
+ * that names another study or trial was misrouted or forged, and would otherwise be folded into a trial
+ * it does not belong to. Whether the publisher may say what the body says is the fold's to check.
+ */
+export function storedEvent(
+  m: { seq: number; subject: string },
+  event: TrialEvent,
+  names: MeshNames,
+  drops: BadMessageCounter | undefined,
+): StoredEvent | undefined {
+  const { study, trial } = event;
+  const at = names.subjects.parseEvents(m.subject);
+  if (!at || at.study !== study || at.trial !== trial) {
     drops?.record("events", new DecodeError("stray", "trial event", `trial event: ${study}/${trial} arrived on ${m.subject}`));
     return undefined;
   }
-  return { seq: m.seq, event: r.value };
+  return { seq: m.seq, event, from: at.from };
 }
 
 /** Follows a study's events until `signal` aborts. */

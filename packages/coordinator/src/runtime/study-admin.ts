@@ -44,7 +44,7 @@ export async function loadStudy(nc: NatsConnection, names: MeshNames, study: str
     mode: spec.metric.mode,
     timeAttr: spec.scheduler.timeAttr,
   });
-  for (const { event } of await readStudyEvents(nc, names, study)) state.apply(event);
+  for (const { event, from } of await readStudyEvents(nc, names, study)) state.apply(event, from);
   const le = await res.studies.get(names.subjects.leaseKey(study));
   const lease = le && le.operation === "PUT" ? decode(LeaseSchema, le.value, "lease") : null;
   const coordinator =

@@ -6,10 +6,12 @@ import {
   encode,
   ensureResources,
   type MeshResources,
+  newStudySecret,
   retry,
   type StudyRecord,
   StudyRecordSchema,
   type TrialEvent,
+  trialEventMsgId,
   type WorkOrder,
 } from "@rung/protocol";
 import { StudySpecChangedError } from "../errors.js";
@@ -28,6 +30,9 @@ import type { CompiledRunOptions } from "./run-options.js";
 export class StudyStore {
   readonly #o: CompiledRunOptions;
   readonly #published = new Set<string>();
+  /** From the record: the incarnation id and the secret that end the coordinator's message ids. */
+  #studyId: string | null = null;
+  #secret: string | null = null;
   #js!: JetStreamClient;
   #res!: MeshResources;
 
@@ -75,6 +80,8 @@ export class StudyStore {
               : { ...r.value, state: "running", updatedAt: now };
           await this.#res.studies.put(this.#studyKey(), encode(next));
         }
+        this.#studyId = r.value.id ?? null;
+        this.#secret = r.value.secret ?? null;
         return {
           previous: r.value.state,
           extendedFrom: how === "extended" ? recordedSamples : null,
@@ -91,11 +98,14 @@ export class StudyStore {
       spec: specForRecord(spec),
       specHash: hash,
       id: studyId,
+      secret: newStudySecret(),
       createdAt: now,
       state: "running",
       updatedAt: now,
     };
     await this.#res.studies.put(this.#studyKey(), encode(rec));
+    this.#studyId = studyId;
+    this.#secret = rec.secret ?? null;
     return { previous: null, extendedFrom: null, studyId };
   }
 
@@ -131,13 +141,22 @@ export class StudyStore {
     return this.#published.has(msgID);
   }
 
-  /** Publishes one of the coordinator's events once (a second call with the same id does nothing). */
-  async publishEvent(ev: TrialEvent, msgID: string): Promise<void> {
+  /**
+   * The message id of one of the coordinator's events: by what it is about (message-ids.ts), ending in
+   * the study's secret, which no agent can read, so none can publish first under it.
+   */
+  eventId(ev: TrialEvent): string {
+    return trialEventMsgId(ev, this.#studyId, this.#secret);
+  }
+
+  /** Publishes one of the coordinator's events once (a second call for the same event does nothing). */
+  async publishEvent(ev: TrialEvent): Promise<void> {
+    const msgID = this.eventId(ev);
     if (this.#published.has(msgID)) return;
     this.#published.add(msgID);
     const data = encode(ev);
     await this.#retrying(`publish the ${ev.type} event of ${ev.trial}`, () =>
-      this.#js.publish(this.#o.names.subjects.events(ev.study, ev.trial), data, { msgID }),
+      this.#js.publish(this.#o.names.subjects.eventSubject(ev), data, { msgID }),
     );
   }
 

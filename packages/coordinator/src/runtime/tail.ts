@@ -3,10 +3,12 @@ import { type KV, Kvm } from "@nats-io/kv";
 import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   BadMessageCounter,
+  DecodeError,
   decode,
   isNotFound,
   type MeshNames,
   StudyRecordSchema,
+  sourceOf,
   TelemetrySchema,
   type TrialEvent,
   TrialEventSchema,
@@ -195,17 +197,39 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
     }
     view.telemetry(r.value, lines);
   };
-  const onEvent = (data: Uint8Array) => {
-    stats.messages += 1;
+  /**
+   * An event as its publisher may say it: the subject names the publisher (which a box cannot forge)
+   * and the body must say the same. (Whether an agent holds the attempt it writes about is checked by
+   * the fold behind `study status` and `report`; the tail shows what arrives.)
+   */
+  const eventOf = (data: Uint8Array, subject: string): TrialEvent | undefined => {
     const r = decode(TrialEventSchema, data, "trial event");
-    if (!r.ok) return drops.record("events", r.error);
-    view.event(r.value, lines);
+    if (!r.ok) return void drops.record("events", r.error);
+    const ev = r.value;
+    const at = subjects.parseEvents(subject);
+    const says = sourceOf(ev);
+    const same =
+      at?.study === ev.study &&
+      at.trial === ev.trial &&
+      at.from.role === says.role &&
+      (says.role === "coordinator" || (at.from.role === "agent" && at.from.agent === says.agent));
+    if (!same)
+      return void drops.record(
+        "events",
+        new DecodeError("stray", "trial event", `trial event: ${ev.type} of ${ev.study}/${ev.trial} arrived on ${subject}`),
+      );
+    return ev;
+  };
+  const onEvent = (data: Uint8Array, subject: string) => {
+    stats.messages += 1;
+    const ev = eventOf(data, subject);
+    if (ev) view.event(ev, lines);
   };
 
   const eventsSubject =
     f.study !== undefined
       ? f.trial !== undefined
-        ? subjects.events(f.study, f.trial)
+        ? subjects.trialEvents(f.study, f.trial)
         : subjects.studyEvents(f.study)
       : subjects.eventsAll();
   const telemetrySubject = f.agent !== undefined ? subjects.telemetry(f.agent) : subjects.telemetryAll();
@@ -248,7 +272,7 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
       subs.push(
         o.nc.subscribe(eventsSubject, {
           callback: (err, m) => {
-            if (!err) onEvent(m.data);
+            if (!err) onEvent(m.data, m.subject);
           },
         }),
       );
@@ -290,14 +314,13 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
           let caughtUp = evs.pending === 0;
           for await (const m of evs.messages as AsyncIterable<JsMsg>) {
             if (telemetryLive) {
-              if (follow) onEvent(m.data);
+              if (follow) onEvent(m.data, m.subject);
               continue;
             }
             stats.messages += 1;
-            const r = decode(TrialEventSchema, m.data, "trial event");
-            if (r.ok) held.push(r.value);
-            else drops.record("events", r.error);
-            if (!caughtUp && (m.info.pending === 0 || (r.ok && r.value.ts >= startedAt))) {
+            const ev = eventOf(m.data, m.subject);
+            if (ev) held.push(ev);
+            if (!caughtUp && (m.info.pending === 0 || (ev !== undefined && ev.ts >= startedAt))) {
               caughtUp = true;
               held.sort((a, b) => a.ts - b.ts);
               eventsCaughtUp();

@@ -1,7 +1,9 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { DeliverPolicy, type JsMsg, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type BadMessageCounter,
+  DecodeError,
   decode,
   isNotFound,
   LogChunkSchema,
@@ -11,12 +13,17 @@ import {
   validToken,
 } from "@rung/protocol";
 import { AmbiguousTrialError, TrialNotFoundError, TrialNotRunningError } from "../errors.js";
-import { StudyState } from "../study/index.js";
+import { type StoredEvent, StudyState } from "../study/index.js";
+import { storedEvent } from "./event-reader.js";
 
 /**
  * `rung logs` and `rung attach`: a trial's terminal output from the logs stream
- * (`rung.logs.<study>.<trial>.<attempt>`), bytes exactly as the trial wrote them — tqdm's carriage
- * returns and colours included.
+ * (`rung.logs.<study>.<trial>.<attempt>.<agent>`), bytes exactly as the trial wrote them — tqdm's
+ * carriage returns and colours included.
+ *
+ * Only the claimant's output counts: an attempt's chunks are read from the subject of the agent that
+ * holds the attempt's claim (the trial's events, folded by StudyState, say which), so chunks another
+ * box published — an end-of-output mark, an attempt that never existed — neither end nor hide it.
  *
  * Trial ids are unique per study only. A command names a trial as `study/trial`, or as `trial` with
  * `--study`, or as a bare `trial`: then the one study that has it is used (found from the logs and
@@ -58,45 +65,40 @@ async function subjectsOf(nc: NatsConnection, stream: string, filter: string): P
   }
 }
 
-/** Finds the study of a trial and the attempts that have output. */
+/**
+ * Finds the study of a trial (from the events stream's subjects: a trial exists once the coordinator
+ * created it) and the attempts whose claimant stored output.
+ */
 export async function findTrialOutput(nc: NatsConnection, names: MeshNames, ref: TrialRef): Promise<TrialOutputIndex> {
   const p = names.prefix;
-  const logSubjects = await subjectsOf(nc, names.streams.logs, `${p}.logs.${ref.study ?? "*"}.${ref.trial}.*`);
-  const byStudy = new Map<string, number[]>();
-  for (const s of logSubjects) {
-    const parts = s.split(".");
-    const attempt = Number(parts[4]);
-    if (parts.length !== 5 || !Number.isInteger(attempt)) continue;
-    const list = byStudy.get(parts[2] as string) ?? [];
-    list.push(attempt);
-    byStudy.set(parts[2] as string, list);
-  }
-  if (byStudy.size === 0) {
-    // No output yet: the trial may still exist (queued, or running its first second).
-    const eventSubjects = await subjectsOf(nc, names.streams.events, `${p}.events.${ref.study ?? "*"}.${ref.trial}`);
-    for (const s of eventSubjects) byStudy.set(s.split(".")[2] as string, []);
-  }
-  const studies = [...byStudy.keys()].sort();
+  const eventSubjects = await subjectsOf(nc, names.streams.events, `${p}.events.${ref.study ?? "*"}.${ref.trial}.c`);
+  const studies = [...new Set(eventSubjects.map((s) => s.split(".")[2] as string))].sort();
   if (studies.length === 0) throw new TrialNotFoundError(ref.trial, ref.study);
   if (studies.length > 1) throw new AmbiguousTrialError(ref.trial, studies);
   const study = studies[0] as string;
-  return { study, trial: ref.trial, attempts: (byStudy.get(study) ?? []).sort((a, b) => a - b) };
+  const state = await trialState(nc, names, study, ref.trial);
+  const attempts: number[] = [];
+  for (const s of await subjectsOf(nc, names.streams.logs, names.subjects.trialLogs(study, ref.trial))) {
+    const at = names.subjects.parseLogs(s);
+    if (at && claimantOf(state, ref.trial, at.attempt) === at.agent) attempts.push(at.attempt);
+  }
+  return { study, trial: ref.trial, attempts: attempts.sort((a, b) => a - b) };
 }
 
-/** Every stored event of one trial, in order. */
+/** Every stored event of one trial, in order, with its publisher. */
 export async function readTrialEvents(
   nc: NatsConnection,
   names: MeshNames,
   study: string,
   trial: string,
   drops?: BadMessageCounter,
-): Promise<TrialEvent[]> {
+): Promise<StoredEvent[]> {
   const consumer = await jetstream(nc).consumers.get(names.streams.events, {
-    filter_subjects: names.subjects.events(study, trial),
+    filter_subjects: names.subjects.trialEvents(study, trial),
     deliver_policy: DeliverPolicy.All,
   });
   let pending = (await consumer.info()).num_pending;
-  const out: TrialEvent[] = [];
+  const out: StoredEvent[] = [];
   while (pending > 0) {
     const batch = await consumer.fetch({ max_messages: Math.min(pending, 1000), expires: 2000 });
     let got = 0;
@@ -104,13 +106,30 @@ export async function readTrialEvents(
       got += 1;
       pending = m.info.pending;
       const r = decode(TrialEventSchema, m.data, "trial event");
-      if (r.ok) out.push(r.value);
-      else drops?.record("events", r.error);
+      const ev = r.ok ? storedEvent(m, r.value, names, drops) : drops?.record("events", r.error);
+      if (ev) out.push(ev);
       if (pending === 0) break;
     }
     if (got === 0) break;
   }
   return out;
+}
+
+/** One trial's events folded (who may say what: StudyState), for its claimants and ends. */
+async function trialState(
+  nc: NatsConnection,
+  names: MeshNames,
+  study: string,
+  trial: string,
+  drops?: BadMessageCounter,
+): Promise<StudyState> {
+  const state = new StudyState({ study, metric: "", mode: "max", timeAttr: "" });
+  for (const { event, from } of await readTrialEvents(nc, names, study, trial, drops)) state.apply(event, from);
+  return state;
+}
+
+function claimantOf(state: StudyState, trial: string, attempt: number): string | null {
+  return state.trials.get(trial)?.attempts.find((a) => a.attempt === attempt)?.claimant ?? null;
 }
 
 /** How a trial attempt ended, for saying why there is no output: its `finished` event and the trial's `ended`. */
@@ -130,7 +149,9 @@ export async function attemptEnding(
 ): Promise<AttemptEnding> {
   let finished: AttemptEnding["finished"] = null;
   let ended: AttemptEnding["ended"] = null;
-  for (const e of await readTrialEvents(nc, names, study, trial, drops)) {
+  const state = new StudyState({ study, metric: "", mode: "max", timeAttr: "" });
+  for (const { event: e, from } of await readTrialEvents(nc, names, study, trial, drops)) {
+    if (!state.apply(e, from)) continue; // what its publisher may not say
     if (e.type === "finished" && (attempt === null || e.attempt === attempt)) finished = e;
     else if (e.type === "ended") ended = e;
   }
@@ -167,14 +188,21 @@ export interface TrialOutputResult {
 
 /** Writes a trial attempt's stored output, and with `follow` its new output until it ends. */
 export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o: TrialOutputOptions): Promise<TrialOutputResult> {
+  // Who holds each attempt: the trial's events folded, kept current while following.
+  let state = await trialState(nc, names, o.study, o.trial, o.drops);
+  let attempt = o.attempt;
+  const known = attempt === null ? null : claimantOf(state, o.trial, attempt);
   const subject =
-    o.attempt === null ? names.subjects.trialLogs(o.study, o.trial) : names.subjects.logs(o.study, o.trial, o.attempt);
+    attempt === null
+      ? names.subjects.trialLogs(o.study, o.trial)
+      : known === null
+        ? names.subjects.attemptLogs(o.study, o.trial, attempt)
+        : names.subjects.logs(o.study, o.trial, attempt, known);
   const consumer = await jetstream(nc).consumers.get(names.streams.logs, {
     filter_subjects: subject,
     deliver_policy: DeliverPolicy.All,
   });
   const pending = (await consumer.info()).num_pending;
-  let attempt = o.attempt;
   let chunks = 0;
   let bytes = 0;
   let eof = false;
@@ -187,31 +215,50 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
   const endSoon = () => {
     graceTimer ??= setTimeout(stop, o.endGraceMs ?? 3000);
   };
+  const finished = (n: number) => state.trials.get(o.trial)?.attempts.find((a) => a.attempt === n)?.finished === true;
 
   // Following: an attempt that ended without an end-of-output mark (agent gone) must not hang us.
   let sub: ReturnType<NatsConnection["subscribe"]> | undefined;
   if (o.follow) {
-    sub = nc.subscribe(names.subjects.events(o.study, o.trial), {
+    sub = nc.subscribe(names.subjects.trialEvents(o.study, o.trial), {
       callback: (err, m) => {
         if (err) return;
         const r = decode(TrialEventSchema, m.data, "trial event");
-        if (r.ok && r.value.type === "finished" && (attempt === null || r.value.attempt === attempt)) endSoon();
+        const ev = r.ok ? storedEvent({ seq: 0, subject: m.subject }, r.value, names, o.drops) : undefined;
+        if (!ev || !state.apply(ev.event, ev.from)) return; // not what its publisher may say
+        if (ev.event.type === "finished" && (attempt === null || ev.event.attempt === attempt)) endSoon();
       },
     });
-    if (attempt !== null) {
-      const done = (await readTrialEvents(nc, names, o.study, o.trial, o.drops)).some(
-        (e) => e.type === "finished" && e.attempt === attempt,
-      );
-      if (done) endSoon();
-    }
+    if (attempt !== null && finished(attempt)) endSoon();
   }
+
+  /**
+   * Whether `agent` holds attempt `n`. A claimant not known yet is looked up again in the stream for a
+   * moment: the claimant's `claimed` goes out before its trial starts, but the two streams store
+   * independently.
+   */
+  const holds = async (n: number, agent: string): Promise<boolean> => {
+    for (let i = 0; i < 4; i++) {
+      const c = claimantOf(state, o.trial, n);
+      if (c !== null) return c === agent;
+      if (i < 3) {
+        await sleep(250 * (i + 1));
+        state = await trialState(nc, names, o.study, o.trial, o.drops);
+      }
+    }
+    return false;
+  };
+
   let seen = 0;
   try {
     if (o.signal?.aborted) return { attempt, chunks, bytes, eof };
     for await (const m of messages as AsyncIterable<JsMsg>) {
       seen += 1;
       const r = decode(LogChunkSchema, m.data, "log chunk");
-      if (r.ok) {
+      const at = names.subjects.parseLogs(m.subject);
+      if (!r.ok) {
+        o.drops?.record("logs", r.error);
+      } else if (at && r.value.attempt === at.attempt && r.value.agent === at.agent && (await holds(at.attempt, at.agent))) {
         const c = r.value;
         if (attempt === null && c.attempt >= (o.minAttempt ?? 1)) attempt = c.attempt;
         if (c.attempt === attempt) {
@@ -224,7 +271,11 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
           }
         }
       } else {
-        o.drops?.record("logs", r.error);
+        // Output of an attempt its publisher does not hold: another box's chunks.
+        o.drops?.record(
+          "logs",
+          new DecodeError("stray", "log chunk", `log chunk on ${m.subject}: not from the attempt's claimant`),
+        );
       }
       if (!o.follow && (m.info.pending === 0 || seen >= pending)) break;
     }
@@ -253,8 +304,7 @@ export interface AttachOptions {
  */
 export async function attachTrial(nc: NatsConnection, names: MeshNames, o: AttachOptions): Promise<TrialOutputResult> {
   const { study, trial } = await findTrialOutput(nc, names, o.ref);
-  const state = new StudyState({ study, metric: "", mode: "max", timeAttr: "" });
-  for (const ev of await readTrialEvents(nc, names, study, trial, o.drops)) state.apply(ev);
+  const state = await trialState(nc, names, study, trial, o.drops);
   const t = state.trials.get(trial);
   if (t && (t.phase === "completed" || t.phase === "stopped" || t.phase === "failed" || t.phase === "cancelled"))
     throw new TrialNotRunningError(study, trial, t.phase);

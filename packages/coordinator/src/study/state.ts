@@ -1,10 +1,33 @@
-import { isAgentSpecificRejection, type RejectReason, type TrialEvent } from "@rung/protocol";
+import {
+  claimProof,
+  describeSource,
+  type EventSource,
+  isAgentSpecificRejection,
+  type RejectReason,
+  type TrialEvent,
+  TrialEventWriter,
+} from "@rung/protocol";
 import type { MetricMode } from "../scheduling/index.js";
 
 /**
  * A study's state as a pure fold of its events. The coordinator keeps one live; `rung study status`,
  * `report` and `replay --study` build one from the stream. Nothing here talks to NATS or reads a
  * clock: every time comes from an event's `ts`.
+ *
+ * WHO MAY SAY WHAT (the fold is where every reader enforces it)
+ *
+ * Each event comes with its publisher, from its subject (`EventSource`; the server lets a user publish
+ * under its own name only). An event is folded only when:
+ *   - a coordinator event (created, queued, decision, ended) comes from the coordinator, and an agent
+ *     event from an agent that names itself in the body;
+ *   - a `claimed` carries the proof of the attempt's order (protocol's claims.ts, checked against the
+ *     nonce in the attempt's `queued`): the first such claim names the attempt's claimant;
+ *   - a `started`, `report` or `finished` comes from that claimant, for the trial's current attempt,
+ *     before the attempt's `finished` (a report once per (attempt, seq));
+ *   - a `rejected` that changes anything carries the proof of the order it refuses.
+ * Anything else is not folded; what an agent published about an attempt it does not hold is kept in
+ * {@link StudyState.forgeries} (the report names the agent), the rest is counted as ignored. Events of
+ * coordinators that predate nonces (`queued` without one) are taken without proofs.
  */
 
 export const TrialPhase = {
@@ -57,6 +80,25 @@ export interface AttemptRecord {
   signal: string | null;
   reason: string | null;
   logTail: string[];
+  /** The order's nonce, from `queued` (what claim proofs are checked against); null before nonces. */
+  nonce: string | null;
+  /** The agent whose proven `claimed` holds this attempt; only its events count for it. */
+  claimant: string | null;
+  /** `seq`s of the reports folded for this attempt (each counts once). */
+  reportSeqs: Set<number>;
+  /** Its agent's `finished` was folded: nothing more counts for it. */
+  finished: boolean;
+}
+
+/** An event an agent published about an attempt it does not hold (or as someone else): not folded. */
+export interface Forgery {
+  /** The publisher, from the subject. */
+  readonly agent: string;
+  readonly type: TrialEvent["type"];
+  readonly trial: string;
+  readonly attempt: number | null;
+  readonly why: string;
+  readonly ts: number;
 }
 
 export interface StopInfo {
@@ -123,6 +165,12 @@ export class StudyState {
   readonly trials = new Map<string, TrialRecord>();
   /** Events folded so far. */
   events = 0;
+  /** Agents' events about attempts they do not hold, in order (bounded: the first 1000). */
+  readonly forgeries: Forgery[] = [];
+  /** Forgeries per publishing agent (all of them, also past the first 1000). */
+  readonly forgeriesBy = new Map<string, number>();
+  /** Events not folded for a reason that is nobody's fault (a late or repeated event of an honest agent). */
+  ignored = 0;
   firstTs: number | null = null;
   lastTs: number | null = null;
 
@@ -177,6 +225,10 @@ export class StudyState {
         signal: null,
         reason: null,
         logTail: [],
+        nonce: null,
+        claimant: null,
+        reportSeqs: new Set(),
+        finished: false,
       };
       t.attempts.push(a);
       t.attempts.sort((x, y) => x.attempt - y.attempt);
@@ -184,9 +236,87 @@ export class StudyState {
     return a;
   }
 
-  /** Folds one event in. Events of another study are ignored. */
-  apply(ev: TrialEvent): void {
-    if (ev.study !== this.study) return;
+  /**
+   * The nonce of the order an attempt runs: its own `queued`, or for a redelivery (attempt numbers an
+   * order's later deliveries take, with no `queued` of their own) the latest order queued before it.
+   * Undefined when no order was queued yet; null when it was, by a coordinator that predates nonces.
+   */
+  #orderNonce(t: TrialRecord, attempt: number): string | null | undefined {
+    let found: AttemptRecord | undefined;
+    for (const a of t.attempts) if (a.attempt <= attempt && a.queuedAt !== null) found = a;
+    return found === undefined ? undefined : found.nonce;
+  }
+
+  /** Why `from` may not have published `ev` (a forgery, or "ignore: …" for an honest late event); null when it may. */
+  #refusal(ev: TrialEvent, from: EventSource): string | null {
+    const writer = TrialEventWriter[ev.type];
+    if (from.role === "coordinator")
+      return writer === "coordinator" ? null : `ignore: a ${ev.type} event on the coordinator's subject`;
+    if (writer === "coordinator") return `published the coordinator's ${ev.type} event`;
+    if (!("agent" in ev) || ev.agent !== from.agent)
+      return `published a ${ev.type} event in the name of agent ${"agent" in ev ? ev.agent : "?"}`;
+    const t = this.trials.get(ev.trial);
+    if (!t || t.createdAt === null) return `published a ${ev.type} event for a trial the study never created`;
+    if (ev.type === "rejected") {
+      // A copy of an order refused (bad signature, replay) changes nothing: it is only logged.
+      if (isCopyRejection(ev.reason)) return null;
+      if (ev.attempt === null) return "refused an order that names no attempt";
+      return this.#proofRefusal(t, ev.attempt, from.agent, ev.proof, "refusal");
+    }
+    const a = t.attempts.find((x) => x.attempt === ev.attempt);
+    if (ev.type === "claimed") {
+      const why = this.#proofRefusal(t, ev.attempt, from.agent, ev.proof, "claim");
+      if (why !== null) return why;
+      if (a?.claimant != null && a.claimant !== from.agent)
+        return `claimed attempt ${ev.attempt}, which agent ${a.claimant} holds`;
+      return null;
+    }
+    if (!a || a.claimant === null) return `published a ${ev.type} event for attempt ${ev.attempt}, which no agent claimed`;
+    if (a.claimant !== from.agent)
+      return `published a ${ev.type} event for attempt ${ev.attempt}, which agent ${a.claimant} holds`;
+    if (a.finished) return `ignore: ${ev.type} of attempt ${ev.attempt} after its end`;
+    if (ev.type === "report") {
+      const latest = Math.max(...t.attempts.filter((x) => x.claimant !== null).map((x) => x.attempt));
+      if (ev.attempt < latest) return `ignore: a report of attempt ${ev.attempt} after attempt ${latest} was claimed`;
+      if (a.reportSeqs.has(ev.seq)) return `ignore: report ${ev.seq} of attempt ${ev.attempt} again`;
+    }
+    return null;
+  }
+
+  #proofRefusal(t: TrialRecord, attempt: number, agent: string, proof: string | undefined, what: string): string | null {
+    const nonce = this.#orderNonce(t, attempt);
+    if (nonce === undefined) return `sent a ${what} for attempt ${attempt}, whose order was never queued`;
+    if (nonce === null) return null; // a coordinator that predates nonces: nothing to check against
+    if (proof === claimProof({ nonce, study: this.study, trial: t.trial, attempt, agent })) return null;
+    return `sent a ${what} for attempt ${attempt} without the proof that it was handed the order`;
+  }
+
+  /**
+   * Folds one event in, published by `from` (its subject's publisher). Events of another study are
+   * ignored. False when the event was not folded (see the class comment): the coordinator then does
+   * not act on it either.
+   */
+  apply(ev: TrialEvent, from: EventSource): boolean {
+    if (ev.study !== this.study) return false;
+    const refused = this.#refusal(ev, from);
+    if (refused !== null) {
+      if (refused.startsWith("ignore: ") || from.role === "coordinator") {
+        this.ignored += 1;
+      } else {
+        const agent = from.agent;
+        this.forgeriesBy.set(agent, (this.forgeriesBy.get(agent) ?? 0) + 1);
+        if (this.forgeries.length < 1000)
+          this.forgeries.push({
+            agent,
+            type: ev.type,
+            trial: ev.trial,
+            attempt: "attempt" in ev ? ev.attempt : null,
+            why: `${describeSource(from)} ${refused}`,
+            ts: ev.ts,
+          });
+      }
+      return false;
+    }
     this.events += 1;
     this.firstTs ??= ev.ts;
     this.lastTs = this.lastTs === null ? ev.ts : Math.max(this.lastTs, ev.ts);
@@ -201,6 +331,7 @@ export class StudyState {
       case "queued": {
         const a = this.attempt(t, ev.attempt);
         a.queuedAt ??= ev.ts;
+        a.nonce ??= ev.nonce ?? null;
         if (!terminal) t.phase = "queued";
         break;
       }
@@ -216,6 +347,7 @@ export class StudyState {
           }
         }
         if (a.status === "queued") a.status = "claimed";
+        a.claimant = ev.agent;
         a.agent = ev.agent;
         a.gpus = ev.gpus;
         a.claimedAt ??= ev.ts;
@@ -232,6 +364,7 @@ export class StudyState {
         break;
       }
       case "report": {
+        this.attempt(t, ev.attempt).reportSeqs.add(ev.seq);
         t.reports += 1;
         t.lastMetrics = ev.metrics;
         const m = ev.metrics;
@@ -253,6 +386,7 @@ export class StudyState {
       }
       case "finished": {
         const a = this.attempt(t, ev.attempt);
+        a.finished = true;
         a.status = ev.status;
         a.agent = ev.agent;
         a.endedAt = ev.ts;
@@ -289,6 +423,7 @@ export class StudyState {
         t.endedAt = ev.ts;
         break;
     }
+    return true;
   }
 
   /**

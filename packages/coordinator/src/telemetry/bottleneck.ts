@@ -35,6 +35,8 @@ export const FindingKind = {
   idleGpus: "idle-gpus",
   /** Trials that failed (the report adds it from the study's state, not from telemetry). */
   trialsFailed: "trials-failed",
+  /** A security finding: an agent published events about attempts it does not hold (from the study's state). */
+  forgedEvents: "forged-events",
 } as const;
 export type FindingKind = (typeof FindingKind)[keyof typeof FindingKind];
 
@@ -659,6 +661,7 @@ function idle(a: AgentIdleStats, t: DiagnosisThresholds): Finding | undefined {
 
 const SEVERITY_RANK: Record<Severity, number> = { critical: 0, warning: 1 };
 const KIND_RANK: Record<FindingKind, number> = {
+  "forged-events": -1,
   "near-oom": 0,
   "input-bound": 1,
   "host-cpu-saturated": 2,

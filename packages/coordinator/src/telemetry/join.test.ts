@@ -1,4 +1,4 @@
-import type { GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
+import { type GpuSample, sourceOf, type Telemetry, type TrialEvent } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
 import { diagnose, joinTelemetry, StudyState, type TrialStats } from "../index.js";
 
@@ -10,8 +10,13 @@ function events(): TrialEvent[] {
   const out: TrialEvent[] = [];
   const created = (trial: string, s: number, params: Record<string, number> = {}) =>
     out.push({ ...base, trial, ts: at(s), type: "created", params, bracket: 0 });
+  // An attempt as the stream has it: queued, claimed by its agent, started.
   const started = (trial: string, attempt: number, agent: string, gpus: number[], s: number) =>
-    out.push({ ...base, trial, ts: at(s), type: "started", attempt, agent, pid: 1, gpus });
+    out.push(
+      { ...base, trial, ts: at(s), type: "queued", attempt },
+      { ...base, trial, ts: at(s), type: "claimed", attempt, agent, gpus },
+      { ...base, trial, ts: at(s), type: "started", attempt, agent, pid: 1, gpus },
+    );
   const report = (trial: string, attempt: number, agent: string, s: number, epoch: number, metrics: Record<string, number>) =>
     out.push({ ...base, trial, ts: at(s), type: "report", attempt, agent, seq: epoch, metrics: { epoch, ...metrics } });
   const finished = (trial: string, attempt: number, agent: string, s: number, status: "completed" | "failed") =>
@@ -63,7 +68,7 @@ function events(): TrialEvent[] {
 
 function state(evs: TrialEvent[]): StudyState {
   const s = new StudyState({ study: "s", metric: "val_acc", mode: "max", timeAttr: "epoch" });
-  for (const e of evs) s.apply(e);
+  for (const e of evs) s.apply(e, sourceOf(e));
   return s;
 }
 

@@ -1,4 +1,4 @@
-import type { AgentAdvert, GpuSample, Telemetry, TrialEvent } from "@rung/protocol";
+import { type AgentAdvert, type GpuSample, sourceOf, type Telemetry, type TrialEvent } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
 import { buildStudyReport, compileSpec, renderReportMarkdown, renderReportText, StudyState } from "../index.js";
 
@@ -31,6 +31,8 @@ function study() {
   ] as const;
   plan.forEach((p, i) => {
     evs.push({ ...b, trial: p.trial, ts: at(0), type: "created", params: { lr: lrs[i] as number }, bracket: 0 });
+    evs.push({ ...b, trial: p.trial, ts: at(p.start), type: "queued", attempt: 1 });
+    evs.push({ ...b, trial: p.trial, ts: at(p.start), type: "claimed", attempt: 1, agent: p.agent, gpus: [0] });
     evs.push({ ...b, trial: p.trial, ts: at(p.start), type: "started", attempt: 1, agent: p.agent, pid: 1, gpus: [0] });
     for (let e = 1; e <= p.epochs; e++)
       evs.push({
@@ -75,7 +77,7 @@ function study() {
   });
   evs.sort((x, y) => x.ts - y.ts);
   const state = new StudyState({ study: "digits", metric: "val_acc", mode: "max", timeAttr: "epoch" });
-  for (const e of evs) state.apply(e);
+  for (const e of evs) state.apply(e, sourceOf(e));
 
   const gpu = (util: number, trial: string | null): GpuSample => ({
     index: 0,

@@ -166,6 +166,38 @@ function failedTrialsFinding(failed: readonly TrialRecord[], state: StudyState, 
   };
 }
 
+/**
+ * One security finding per agent that published events about attempts it does not hold: what kinds,
+ * about which trials, the first reason. None of them was folded (StudyState), so the leaderboard and
+ * the trials' ends are as their real agents and the coordinator wrote them.
+ */
+function forgedEventsFindings(state: StudyState): Finding[] {
+  const out: Finding[] = [];
+  for (const [agent, total] of [...state.forgeriesBy.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))) {
+    const mine = state.forgeries.filter((f) => f.agent === agent);
+    const kinds = new Map<string, number>();
+    for (const f of mine) kinds.set(f.type, (kinds.get(f.type) ?? 0) + 1);
+    const trials = [...new Set(mine.map((f) => f.trial))].sort();
+    const kindText = [...kinds.entries()].map(([k, n]) => `${n} ${k}`).join(", ");
+    const first = mine[0]?.why ?? `agent ${agent} published events it may not`;
+    out.push({
+      kind: "forged-events",
+      severity: "critical",
+      trial: trials.length === 1 ? (trials[0] as string) : null,
+      agent,
+      summary: `agent ${agent} published ${total} event(s) about trials it does not run (${kindText}) for ${trials.join(", ")}; none was counted — e.g. ${first}`,
+      short: `${total} forged`,
+      evidence: { events: total, trials: trials.join(" "), kinds: kindText },
+      advice: [
+        `treat the credentials of agent ${agent} as stolen: remove its user from auth.conf (rung auth init, then reload the server) and stop its box`,
+        "the leaderboard and the trials' ends shown here count only events from each attempt's real claimant and the coordinator",
+      ],
+      wastedGpuSeconds: 0,
+    });
+  }
+  return out;
+}
+
 function trialState(t: TrialRecord): string {
   return t.stop && t.phase === "stopped" ? `stopped@${t.stop.rung ?? t.stop.t}` : t.phase;
 }
@@ -252,6 +284,7 @@ export function buildStudyReport(
   const findings = [
     ...diagnose(joined, thresholds),
     ...(failed.length > 0 ? [failedTrialsFinding(failed, state, now)] : []),
+    ...forgedEventsFindings(state),
   ].sort(compareFindings);
   const top = options.top ?? 10;
 
