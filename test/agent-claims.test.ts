@@ -162,7 +162,7 @@ describe("stopping", () => {
     await m.events.wait("started", "moved");
     await first.drain("requeue");
     const stopped = await m.events.wait("finished", "moved");
-    expect(stopped).toMatchObject({ attempt: 1, status: "stopped", reason: "agent-shutdown", agent: "first" });
+    expect(stopped).toMatchObject({ attempt: 1, status: "preempted", reason: "preempted: agent-shutdown", agent: "first" });
     await first.close();
     expect(first.state).toBe("stopped");
     await m.agent({ name: "second" });
@@ -348,7 +348,7 @@ describe("advert and lifecycle", () => {
     expect(await listAdverts(m.nc, m.names)).toEqual([]);
     expect(m.events.of("finished", "busy")).toHaveLength(1);
     // close() with drain "requeue" (the helper's default) stops the trial and hands the order back.
-    expect(m.events.of("finished", "busy")[0]).toMatchObject({ status: "stopped", reason: "agent-shutdown" });
+    expect(m.events.of("finished", "busy")[0]).toMatchObject({ status: "preempted", reason: "preempted: agent-shutdown" });
     await agent.close(); // idempotent
   });
 

@@ -197,6 +197,11 @@ describe("a box speaks only for its own trials", () => {
     const text = await viewer(["study", "report", "scoped"]);
     expect(text.out).toMatch(/forged-events: agent a2 published 7 event\(s\) about trials it does not run/);
 
+    // What other scheduler settings would have picked, from the same stream: a1's value, not a2's 999.
+    const replay = await viewer(["replay", "--study", "scoped", "--json"]);
+    expect(replay.code, replay.out).toBe(0);
+    expect(replay.out).not.toContain("999");
+
     // The log: a1's whole output, not cut short by the forged end-of-output mark nor hidden by attempt 2.
     const logs = await viewer(["logs", `scoped/${trial}`]);
     expect(logs.code, logs.out).toBe(0);

@@ -174,7 +174,7 @@ def main(argv=None):
         torch.save({"epoch": epoch + 1, "config": config, "model": model.state_dict(),
                     "optimizer": opt.state_dict()}, tmp)
         os.replace(tmp, ckpt_path)  # atomic: a kill never leaves half a checkpoint
-        rung_trial.report(epoch=epoch + 1, train_loss=loss_sum.item() / max(1, steps), val_acc=acc,
+        rung_trial.report(checkpoint=True, epoch=epoch + 1, train_loss=loss_sum.item() / max(1, steps), val_acc=acc,
                           val_loss=loss, macro_f1=f1, auc=auc, num_workers=args.num_workers)
 
 

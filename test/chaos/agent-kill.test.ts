@@ -1,6 +1,6 @@
 import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
-import { chaosSpec, it, runningAttempts, sleep } from "./harness/index.js";
+import { chaosSpec, it, killCosts, killCostText, runningAttempts, sleep } from "./harness/index.js";
 
 // Scenario 1: kill -9 of an agent in the middle of a trial, three times across a study on 3 agents.
 // Each killed agent comes back (a rebooted box) under the same name and state directory.
@@ -30,6 +30,11 @@ describe("chaos 1: agents killed with SIGKILL mid-trial", () => {
       expect(["completed", "stopped"]).toContain(r.ended.get(t)?.status);
     }
     expect(r.recovered).toBeGreaterThanOrEqual(KILLS);
+    // These trials keep no checkpoints: each kill loses everything the killed attempt had run (1b compares).
+    for (const c of killCosts(m.faults, r.events)) {
+      m.notes.push(killCostText(c));
+      expect(c.resumedFrom).toBeNull();
+    }
     expect(r.ttr.every((x) => x !== null)).toBe(true);
   });
 });

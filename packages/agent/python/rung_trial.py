@@ -53,7 +53,7 @@ import sys
 import threading
 import time
 
-__all__ = ["params", "report", "timed", "checkpoint_dir", "trial_id", "attempt"]
+__all__ = ["params", "report", "timed", "checkpoint_dir", "resume_from", "trial_id", "attempt"]
 
 _SEND_TIMEOUT_S = 5.0
 
@@ -90,6 +90,13 @@ def attempt():
         return int(os.environ.get("RUNG_ATTEMPT", "1"))
     except ValueError:
         return 1
+
+
+def resume_from():
+    """The time attribute's value of the checkpoint the agent restored into checkpoint_dir() for this
+    attempt (RUNG_RESUME_FROM), or None on a fresh start."""
+    v = os.environ.get("RUNG_RESUME_FROM")
+    return float(v) if v else None
 
 
 def checkpoint_dir():
@@ -210,8 +217,12 @@ def _warn(message):
     sys.stderr.flush()
 
 
-def report(**metrics):
+def report(checkpoint=False, **metrics):
     """Send one set of metrics (numbers) to the agent, e.g. report(epoch=3, val_acc=0.91).
+
+    checkpoint=True says the checkpoint files in checkpoint_dir() are written: the agent stores a
+    snapshot of that directory in the mesh, and any later attempt of the trial, on any box, starts
+    with it restored (RUNG_RESUME_FROM set to this report's time attribute).
 
     Adds data_wait_s and compute_s accumulated by timed() since the last report, unless given
     here. Never raises because of the reporting channel; raises TypeError for a non-number."""
@@ -230,7 +241,10 @@ def report(**metrics):
 
         path = os.environ.get("RUNG_REPORT")
         if path and not _broken:
-            line = json.dumps({k: _json_value(v) for k, v in values.items()}, allow_nan=False) + "\n"
+            body = {k: _json_value(v) for k, v in values.items()}
+            if checkpoint:
+                body["checkpoint"] = True
+            line = json.dumps(body, allow_nan=False) + "\n"
             try:
                 if _sock is None:
                     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -110,6 +110,23 @@ class RungTrialTest(unittest.TestCase):
         self.assertEqual(srv.connections, 1)
         self.assertEqual((out, err), ("", ""))  # nothing on the terminal when the socket works
 
+    def test_checkpoint_true_is_sent_as_the_flag_not_as_a_metric(self):
+        srv = self.server()
+        self.quiet_report(epoch=3, val_acc=0.9, checkpoint=True)
+        self.quiet_report(epoch=4, val_acc=0.91)
+        lines = srv.wait_for(2)
+        self.assertEqual(strict_json(lines[0]), {"epoch": 3, "val_acc": 0.9, "checkpoint": True})
+        self.assertEqual(strict_json(lines[1]), {"epoch": 4, "val_acc": 0.91})
+
+    def test_resume_from_reads_the_restored_checkpoint_time(self):
+        os.environ.pop("RUNG_RESUME_FROM", None)
+        self.assertIsNone(rung_trial.resume_from())
+        os.environ["RUNG_RESUME_FROM"] = "3"
+        try:
+            self.assertEqual(rung_trial.resume_from(), 3.0)
+        finally:
+            del os.environ["RUNG_RESUME_FROM"]
+
     def test_nan_and_infinities_are_strings_a_json_parser_accepts(self):
         srv = self.server()
         self.quiet_report(epoch=1, val_loss=float("nan"), a=float("inf"), b=float("-inf"), c=1e308 * 10)

@@ -10,6 +10,7 @@ import {
   BadMessageCounter,
   connectNats,
   createLogger,
+  ensureCheckpointStore,
   ensureNonceBucket,
   ensureResources,
   type GpuInfo,
@@ -20,6 +21,7 @@ import {
   SCHEMA_VERSION,
 } from "@rung/protocol";
 import { Advertiser } from "./advert.js";
+import { CheckpointStore } from "./checkpoints.js";
 import { ClaimLoop, type ClaimLoopCounters, ReplayLedger, SharedNonces } from "./claiming/index.js";
 import { ControlWatch } from "./control-watch.js";
 import { AgentOptionsError } from "./errors.js";
@@ -146,6 +148,12 @@ class AgentImpl implements Agent {
       get droppedReports() {
         return self.#loop?.counters.droppedReports ?? 0;
       },
+      get checkpointsStored() {
+        return self.#loop?.counters.checkpointsStored ?? 0;
+      },
+      get checkpointsFailed() {
+        return self.#loop?.counters.checkpointsFailed ?? 0;
+      },
       get missedHeartbeats() {
         return self.#loop?.counters.missedHeartbeats ?? 0;
       },
@@ -266,6 +274,17 @@ class AgentImpl implements Agent {
       onStop: (c) => this.#loop?.onControl(c),
       onBroken: () => repairMesh("the control watch failed"),
     });
+    // Without the checkpoint bucket trials still run, from their local checkpoint directory only.
+    const checkpoints = await ensureCheckpointStore(nc, this.#names, o.resources).then(
+      (os) => new CheckpointStore(os),
+      (err) => {
+        this.#log.warn(
+          { err: (err as Error).message },
+          "cannot open the mesh's checkpoint bucket: trials resume from this box's own checkpoints only",
+        );
+        return null;
+      },
+    );
     const loop = new ClaimLoop({
       nc,
       js,
@@ -284,6 +303,7 @@ class AgentImpl implements Agent {
       isConnected: () => this.#connected,
       isClosed: () => nc.isClosed(),
       replay,
+      checkpoints,
       repairMesh,
       onRefusal: () => void this.#advert?.refresh(),
     });

@@ -1,6 +1,15 @@
 import { type KV, type KvEntry, KvWatchInclude } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
-import { type BadMessageCounter, type Control, ControlSchema, decode, type Logger, type Subjects } from "@rung/protocol";
+import {
+  type BadMessageCounter,
+  type CheckpointIndex,
+  CheckpointIndexSchema,
+  type Control,
+  ControlSchema,
+  decode,
+  type Logger,
+  type Subjects,
+} from "@rung/protocol";
 
 /**
  * Stop decisions reach the agent through the control bucket, not a plain subject, because a bucket
@@ -32,7 +41,8 @@ export class ControlWatch {
   async start(): Promise<void> {
     // Updates only: decisions for trials that ended long ago are no business of a starting agent, and
     // trials it is about to start are checked key by key.
-    this.#iter = await this.#o.kv.watch({ key: ">", include: KvWatchInclude.UpdatesOnly, ignoreDeletes: true });
+    // Stop keys only (`<study>.<trial>`): the checkpoint indexes (`ckpt.<study>.<trial>`) are read when needed.
+    this.#iter = await this.#o.kv.watch({ key: "*.*", include: KvWatchInclude.UpdatesOnly, ignoreDeletes: true });
     const iter = this.#iter;
     this.#loop = (async () => {
       try {
@@ -82,6 +92,26 @@ export class ControlWatch {
       return e ? this.#decode(e) : null;
     } catch (err) {
       this.#o.log.warn({ err: (err as Error).message, study, trial }, "cannot read the control bucket");
+      return null;
+    }
+  }
+
+  /** The trial's checkpoint index (written by the coordinator), or null. Never throws. */
+  async readCheckpoints(study: string, trial: string): Promise<CheckpointIndex | null> {
+    try {
+      const e = await this.#o.kv.get(this.#o.subjects.checkpointIndexKey(study, trial));
+      if (!e || e.operation !== "PUT") return null;
+      const r = decode(CheckpointIndexSchema, e.value, "checkpoint index");
+      if (!r.ok) {
+        this.#o.bad.record("control", r.error);
+        return null;
+      }
+      return r.value.study === study && r.value.trial === trial ? r.value : null;
+    } catch (err) {
+      this.#o.log.warn(
+        { err: (err as Error).message, study, trial },
+        "cannot read the trial's checkpoint index; starting without one",
+      );
       return null;
     }
   }

@@ -5,6 +5,8 @@
 export { formatAgentsTable, listAdverts } from "./advert.js";
 export type { Agent, AgentCounters, AgentExitReason } from "./agent.js";
 export { startAgent } from "./agent.js";
+export type { PackedSnapshot, RestoreResult } from "./checkpoints.js";
+export { CheckpointStore, CheckpointTooLargeError, packDirectory, unpackArchive } from "./checkpoints.js";
 export {
   AgentOptionsError,
   NoResourcesError,

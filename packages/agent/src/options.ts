@@ -66,6 +66,8 @@ export interface AgentOptions {
   stopGrace?: string | number;
   /** What the first shutdown signal does with running trials. Default `finish`. */
   drain?: DrainMode;
+  /** The largest checkpoint snapshot stored in the mesh: bytes, or `"512MiB"`, `"4GiB"`. Default `"4GiB"`. */
+  maxCheckpoint?: string | number;
   /** Exit after this long without work (rented boxes cost money). Default never (null). */
   idleExit?: string | number | null;
   /** Shell command to run when the agent exits for idleness (`sudo poweroff`). Default none. */
@@ -124,6 +126,7 @@ export interface CompiledAgentOptions {
   readonly heartbeatMs: number;
   readonly stopGraceMs: number;
   readonly drain: DrainMode;
+  readonly maxCheckpointBytes: number;
   readonly idleExitMs: number | null;
   readonly onIdle: string | null;
   readonly allowCommand: readonly string[];
@@ -200,6 +203,29 @@ function parseLabels(labels: AgentOptions["labels"]): Record<string, string> {
   return out;
 }
 
+const BYTE_UNITS: Readonly<Record<string, number>> = {
+  "": 1,
+  b: 1,
+  kib: 1024,
+  mib: 1024 ** 2,
+  gib: 1024 ** 3,
+  tib: 1024 ** 4,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+};
+
+/** `"512MiB"`, `"4GiB"`, `"2GB"` or a number of bytes. */
+export function byteSize(flag: string, v: string | number): number {
+  if (typeof v === "number" && Number.isInteger(v) && v > 0) return v;
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(String(v));
+  const unit = m ? BYTE_UNITS[(m[2] ?? "").toLowerCase()] : undefined;
+  if (!m || unit === undefined || Number(m[1]) <= 0)
+    throw new AgentOptionsError(flag, `expects a size such as 512MiB or 4GiB, got ${JSON.stringify(v)}`);
+  return Math.floor(Number(m[1]) * unit);
+}
+
 /** Applies defaults and bounds once; everything after this works with plain numbers. */
 export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions {
   const name = o.name ?? defaultAgentName();
@@ -252,6 +278,7 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
     // A third of the lease: two heartbeats may be lost before the claim is.
     heartbeatMs: Math.max(250, Math.floor(leaseMs / 3)),
     stopGraceMs: duration("--stop-grace", o.stopGrace ?? "10s"),
+    maxCheckpointBytes: byteSize("--max-checkpoint", o.maxCheckpoint ?? "4GiB"),
     drain,
     idleExitMs: idleExit === null ? null : duration("--idle-exit", idleExit, 1000),
     onIdle,

@@ -5,7 +5,8 @@ import { createServer, type Server, type Socket } from "node:net";
  * The reporting channel, language-neutral on purpose: `RUNG_REPORT` names a Unix stream socket the
  * agent listens on for one attempt; the trial connects and writes one flat JSON object per line, numbers
  * only, e.g. `{"epoch": 3, "val_acc": 0.91, "data_wait_s": 4.1, "compute_s": 9.7}`. JSON has no NaN or
- * infinities, so the three strings "NaN", "Infinity" and "-Infinity" stand for them.
+ * infinities, so the three strings "NaN", "Infinity" and "-Infinity" stand for them. One key is not a
+ * metric: `"checkpoint": true` says the trial has just written its checkpoint files (checkpoints.ts).
  *
  * A line that is not such an object is counted and skipped — never a reason to stop the trial. A line
  * longer than {@link MAX_REPORT_LINE} bytes is skipped too, so a trial cannot make the agent buffer
@@ -22,7 +23,7 @@ const SPECIAL: Readonly<Record<string, number>> = {
   "-Infinity": Number.NEGATIVE_INFINITY,
 };
 
-export type ParsedReport = { ok: true; metrics: Record<string, number> } | { ok: false; why: string };
+export type ParsedReport = { ok: true; metrics: Record<string, number>; checkpoint: boolean } | { ok: false; why: string };
 
 export function parseReportLine(line: string): ParsedReport {
   let value: unknown;
@@ -36,17 +37,24 @@ export function parseReportLine(line: string): ParsedReport {
   const entries = Object.entries(value as Record<string, unknown>);
   if (entries.length === 0) return { ok: false, why: "no metrics" };
   if (entries.length > MAX_KEYS) return { ok: false, why: `more than ${MAX_KEYS} metrics` };
+  let checkpoint = false;
   for (const [k, v] of entries) {
     if (!k) return { ok: false, why: "an empty metric name" };
+    if (k === "checkpoint") {
+      if (typeof v !== "boolean") return { ok: false, why: '"checkpoint" is not true or false' };
+      checkpoint = v;
+      continue;
+    }
     if (typeof v === "number") metrics[k] = v;
     else if (typeof v === "string" && v in SPECIAL) metrics[k] = SPECIAL[v] as number;
     else return { ok: false, why: `${JSON.stringify(k)} is not a number` };
   }
-  return { ok: true, metrics };
+  if (Object.keys(metrics).length === 0) return { ok: false, why: "no metrics" };
+  return { ok: true, metrics, checkpoint };
 }
 
 export interface ReportHandlers {
-  onReport(metrics: Record<string, number>): void;
+  onReport(metrics: Record<string, number>, checkpoint: boolean): void;
   onMalformed(why: string, line: string): void;
 }
 
@@ -87,7 +95,7 @@ export class ReportSocket {
     const take = (line: string) => {
       if (!line.trim()) return;
       const r = parseReportLine(line);
-      if (r.ok) h.onReport(r.metrics);
+      if (r.ok) h.onReport(r.metrics, r.checkpoint);
       else h.onMalformed(r.why, line.slice(0, 200));
     };
     socket.on("data", (chunk: string) => {

@@ -52,6 +52,10 @@ export interface TrialRunOptions {
   /** Absolute working directory, already checked to lie inside the agent's --workdir. */
   workdir: string;
   checkpointDir: string;
+  /** The time attribute's value of the checkpoint restored into `checkpointDir` (`RUNG_RESUME_FROM`); null for a fresh start. */
+  resumeFrom?: number | null;
+  /** Lines written to the trial's log before it starts (what the agent restored, or could not). */
+  preamble?: readonly string[];
   logFile: string;
   reportPath: string;
   logsSubject: string;
@@ -61,14 +65,15 @@ export interface TrialRunOptions {
   /** True once NATS is closed for good: output is then kept in the local file only. */
   isClosed(): boolean;
   onStarted(pid: number): void;
-  onReport(metrics: Record<string, number>): void;
+  /** `checkpoint`: the report said its checkpoint files are written (`"checkpoint": true`). */
+  onReport(metrics: Record<string, number>, checkpoint: boolean): void;
   onMalformedReport(why: string, line: string): void;
 }
 
 const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
 
 /** The environment of a trial: the agent's own, minus its `RUNG_*` settings, plus the study's and ours. */
-export function trialEnv(o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" | "checkpointDir" | "reportPath">) {
+export function trialEnv(o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" | "checkpointDir" | "reportPath" | "resumeFrom">) {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     // The agent's RUNG_* variables (NATS URL, credentials file) are not the trial's business.
@@ -89,6 +94,8 @@ export function trialEnv(o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" |
     RUNG_CHECKPOINT_DIR: o.checkpointDir,
     PYTHONPATH: pythonPath,
   });
+  // Set only when a checkpoint was restored: its absence means a fresh start.
+  if (o.resumeFrom !== undefined && o.resumeFrom !== null) env.RUNG_RESUME_FROM = String(o.resumeFrom);
   return env;
 }
 
@@ -186,6 +193,7 @@ export class TrialRun {
       log: o.log,
       giveUp: o.isClosed,
     });
+    for (const line of o.preamble ?? []) logs.write(Buffer.from(`[rung] ${line}\r\n`));
     // The values of the order's secret_env never reach a log, whatever the trial prints.
     const masker = new SecretMasker(secretValues(o.order));
     const env = trialEnv(o);

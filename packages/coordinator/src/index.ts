@@ -215,6 +215,7 @@ export {
   historyJsonLines,
   historyTable,
   leaderboardTable,
+  movesText,
   noOutputText,
   progressLine,
   renderReportMarkdown,

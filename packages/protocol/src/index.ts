@@ -39,6 +39,8 @@ export {
 export type {
   AgentAdvert,
   AgentState,
+  CheckpointIndex,
+  CheckpointRef,
   Control,
   GpuInfo,
   GpuSample,
@@ -59,6 +61,8 @@ export {
   AGENT_SPECIFIC_REJECTIONS,
   AgentAdvertSchema,
   AgentStateSchema,
+  CheckpointIndexSchema,
+  CheckpointRefSchema,
   ControlSchema,
   Decision,
   GpuInfoSchema,
@@ -124,6 +128,7 @@ export type {
 } from "./resources.js";
 export {
   compileResourceOptions,
+  ensureCheckpointStore,
   ensureNonceBucket,
   ensureResources,
   ensureWorkConsumer,

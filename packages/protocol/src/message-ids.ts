@@ -13,6 +13,7 @@ import type { AgentEventType } from "./trial-events.js";
  *                 <study>.<trial>.<attempt>.rejected.<agent>    agent: a refusal (attempt 0 when the order
  *                                                               names none); each agent's refusal counts
  *                 <study>.<trial>.<attempt>.report.<seq>        agent: one report
+ *                 <study>.<trial>.<attempt>.checkpoint.<seq>    agent: the snapshot report <seq> asked for
  *                 <study>.<trial>.created                       coordinator
  *                 <study>.<trial>.queued.<attempt>              coordinator
  *                 <study>.<trial>.decision.<attempt>.<seq>      coordinator: a STOP on report <seq>
@@ -81,7 +82,7 @@ export function agentEventMsgId(
   study: string,
   trial: string,
   attempt: number | null,
-  type: Exclude<AgentEventType, "report">,
+  type: Exclude<AgentEventType, "report" | "checkpoint">,
 ): string {
   return `${trialOf(study, trial)}.${attempt === null ? 0 : count(attempt, "attempt", 0)}.${type}`;
 }
@@ -136,6 +137,8 @@ function untaggedEventId(e: TrialEvent, study: string): string {
       return endedMsgId(study, e.trial);
     case "report":
       return reportMsgId(study, e.trial, e.attempt, e.seq);
+    case "checkpoint":
+      return `${trialOf(study, e.trial)}.${count(e.attempt, "attempt", 1)}.checkpoint.${count(e.seq, "seq", 0)}`;
     case "claimed":
     case "started":
     case "finished":

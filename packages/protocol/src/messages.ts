@@ -16,7 +16,7 @@ const ts = z.number().int().nonnegative();
 const anyNumber = z.custom<number>((x) => typeof x === "number", { message: "must be a number" });
 const paramValue = z.union([z.string(), z.number(), z.boolean()]);
 
-export const TrialStatus = { completed: "completed", stopped: "stopped", failed: "failed" } as const;
+export const TrialStatus = { completed: "completed", stopped: "stopped", failed: "failed", preempted: "preempted" } as const;
 export type TrialStatus = (typeof TrialStatus)[keyof typeof TrialStatus];
 
 export const Decision = { CONTINUE: "CONTINUE", STOP: "STOP" } as const;
@@ -179,6 +179,38 @@ export const OrderIdentitySchema = z.object({
 export type OrderIdentity = z.infer<typeof OrderIdentitySchema>;
 
 // ---------------------------------------------------------------------------------------------
+// Checkpoints (Object Store <prefix>-checkpoints; index in KV <prefix>-control, key ckpt.<study>.<trial>)
+
+/**
+ * One stored snapshot of a trial's `RUNG_CHECKPOINT_DIR`: the object that holds it, the time attribute's
+ * value it was taken at, who took it, and its size and SHA-256 (hex) over the stored bytes — what a
+ * restoring agent checks before it unpacks anything.
+ */
+export const CheckpointRefSchema = z.object({
+  object: z.string().min(1).max(512),
+  t: anyNumber,
+  attempt: z.number().int().positive(),
+  agent: token,
+  size: z.number().int().nonnegative(),
+  digest: z.string().regex(/^[0-9a-f]{64}$/),
+});
+export type CheckpointRef = z.infer<typeof CheckpointRefSchema>;
+
+/**
+ * The checkpoints an attempt may resume from, newest first: written by the coordinator only, from the
+ * `checkpoint` events of each attempt's claimant (agents cannot write the control bucket).
+ */
+export const CheckpointIndexSchema = z.object({
+  v,
+  type: z.literal("checkpoints"),
+  study: token,
+  trial: token,
+  refs: z.array(CheckpointRefSchema),
+  ts,
+});
+export type CheckpointIndex = z.infer<typeof CheckpointIndexSchema>;
+
+// ---------------------------------------------------------------------------------------------
 // Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>.c or ….a.<agent>)
 
 const eventBase = { v, study: token, trial: token, ts };
@@ -221,6 +253,8 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     agent: token,
     pid: z.number().int(),
     gpus: z.array(z.number().int().nonnegative()),
+    /** The checkpoint the attempt was started from (`RUNG_RESUME_FROM`); null or absent for a fresh start. */
+    resumedFrom: CheckpointRefSchema.nullable().optional(),
   }),
   /** Agent: one line the trial reported, stamped. */
   z.object({
@@ -231,13 +265,25 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     seq: z.number().int().nonnegative(),
     metrics: z.record(z.string(), anyNumber),
   }),
-  /** Agent: the attempt ended. Exactly one per attempt. */
+  /** Agent: a snapshot of the attempt's checkpoint directory is stored (after report `seq` asked for it). */
+  z.object({
+    ...eventBase,
+    type: z.literal("checkpoint"),
+    attempt: z.number().int().positive(),
+    agent: token,
+    seq: z.number().int().nonnegative(),
+    ref: CheckpointRefSchema,
+  }),
+  /**
+   * Agent: the attempt ended. Exactly one per attempt. `preempted`: its agent was told to shut down
+   * (SIGTERM: a spot reclaim, a shutdown) and handed the order back after a last checkpoint.
+   */
   z.object({
     ...eventBase,
     type: z.literal("finished"),
     attempt: z.number().int().positive(),
     agent: token,
-    status: z.enum(["completed", "stopped", "failed"]),
+    status: z.enum(["completed", "stopped", "failed", "preempted"]),
     exitCode: z.number().int().nullable(),
     signal: z.string().nullable(),
     reason: z.string(),

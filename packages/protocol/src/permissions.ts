@@ -91,10 +91,11 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
   const dataStreams = [st.work, st.events, st.telemetry, st.logs];
   const kvStreams = [b.agents, b.control, b.studies].map(kvStream);
   const nonces = kvStream(names.nonces);
+  const checkpoints = `OBJ_${names.checkpoints}`;
   const inbox = `${inboxPrefixFor(o.publicKey)}.>`;
   switch (role) {
     case "coordinator": {
-      const all = [...dataStreams, ...kvStreams, nonces];
+      const all = [...dataStreams, ...kvStreams, nonces, checkpoints];
       return {
         publish: [
           `${API}.INFO`,
@@ -114,6 +115,7 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
           `${p}.events.*.*.c`,
           `$KV.${b.control}.>`,
           `$KV.${b.studies}.>`,
+          `$O.${names.checkpoints}.>`,
         ],
         subscribe: [inbox, `${p}.>`],
       };
@@ -125,7 +127,10 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
         publish: [
           `${API}.INFO`,
           // Whoever starts first creates the mesh; creating never changes what exists already.
-          ...[...dataStreams, ...kvStreams, nonces].flatMap((s) => [`${API}.STREAM.INFO.${s}`, `${API}.STREAM.CREATE.${s}`]),
+          ...[...dataStreams, ...kvStreams, nonces, checkpoints].flatMap((s) => [
+            `${API}.STREAM.INFO.${s}`,
+            `${API}.STREAM.CREATE.${s}`,
+          ]),
           // The shared work consumers: create or find them, pull. Acks go to the reply subject of what
           // was delivered to this user only (`responses` below), never to a `$JS.ACK` subject it makes up.
           `${API}.CONSUMER.CREATE.${work}.>`,
@@ -138,6 +143,10 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
           // only (the last message of one subject), so no box can list the nonces.
           `${API}.DIRECT.GET.${nonces}.$KV.${names.nonces}.>`,
           `$KV.${names.nonces}.>`,
+          // Checkpoints: store snapshots (chunks, then the object's description) and read them back.
+          ...readStream(checkpoints).filter((s) => !s.startsWith(`${API}.STREAM.INFO.`)),
+          `$O.${names.checkpoints}.C.>`,
+          `$O.${names.checkpoints}.M.>`,
           `${p}.events.*.*.a.${name}`,
           `${p}.logs.*.*.*.${name}`,
           `${p}.telemetry.${name}`,
@@ -148,7 +157,7 @@ export function rolePermissions(role: Role, names: MeshNames, o: RolePermissionO
       };
     }
     case "viewer": {
-      const readable = [st.events, st.telemetry, st.logs, ...kvStreams];
+      const readable = [st.events, st.telemetry, st.logs, ...kvStreams, `OBJ_${names.checkpoints}`];
       return {
         publish: [
           `${API}.INFO`,

@@ -9,6 +9,7 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import { type KV, Kvm } from "@nats-io/kv";
+import { type ObjectStore, Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { nanos } from "./durations.js";
 import { ResourceSetupError } from "./errors.js";
@@ -31,6 +32,8 @@ export class MeshNames {
    * replay-ledger.ts). Agents create it; it is not in `buckets` because nothing else needs it.
    */
   readonly nonces: string;
+  /** The Object Store bucket of trial checkpoints (stream `OBJ_<name>`). */
+  readonly checkpoints: string;
 
   constructor(prefix = "rung") {
     this.prefix = validToken(prefix, "mesh prefix");
@@ -39,6 +42,7 @@ export class MeshNames {
     this.streams = { work: `${P}_WORK`, events: `${P}_EVENTS`, telemetry: `${P}_TELEMETRY`, logs: `${P}_LOGS` };
     this.buckets = { agents: `${prefix}-agents`, control: `${prefix}-control`, studies: `${prefix}-studies` };
     this.nonces = `${prefix}-nonces`;
+    this.checkpoints = `${prefix}-checkpoints`;
   }
 
   /** The one durable pull consumer that every agent shares for a pool. */
@@ -248,6 +252,21 @@ export async function ensureNonceBucket(nc: NatsConnection, names: MeshNames, op
   const o = compileResourceOptions(options);
   return withRetry(`bucket ${names.nonces}`, () =>
     new Kvm(nc).create(names.nonces, { history: 1, ttl: NONCE_WINDOW_MS, replicas: o.replicas }),
+  );
+}
+
+/**
+ * Creates (or finds) the Object Store bucket of trial checkpoints: agents store snapshots in it, the
+ * coordinator prunes it, `rung study checkpoint` reads it. File storage, replicated like the streams.
+ */
+export async function ensureCheckpointStore(
+  nc: NatsConnection,
+  names: MeshNames,
+  options: ResourceOptions = {},
+): Promise<ObjectStore> {
+  const o = compileResourceOptions(options);
+  return withRetry(`bucket ${names.checkpoints}`, () =>
+    new Objm(nc).create(names.checkpoints, { storage: StorageType.File, replicas: o.replicas }),
   );
 }
 

@@ -14,6 +14,7 @@ import { COORDINATOR, type EventSource, sourceOf } from "./trial-events.js";
  * KV keys:
  *   rung-agents   <agent>                     adverts
  *   rung-control  <study>.<trial>             stop commands
+ *   rung-control  ckpt.<study>.<trial>        the checkpoints an attempt may resume from (coordinator)
  *   rung-studies  <study>  /  <study>.lease   study record and coordinator lease
  *
  * Every token is checked by {@link validToken}; nothing else in Rung concatenates subjects.
@@ -92,6 +93,14 @@ export class Subjects {
   }
   controlKey(study: string, trial: string): string {
     return `${validToken(study, "study")}.${validToken(trial, "trial")}`;
+  }
+  /** The trial's checkpoint index in the control bucket (three tokens: stop keys have two). */
+  checkpointIndexKey(study: string, trial: string): string {
+    return `ckpt.${validToken(study, "study")}.${validToken(trial, "trial")}`;
+  }
+  /** One snapshot's object name: `<study scope>/<trial>/<attempt>/<seq>`, unique per report that asked for it. */
+  checkpointObject(scope: string, trial: string, attempt: number, seq: number): string {
+    return `${scope}/${validToken(trial, "trial")}/${attempt}/${seq}`;
   }
   studyKey(study: string): string {
     return validToken(study, "study");

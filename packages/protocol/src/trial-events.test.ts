@@ -32,6 +32,13 @@ describe("trial event constructors", () => {
       TrialEvents.claimed({ ...at, attempt: 1, agent: "a", gpus: [0, 1] }),
       TrialEvents.started({ ...at, attempt: 1, agent: "a", pid: 7, gpus: [0, 1] }),
       TrialEvents.report({ ...at, attempt: 1, agent: "a", seq: 0, metrics: { loss: Number.NaN } }),
+      TrialEvents.checkpoint({
+        ...at,
+        attempt: 1,
+        agent: "a",
+        seq: 0,
+        ref: { object: "s/t/1/0", t: 1, attempt: 1, agent: "a", size: 10, digest: "0".repeat(64) },
+      }),
       TrialEvents.finished({
         ...at,
         attempt: 1,

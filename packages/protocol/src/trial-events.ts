@@ -19,6 +19,7 @@ export const TrialEventWriter = {
   claimed: "agent",
   started: "agent",
   report: "agent",
+  checkpoint: "agent",
   finished: "agent",
   rejected: "agent",
   decision: "coordinator",
@@ -83,6 +84,8 @@ export const TrialEvents = {
   started: make("started"),
   /** Agent: one line the trial reported. */
   report: make("report"),
+  /** Agent: a snapshot of the checkpoint directory is stored. */
+  checkpoint: make("checkpoint"),
   /** Agent: the attempt ended (exactly one per attempt). */
   finished: make("finished"),
   /** Agent: the order was refused and never started. */

@@ -41,3 +41,58 @@ export function timesToRecovery(faults: Fault[], events: TimedEvent[]): (number 
     return next ? next.storedAt - from : null;
   });
 }
+
+/** What a kill cost: the killed attempt's GPU time, and how much of it the next attempt did not redo. */
+export interface KillCost {
+  trial: string;
+  attempt: number;
+  agent: string;
+  /** GPU-seconds the killed attempt had run (from its start to the kill). */
+  ranGpuS: number;
+  /** The time attribute of the checkpoint the next attempt resumed from; null for a start from scratch. */
+  resumedFrom: number | null;
+  /** GPU-seconds of the killed attempt the next one did not have to run again. */
+  keptGpuS: number;
+  /** What the kill lost: ran − kept. */
+  lostGpuS: number;
+}
+
+/**
+ * GPU time lost to each `kill -9 agent` fault, from the stream: the killed attempt ran from its `started`
+ * to the kill; its next attempt resumed from a checkpoint the killed one stored (its `checkpoint` event,
+ * stored that long after the killed attempt started) or from scratch. One GPU per attempt.
+ */
+export function killCosts(faults: Fault[], events: TimedEvent[]): KillCost[] {
+  const out: KillCost[] = [];
+  for (const f of faults) {
+    if (f.kind !== "kill -9 agent" || f.trial === undefined || f.attempt === undefined) continue;
+    const started = events.find((e) => e.event.type === "started" && e.event.trial === f.trial && e.event.attempt === f.attempt);
+    if (!started) continue;
+    const ranGpuS = Math.max(0, f.at - started.storedAt) / 1000;
+    const next = events.find(
+      (e) => e.event.type === "started" && e.event.trial === f.trial && e.event.attempt > (f.attempt as number),
+    );
+    const from = next?.event.type === "started" ? (next.event.resumedFrom ?? null) : null;
+    let keptGpuS = 0;
+    if (from && from.attempt === f.attempt) {
+      const stored = events.find((e) => e.event.type === "checkpoint" && e.event.ref.object === from.object);
+      if (stored) keptGpuS = Math.min(ranGpuS, Math.max(0, stored.storedAt - started.storedAt) / 1000);
+    }
+    out.push({
+      trial: f.trial,
+      attempt: f.attempt,
+      agent: f.target ?? "?",
+      ranGpuS,
+      resumedFrom: from?.t ?? null,
+      keptGpuS,
+      lostGpuS: ranGpuS - keptGpuS,
+    });
+  }
+  return out;
+}
+
+/** `t0004 attempt 1 on a2: ran 2.1 GPU-s, resumed at epoch 5, lost 0.3 GPU-s`. */
+export function killCostText(c: KillCost, timeAttr = "epoch"): string {
+  const resumed = c.resumedFrom === null ? "restarted from scratch" : `resumed at ${timeAttr} ${c.resumedFrom}`;
+  return `${c.trial} attempt ${c.attempt} on ${c.agent}: ran ${c.ranGpuS.toFixed(1)} GPU-s, ${resumed}, lost ${c.lostGpuS.toFixed(1)} GPU-s`;
+}

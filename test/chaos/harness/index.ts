@@ -16,8 +16,8 @@ export { BAD_REPORT_LINES, HEARTBEAT_MS, LEASE, LEASE_MS, RESULTS_FILE, sleep, T
 export { addCounts, byWhere, countBy } from "./counts.js";
 export type { RunningAttempt, TimedEvent } from "./events.js";
 export { runningAttempts } from "./events.js";
-export type { Fault } from "./faults.js";
-export { anyProgress, coordinatorProgress, trialMovedOn } from "./faults.js";
+export type { Fault, KillCost } from "./faults.js";
+export { anyProgress, coordinatorProgress, killCosts, killCostText, trialMovedOn } from "./faults.js";
 export { it } from "./fixture.js";
 export type { AgentStopLine } from "./logs.js";
 export type { OpenOptions } from "./mesh.js";

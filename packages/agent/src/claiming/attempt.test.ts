@@ -234,7 +234,8 @@ describe("an attempt", () => {
     await until("the trial runs", () => r2.events.some((e) => e.type === "started"));
     b.requeue();
     await done2;
-    expect(finished(r2)).toMatchObject({ status: "stopped", reason: "agent-shutdown" });
+    // Handed back as a preemption: the next attempt resumes from the last checkpoint, no retry used.
+    expect(finished(r2)).toMatchObject({ status: "preempted", reason: "preempted: agent-shutdown" });
     expect(r2.endings).toEqual(["nak"]);
     b.end();
   });
@@ -248,7 +249,7 @@ describe("an attempt", () => {
     expect(a.state).toBe("requeuing");
     expect(r.endings).toEqual(["nak"]);
     await done;
-    expect(finished(r)).toMatchObject({ status: "stopped", reason: "agent-shutdown (forced)" });
+    expect(finished(r)).toMatchObject({ status: "preempted", reason: "preempted: agent-shutdown (forced)" });
     expect(r.endings).toEqual(["nak"]);
     expect(a.ending).toBe("nak");
     a.end();

@@ -1,9 +1,11 @@
+import { rmSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AgentEventType,
   agentIdTag,
+  type CheckpointRef,
   type Control,
   claimProof,
   type Logger,
@@ -15,6 +17,7 @@ import {
   trialEvent,
   type WorkOrder,
 } from "@rung/protocol";
+import { type CheckpointStore, formatBytes, packDirectory } from "../checkpoints.js";
 import type { ControlWatch } from "../control-watch.js";
 import { EventQueue } from "../events.js";
 import type { CompiledAgentOptions } from "../options.js";
@@ -111,7 +114,9 @@ export interface AttemptContext {
   js: JetStreamClient;
   subjects: Subjects;
   options: CompiledAgentOptions;
-  control: Pick<ControlWatch, "read">;
+  control: Pick<ControlWatch, "read" | "readCheckpoints">;
+  /** The mesh's checkpoint bucket; null when it could not be opened (trials then start from their local directory). */
+  checkpoints: CheckpointStore | null;
   /** The claim loop's counters, which attempts add to. */
   counters: ClaimLoopCounters;
   /** The agent's logger; each attempt logs through a child with study, trial and attempt. */
@@ -158,6 +163,10 @@ export class Attempt {
   /** A heartbeat's round trip is in flight. */
   #beating = false;
   #seq = 0;
+  /** Snapshots being packed and stored, in order; `finished` waits for them. */
+  #snapshots: Promise<void> = Promise.resolve();
+  /** The newest report that asked for a snapshot and is not yet being packed (older ones are skipped). */
+  #nextSnapshot: { seq: number; t: number } | null = null;
   #malformed = 0;
 
   /** Claims the order: from here on heartbeats keep it ours until {@link end}. */
@@ -220,15 +229,23 @@ export class Attempt {
       void this.#publish("claimed", { gpus: this.#gpus, proof });
       this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
       const result = await this.#execute();
+      // The last checkpoint (one saved on SIGTERM, before a preemption) is stored before the attempt ends.
+      await withTimeout(this.#snapshots, Math.max(60_000, this.#ctx.options.stopGraceMs)).catch(() => {
+        this.log.warn("a checkpoint was still being stored when the attempt ended; it is left out");
+      });
+      const preempted = this.state === AttemptState.requeuing && result.stop?.reason === StopReason.agentShutdown;
       await this.#publish("finished", {
-        status: result.status,
+        status: preempted ? "preempted" : result.status,
         exitCode: result.exitCode,
         signal: result.signal,
-        reason: result.reason,
+        reason: preempted ? `preempted: ${result.reason}` : result.reason,
         logTail: result.logTail,
       });
       finishedSent = true;
-      this.log.info({ status: result.status, reason: result.reason }, "trial finished");
+      this.log.info(
+        preempted ? { status: "preempted", reason: result.reason } : { status: result.status, reason: result.reason },
+        preempted ? "trial preempted: its order goes back to the queue" : "trial finished",
+      );
       await this.#endOrder(finishedSent);
     } catch (err) {
       this.log.error({ err: (err as Error).message, stack: (err as Error).stack }, "agent error while running a trial");
@@ -320,6 +337,8 @@ export class Attempt {
     const o = ctx.options;
     const { study, trial } = this.order;
     const groups = join(o.stateDir, "groups");
+    const checkpointDir = join(o.stateDir, "checkpoints", studyScope(study, this.order.studyId), trial);
+    const restored = await this.#restore(checkpointDir);
     const run = new TrialRun({
       order: this.order,
       attempt: this.number,
@@ -327,7 +346,9 @@ export class Attempt {
       gpus: this.#gpus,
       workdir: resolve(o.workdir, this.order.workdir),
       // Keyed by the study's incarnation: a study deleted and run again never finds the old one's files.
-      checkpointDir: join(o.stateDir, "checkpoints", studyScope(study, this.order.studyId), trial),
+      checkpointDir,
+      resumeFrom: restored.ref?.t ?? null,
+      preamble: restored.lines,
       logFile: join(o.stateDir, "logs", studyScope(study, this.order.studyId), trial, `${this.number}.log`),
       reportPath: ctx.nextReportPath(),
       logsSubject: ctx.subjects.logs(study, trial, this.number, o.name),
@@ -338,15 +359,17 @@ export class Attempt {
       onStarted: (pid) => {
         this.log.info({ pid }, "trial started");
         recordGroup(groups, { pgid: pid, study, trial, attempt: this.number });
-        void this.#publish("started", { pid, gpus: this.#gpus });
+        void this.#publish("started", { pid, gpus: this.#gpus, resumedFrom: restored.ref });
       },
-      onReport: (metrics) => {
+      onReport: (metrics, checkpoint) => {
         ctx.counters.reports += 1;
         const wait = metrics.data_wait_s;
         const compute = metrics.compute_s;
         if (wait !== undefined && compute !== undefined && Number.isFinite(wait + compute) && wait + compute > 0)
           this.holder.busyShare = Math.min(1, Math.max(0, compute / (wait + compute)));
-        void this.#publish("report", { seq: this.#seq++, metrics });
+        const seq = this.#seq++;
+        void this.#publish("report", { seq, metrics });
+        if (checkpoint) this.#snapshot(seq, metrics[this.order.timeAttr] ?? seq, checkpointDir);
       },
       onMalformedReport: (why, line) => {
         ctx.counters.malformedReportLines += 1;
@@ -365,6 +388,77 @@ export class Attempt {
     return run.result.finally(() => {
       if (run.pid !== undefined) forgetGroup(groups, run.pid);
     });
+  }
+
+  /**
+   * The newest stored checkpoint of the trial whose bytes match their record, unpacked into `dir`
+   * (checkpoints.ts). The coordinator's index names them; one that does not match is skipped, said so in
+   * the trial's log and the agent's. Without an index (a first attempt, or a trial that never asked for
+   * a snapshot) the local directory is left as it is.
+   */
+  async #restore(dir: string): Promise<{ ref: CheckpointRef | null; lines: string[] }> {
+    const store = this.#ctx.checkpoints;
+    const { study, trial, timeAttr } = this.order;
+    const scope = `${studyScope(study, this.order.studyId)}/`;
+    const index = store ? await this.#ctx.control.readCheckpoints(study, trial) : null;
+    // Only this incarnation's snapshots: an index left by a deleted study of the same name is not ours.
+    const refs = (index?.refs ?? []).filter((r) => r.object.startsWith(scope));
+    const lines: string[] = [];
+    if (!store || refs.length === 0) return { ref: null, lines };
+    const tmp = join(this.#ctx.options.stateDir, "checkpoint-tmp", `${this.key}.restore`);
+    for (const ref of refs) {
+      const r = await store.restore(ref, tmp, dir);
+      if (r.ok) {
+        const line = `resuming from the checkpoint at ${timeAttr}=${ref.t} (attempt ${ref.attempt} on ${ref.agent}, ${formatBytes(ref.size)}, ${r.files} file(s))`;
+        this.log.info({ t: ref.t, object: ref.object }, line);
+        return { ref, lines: [...lines, line] };
+      }
+      const line = `skipped the checkpoint at ${timeAttr}=${ref.t} (attempt ${ref.attempt} on ${ref.agent}): ${r.why}`;
+      this.log.warn({ t: ref.t, object: ref.object }, line);
+      lines.push(line);
+    }
+    // Nothing usable: a fresh start, from an empty directory (a failed unpack may have left a part).
+    rmSync(dir, { recursive: true, force: true });
+    lines.push("no stored checkpoint could be used: starting from scratch");
+    return { ref: null, lines };
+  }
+
+  /**
+   * A report asked for a snapshot: pack the checkpoint directory, store it, then say so in a
+   * `checkpoint` event. One at a time; while one is stored, only the newest request waits.
+   */
+  #snapshot(seq: number, t: number, dir: string): void {
+    if (!this.#ctx.checkpoints) return;
+    const pending = this.#nextSnapshot !== null;
+    this.#nextSnapshot = { seq, t };
+    if (pending) return;
+    this.#snapshots = this.#snapshots.then(async () => {
+      const next = this.#nextSnapshot;
+      this.#nextSnapshot = null;
+      if (next) await this.#storeSnapshot(next.seq, next.t, dir);
+    });
+  }
+
+  async #storeSnapshot(seq: number, t: number, dir: string): Promise<void> {
+    const store = this.#ctx.checkpoints;
+    if (!store) return;
+    const o = this.#ctx.options;
+    const { study, trial } = this.order;
+    const file = join(o.stateDir, "checkpoint-tmp", `${this.key}.${seq}`);
+    try {
+      const snap = await packDirectory(dir, file, o.maxCheckpointBytes);
+      const object = this.#ctx.subjects.checkpointObject(studyScope(study, this.order.studyId), trial, this.number, seq);
+      await store.upload(object, snap);
+      const ref: CheckpointRef = { object, t, attempt: this.number, agent: o.name, size: snap.size, digest: snap.digest };
+      this.#ctx.counters.checkpointsStored += 1;
+      this.log.info({ t, object, bytes: snap.size, files: snap.files }, "checkpoint stored in the mesh");
+      await this.#publish("checkpoint", { seq, ref });
+    } catch (err) {
+      this.#ctx.counters.checkpointsFailed += 1;
+      this.log.warn({ t, err: (err as Error).message }, `cannot store the checkpoint at t=${t}: ${(err as Error).message}`);
+    } finally {
+      rmSync(file, { force: true });
+    }
   }
 
   /** Ends the order the one way that fits how the attempt ended. */

@@ -18,6 +18,7 @@ import {
   type WorkOrder,
   WorkOrderSchema,
 } from "@rung/protocol";
+import type { CheckpointStore } from "../checkpoints.js";
 import type { ControlWatch } from "../control-watch.js";
 import { publishEvent } from "../events.js";
 import type { CompiledAgentOptions } from "../options.js";
@@ -90,6 +91,8 @@ export interface ClaimLoopOptions {
   isClosed(): boolean;
   /** Replay protection for signed orders; null with `--insecure`. */
   replay: { ledger: ReplayLedger; nonces: SharedNonces } | null;
+  /** The mesh's checkpoint bucket; null when it could not be opened. */
+  checkpoints: CheckpointStore | null;
   /** Creates again the streams and buckets that are missing (mesh-repair.ts); rejects when it cannot. */
   repairMesh(why: string): Promise<void>;
   /** Called after a first refusal of an order (the advert lists it). */
@@ -124,6 +127,7 @@ export class ClaimLoop {
       subjects: options.names.subjects,
       options: options.options,
       control: options.control,
+      checkpoints: options.checkpoints,
       counters: this.counters,
       log: options.log,
       isConnected: options.isConnected,

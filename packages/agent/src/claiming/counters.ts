@@ -8,6 +8,9 @@ export interface ClaimLoopCounters {
   droppedReports: number;
   missedHeartbeats: number;
   claimsLost: number;
+  /** Snapshots stored in the mesh, and those that could not be (too large, the bucket unreachable). */
+  checkpointsStored: number;
+  checkpointsFailed: number;
 }
 
 export function newClaimLoopCounters(): ClaimLoopCounters {
@@ -20,5 +23,7 @@ export function newClaimLoopCounters(): ClaimLoopCounters {
     droppedReports: 0,
     missedHeartbeats: 0,
     claimsLost: 0,
+    checkpointsStored: 0,
+    checkpointsFailed: 0,
   };
 }

@@ -16,7 +16,8 @@ interface AgentFlags extends NatsFlags {
   stateDir?: string;
   lease: string;
   stopGrace: string;
-  drain: string;
+  drain?: string;
+  maxCheckpoint: string;
   idleExit?: string;
   onIdle?: string;
   trust: string[];
@@ -74,8 +75,13 @@ export function registerAgent(program: Command): void {
     .option("--stop-grace <duration>", "time between SIGTERM and SIGKILL when a trial is stopped", "10s")
     .option(
       "--drain <mode>",
-      "on the first signal: finish (let trials end) or requeue (stop them, hand orders back) (env RUNG_DRAIN)",
-      process.env.RUNG_DRAIN || "finish",
+      "on the first signal: finish (let trials end) or requeue (stop them after a last checkpoint, hand them to other agents); without it, SIGTERM (a spot reclaim, a shutdown) requeues and SIGINT finishes (env RUNG_DRAIN)",
+      process.env.RUNG_DRAIN || undefined,
+    )
+    .option(
+      "--max-checkpoint <size>",
+      "largest checkpoint snapshot stored in the mesh, e.g. 512MiB (env RUNG_MAX_CHECKPOINT)",
+      process.env.RUNG_MAX_CHECKPOINT || "4GiB",
     )
     .option("--idle-exit <duration>", "exit after this long without work, e.g. 15m")
     .option("--on-idle <command>", "shell command to run on --idle-exit, e.g. 'sudo poweroff'")
@@ -123,13 +129,19 @@ export function registerAgent(program: Command): void {
         stateDir: o.stateDir,
         lease: o.lease,
         stopGrace: o.stopGrace,
-        drain: o.drain as DrainMode,
+        drain: (o.drain ?? "finish") as DrainMode,
+        maxCheckpoint: o.maxCheckpoint,
         idleExit: o.idleExit ?? null,
         onIdle: o.onIdle ?? null,
         logFormat: o.logFormat,
       });
+      // SIGTERM is a box going away (a spot reclaim, a shutdown): its trials are preempted — they save a
+      // last checkpoint and move to other agents. Ctrl-C lets them finish. --drain decides for both.
       const shutdown = onShutdown(
-        () => void agent.close(),
+        (signal) => {
+          void agent.drain((o.drain as DrainMode | undefined) ?? (signal === "SIGTERM" ? "requeue" : "finish"));
+          void agent.close();
+        },
         () => agent.kill(),
       );
       await agent.done;

@@ -9,6 +9,7 @@ import {
   loadSpec,
   loadStudy,
   loadStudyReport,
+  movesText,
   renderReportMarkdown,
   renderReportText,
   runStudy,
@@ -29,6 +30,7 @@ import { type NatsFlags, natsOptionsFrom, withNatsOptions } from "../nats-option
 import { progressPrinter } from "../progress.js";
 import { sentenceLogger } from "../sentence-log.js";
 import { onShutdown } from "../signals.js";
+import { registerStudyCheckpoint } from "./study-checkpoint.js";
 import { registerStudyHistory } from "./study-history.js";
 
 function json(value: unknown): void {
@@ -142,6 +144,8 @@ export function registerStudy(program: Command): void {
       process.stdout.write(`\n${leaderboardTable(loaded.state, Number.POSITIVE_INFINITY)}\n`);
       const failures = failuresText(studyFailures(loaded.state));
       if (failures) process.stdout.write(`\n${failures}\n`);
+      const moves = movesText(loaded.state);
+      if (moves) process.stdout.write(`\n${moves}\n`);
     });
   });
 
@@ -219,6 +223,7 @@ export function registerStudy(program: Command): void {
     });
   });
   registerStudyHistory(study);
+  registerStudyCheckpoint(study);
 }
 
 function withSamples(spec: StudySpec, text: string): StudySpec {

@@ -15,6 +15,7 @@ import {
   workOrderMsgId,
 } from "@rung/protocol";
 import {
+  DEFAULT_CHECKPOINTS,
   generateTrials,
   isCopyRejection,
   missingMetricReason,
@@ -138,6 +139,9 @@ export class StudyCoordinator {
         detach.signal.addEventListener("abort", () => reject(new DetachedError(this.spec.name)), { once: true });
       });
       const result = await Promise.race([this.#finished, detached]);
+      await this.#pruneCheckpoints().catch((err) =>
+        this.log.warn({ err: (err as Error).message }, "cannot prune the study's checkpoints"),
+      );
       await this.#store.setStudyState(
         result.status === "completed" && studyOutcome(this.state).kind === "all-failed" ? "failed" : result.status,
       );
@@ -225,6 +229,7 @@ export class StudyCoordinator {
     const stop = this.#decider.onEvent(ev);
     if (stop) await this.#onStop(stop);
     if (ev.type === "finished") await this.#onFinished(t, ev);
+    if (ev.type === "checkpoint") await this.#onCheckpoint(t);
     if (ev.type === "rejected" && isCopyRejection(ev.reason)) {
       this.log.warn(
         { trial: ev.trial, agent: ev.agent, reason: ev.reason, sender: ev.sender, security: true },
@@ -321,6 +326,14 @@ export class StudyCoordinator {
       );
       return;
     }
+    if (ev.status === "preempted") {
+      // Its agent handed the order back after a last checkpoint: the next attempt resumes from it. No retry used.
+      this.log.info(
+        { trial: t.trial, attempt: ev.attempt, agent: ev.agent },
+        `${t.trial} attempt ${ev.attempt} was preempted on ${ev.agent}; it goes on elsewhere`,
+      );
+      return;
+    }
     if (ev.status === "stopped") {
       if (ev.reason.startsWith("claim-lost")) return; // the order went to another agent, which runs it on
       if (ev.reason.startsWith("timeout")) {
@@ -339,7 +352,8 @@ export class StudyCoordinator {
     const cannotStart = ev.exitCode === null && ev.signal === null;
     // Retries are counted by attempts that ran: an order an agent refused (and handed back) and a
     // redelivery's skipped number use none of them.
-    const used = t.attempts.filter((a) => a.claimedAt !== null || a.startedAt !== null).length;
+    // A preempted attempt (its box was reclaimed) uses none either.
+    const used = t.attempts.filter((a) => (a.claimedAt !== null || a.startedAt !== null) && a.status !== "preempted").length;
     const next = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
     if (this.#stopRequested) {
       await this.#end(t, "cancelled", `study stopped; last attempt failed: ${ev.reason}`);
@@ -355,6 +369,54 @@ export class StudyCoordinator {
       const tail = ev.logTail.length ? `\n${ev.logTail.join("\n")}` : "";
       await this.#end(t, "failed", `failed after ${used} attempt(s): ${ev.reason}${tail}`);
     }
+  }
+
+  /** Snapshots this coordinator has deleted (retention), so a catch-up does not delete them again. */
+  readonly #deletedCheckpoints = new Set<string>();
+
+  /**
+   * A claimant stored a checkpoint: the trial's index now names the newest `keep` snapshots (what the
+   * next attempt, on any agent, resumes from), and older ones leave the bucket.
+   */
+  async #onCheckpoint(t: TrialRecord): Promise<void> {
+    const keep = this.spec.checkpoints?.keep ?? DEFAULT_CHECKPOINTS.keep;
+    const refs = StudyState.latestCheckpoints(t, keep);
+    await this.#store.writeCheckpointIndex(t.trial, refs);
+    const kept = new Set(refs.map((r) => r.object));
+    const old = t.checkpoints.map((c) => c.ref.object).filter((o) => !kept.has(o) && !this.#deletedCheckpoints.has(o));
+    for (const o of old) this.#deletedCheckpoints.add(o);
+    if (old.length > 0) await this.#store.deleteCheckpoints(old);
+  }
+
+  /**
+   * The study is over: the last checkpoint of each of the `keep_best` best trials stays (for `rung study
+   * checkpoint`), every other snapshot leaves the bucket.
+   */
+  async #pruneCheckpoints(): Promise<void> {
+    const keepBest = this.spec.checkpoints?.keepBest ?? DEFAULT_CHECKPOINTS.keepBest;
+    const best = new Set(
+      this.state
+        .leaderboard()
+        .filter((t) => t.bestValue !== null && !Number.isNaN(t.bestValue))
+        .slice(0, keepBest)
+        .map((t) => t.trial),
+    );
+    let deleted = 0;
+    for (const t of this.state.trials.values()) {
+      if (t.checkpoints.length === 0) continue;
+      const last = best.has(t.trial) ? StudyState.latestCheckpoints(t, 1) : [];
+      const kept = new Set(last.map((r) => r.object));
+      const drop = t.checkpoints.map((c) => c.ref.object).filter((o) => !kept.has(o) && !this.#deletedCheckpoints.has(o));
+      for (const o of drop) this.#deletedCheckpoints.add(o);
+      deleted += await this.#store.deleteCheckpoints(drop);
+      if (last.length > 0) await this.#store.writeCheckpointIndex(t.trial, last);
+      else await this.#store.deleteCheckpointIndex(t.trial);
+    }
+    if (deleted > 0 || best.size > 0)
+      this.log.info(
+        { deleted, kept: [...best] },
+        `checkpoints: the last one of ${[...best].join(", ") || "no trial"} kept, ${deleted} other(s) deleted`,
+      );
   }
 
   async #end(t: TrialRecord, status: "completed" | "stopped" | "failed" | "cancelled", reason: string): Promise<void> {

@@ -5,6 +5,7 @@ import {
   type Control,
   decode,
   encode,
+  ensureCheckpointStore,
   ensureResources,
   isNotFound,
   LeaseSchema,
@@ -123,7 +124,7 @@ export async function deleteStudy(
   names: MeshNames,
   study: string,
   options: DeleteStudyOptions = {},
-): Promise<{ removedOrders: number }> {
+): Promise<{ removedOrders: number; removedCheckpoints: number }> {
   const res = await ensureResources(nc, names);
   const loaded = await loadStudy(nc, names, study);
   const live = liveTrials(loaded);
@@ -155,9 +156,26 @@ export async function deleteStudy(
   await res.jsm.streams.purge(names.streams.events, { filter: names.subjects.studyEvents(study) });
   await res.jsm.streams.purge(names.streams.logs, { filter: `${names.prefix}.logs.${study}.>` });
   for (const key of await bucketKeys(res.jsm, names.buckets.control, `${study}.>`)) await res.control.purge(key);
+  for (const key of await bucketKeys(res.jsm, names.buckets.control, `ckpt.${study}.>`)) await res.control.purge(key);
+  const removedCheckpoints = await removeCheckpoints(nc, names, loaded.state);
   await res.studies.purge(names.subjects.studyKey(study));
   await res.studies.purge(names.subjects.leaseKey(study));
-  return { removedOrders };
+  return { removedOrders, removedCheckpoints };
+}
+
+/**
+ * Deletes the study's snapshots: every one its events name, and every object stored under its name
+ * (`<study>/…`, `<study>~<id>/…`: also one whose event never made it), so nothing of it is ever restored.
+ */
+async function removeCheckpoints(nc: NatsConnection, names: MeshNames, state: StudyState): Promise<number> {
+  const os = await ensureCheckpointStore(nc, names);
+  const objects = new Set([...state.trials.values()].flatMap((t) => t.checkpoints.map((c) => c.ref.object)));
+  const study = state.study;
+  for (const info of await os.list().catch(() => []))
+    if (!info.deleted && (info.name.startsWith(`${study}/`) || info.name.startsWith(`${study}~`))) objects.add(info.name);
+  let n = 0;
+  for (const o of objects) if ((await os.delete(o).catch(() => ({ success: false }))).success) n += 1;
+  return n;
 }
 
 function liveTrials(s: LoadedStudy): TrialRecord[] {

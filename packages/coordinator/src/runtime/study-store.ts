@@ -1,9 +1,13 @@
 import { randomBytes } from "node:crypto";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
+import type { ObjectStore } from "@nats-io/obj";
 import {
+  type CheckpointIndex,
+  type CheckpointRef,
   type Control,
   decode,
   encode,
+  ensureCheckpointStore,
   ensureResources,
   type MeshResources,
   newStudySecret,
@@ -44,7 +48,47 @@ export class StudyStore {
   async open(): Promise<MeshResources> {
     this.#res = await ensureResources(this.#o.nc, this.#o.names, this.#o.resources);
     this.#js = jetstream(this.#o.nc);
+    this.#checkpoints = await ensureCheckpointStore(this.#o.nc, this.#o.names, this.#o.resources).catch((err) => {
+      this.#o.log.warn(
+        { err: (err as Error).message },
+        "cannot open the mesh's checkpoint bucket: attempts resume only from their own box",
+      );
+      return null;
+    });
     return this.#res;
+  }
+
+  #checkpoints: ObjectStore | null = null;
+
+  /** Writes a trial's checkpoint index: the snapshots its next attempt may resume from, newest first. */
+  async writeCheckpointIndex(trial: string, refs: CheckpointRef[]): Promise<void> {
+    const study = this.#o.spec.name;
+    const index: CheckpointIndex = { v: 1, type: "checkpoints", study, trial, refs, ts: Date.now() };
+    const data = encode(index);
+    await this.#retrying(`write the checkpoint index of ${trial}`, () =>
+      this.#res.control.put(this.#o.names.subjects.checkpointIndexKey(study, trial), data),
+    );
+  }
+
+  /** Removes a trial's checkpoint index (its snapshots are gone). */
+  async deleteCheckpointIndex(trial: string): Promise<void> {
+    await this.#res.control.purge(this.#o.names.subjects.checkpointIndexKey(this.#o.spec.name, trial)).catch(() => {});
+  }
+
+  /** Deletes snapshots from the bucket; one already gone is no error. Returns how many were deleted. */
+  async deleteCheckpoints(objects: readonly string[]): Promise<number> {
+    const os = this.#checkpoints;
+    if (!os) return 0;
+    let n = 0;
+    for (const name of objects) {
+      try {
+        const r = await os.delete(name);
+        if (r.success) n += 1;
+      } catch (err) {
+        this.#o.log.debug({ object: name, err: (err as Error).message }, "checkpoint not deleted");
+      }
+    }
+    return n;
   }
 
   get resources(): MeshResources {

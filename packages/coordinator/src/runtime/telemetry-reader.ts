@@ -1,5 +1,6 @@
 import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AgentAdvert,
@@ -11,6 +12,7 @@ import {
   type Telemetry,
   TelemetrySchema,
 } from "@rung/protocol";
+import type { StudyState } from "../study/index.js";
 import { buildStudyReport, type StudyReport, type StudyReportOptions } from "../telemetry/index.js";
 import { readStudyEvents } from "./event-reader.js";
 import { loadStudy } from "./study-admin.js";
@@ -130,5 +132,20 @@ export async function loadStudyReport(
           drops: options.drops,
         });
   const adverts = (await readAdverts(nc, names, options.drops)).filter((a) => agents.has(a.agent));
-  return buildStudyReport(loaded, telemetry, adverts, { ...options, events, now });
+  const checkpointBytes = await storedCheckpointBytes(nc, names, state);
+  return buildStudyReport(loaded, telemetry, adverts, { ...options, events, now, checkpointBytes });
+}
+
+/** Bytes of the study's snapshots still in the bucket (those its events name); null when it cannot be read. */
+async function storedCheckpointBytes(nc: NatsConnection, names: MeshNames, state: StudyState): Promise<number | null> {
+  const named = new Set([...state.trials.values()].flatMap((t) => t.checkpoints.map((c) => c.ref.object)));
+  if (named.size === 0) return 0;
+  try {
+    const os = await new Objm(nc).open(names.checkpoints);
+    let bytes = 0;
+    for (const info of await os.list()) if (!info.deleted && named.has(info.name)) bytes += info.size;
+    return bytes;
+  } catch {
+    return null;
+  }
 }

@@ -1,8 +1,10 @@
-import type { TrialEvent } from "@rung/protocol";
+import { sourceOf, type TrialEvent } from "@rung/protocol";
 import type { SchedulerDecision } from "../scheduling/index.js";
 import { createStudyPolicy, type StudyPolicy } from "./policy.js";
 import { generateTrials } from "./search-space.js";
 import type { StudySpec } from "./spec.js";
+import { StudyState } from "./state.js";
+import type { StoredEvent } from "./stored-event.js";
 
 /** A STOP the scheduler decided on a report. */
 export interface StopDecision extends SchedulerDecision {
@@ -125,13 +127,26 @@ export class StudyDecider {
   }
 }
 
-/** Every STOP a study's stored events lead to, in order: what `rung replay --study` and tests compare. */
-export function decideStudy(spec: StudySpec, events: Iterable<TrialEvent>): StopDecision[] {
+/**
+ * Every STOP a study's stored events lead to, in order: what `rung replay --study` and tests compare.
+ * As in the live coordinator, only what each event's publisher may say reaches the scheduler
+ * (`StudyState.apply`); a bare event is taken as from the publisher it names.
+ */
+export function decideStudy(spec: StudySpec, events: Iterable<TrialEvent | StoredEvent>): StopDecision[] {
   const decider = new StudyDecider(spec);
   const out: StopDecision[] = [];
-  for (const ev of events) {
-    const d = decider.onEvent(ev);
+  for (const event of admitted(spec.name, events)) {
+    const d = decider.onEvent(event);
     if (d) out.push(d);
   }
   return out;
+}
+
+/** The events a fold of the study takes, in order (see StudyState: who may say what). */
+export function* admitted(study: string, events: Iterable<TrialEvent | StoredEvent>): Generator<TrialEvent> {
+  const state = new StudyState({ study, metric: "", mode: "max", timeAttr: "" });
+  for (const x of events) {
+    const { event, from } = "event" in x ? x : { event: x, from: sourceOf(x) };
+    if (state.apply(event, from)) yield event;
+  }
 }

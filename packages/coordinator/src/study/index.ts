@@ -1,7 +1,7 @@
 // Pure study model: spec, search space, the state folded from the event stream, the stopping policy and the decider (decisions as a pure function of the stream).
 
 export type { StopDecision } from "./decider.js";
-export { decideStudy, StudyDecider } from "./decider.js";
+export { admitted, decideStudy, StudyDecider } from "./decider.js";
 export type { HistoryRow } from "./history.js";
 export { historyMetricKeys, studyHistory } from "./history.js";
 export type { Metrics, StudyPolicy } from "./policy.js";
@@ -26,6 +26,7 @@ export type { EarlyStoppingSpec, SchedulerSpec, SpecInput, StudySpec } from "./s
 export {
   canonicalJson,
   compileSpec,
+  DEFAULT_CHECKPOINTS,
   DEFAULT_RETRIES,
   DEFAULT_TIME_ATTR,
   loadSpec,

@@ -4,6 +4,7 @@ import {
   type SchedulerOptions,
   type SchedulerOptionsInput,
 } from "../scheduling/index.js";
+import { admitted } from "./decider.js";
 import type { StudySpec } from "./spec.js";
 import type { StoredEvent } from "./stored-event.js";
 
@@ -95,7 +96,8 @@ export function replayStudy(events: readonly StoredEvent[], options: StudyReplay
   let winner: StudyReplayResult["winner"] = null;
   let liveWinner: StudyReplayResult["liveWinner"] = null;
   const better = (v: number, w: { value: number } | null) => !Number.isNaN(v) && (w === null || sign * v > sign * w.value);
-  for (const { event } of events) {
+  // Only what each event's publisher may say, as in the live coordinator (a forged report ranks nothing).
+  for (const event of admitted(events[0]?.event.study ?? "", events)) {
     if (event.type === "created") {
       try {
         scheduler.onTrialAdd(event.trial, keepBrackets && event.bracket !== null ? { bracket: event.bracket } : undefined);

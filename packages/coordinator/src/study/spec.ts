@@ -54,6 +54,10 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
  *   report_timeout (none)        -> reportTimeoutMs   "10m": an attempt silent for longer fails the trial
  *   trial_timeout (none)         -> trialTimeoutMs    "2h": wall-clock limit of one attempt; past it the
  *                                                     trial fails
+ *   checkpoints {keep (2), keep_best (3)}  (optional)
+ *                                -> checkpoints       snapshots kept per trial while it runs, and the
+ *                                                     trials whose last one is kept once the study ends
+ *                                                     (the best by the metric); null: the defaults
  *
  * Unknown keys are errors at every level; every error names its field path and what is allowed.
  */
@@ -87,7 +91,12 @@ export interface StudySpec {
   readonly reportTimeoutMs: number | null;
   /** Wall-clock limit of one attempt, from its start. null: no limit. */
   readonly trialTimeoutMs: number | null;
+  /** Checkpoint retention; null when the spec does not say (then {@link DEFAULT_CHECKPOINTS}). */
+  readonly checkpoints: { readonly keep: number; readonly keepBest: number } | null;
 }
+
+/** Snapshots kept per trial while it runs, and the best trials whose last one outlives the study. */
+export const DEFAULT_CHECKPOINTS = { keep: 2, keepBest: 3 } as const;
 
 /** Placeholders filled by Rung rather than the search space. */
 export const RESERVED_PLACEHOLDERS = ["max_t", "trial", "study"] as const;
@@ -152,6 +161,10 @@ const SpecInputSchema = strictObject({
   retries: z.number().int().min(0).optional(),
   report_timeout: z.union([z.string(), z.number()]).optional(),
   trial_timeout: z.union([z.string(), z.number()]).optional(),
+  checkpoints: strictObject({
+    keep: z.number().int().min(1).optional(),
+    keep_best: z.number().int().min(0).optional(),
+  }).optional(),
 });
 
 /** The spec as written (snake_case), after the structural check. */
@@ -363,6 +376,13 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     retries: raw.retries ?? DEFAULT_RETRIES,
     reportTimeoutMs,
     trialTimeoutMs,
+    checkpoints:
+      raw.checkpoints === undefined
+        ? null
+        : {
+            keep: raw.checkpoints.keep ?? DEFAULT_CHECKPOINTS.keep,
+            keepBest: raw.checkpoints.keep_best ?? DEFAULT_CHECKPOINTS.keepBest,
+          },
   };
 }
 
@@ -460,6 +480,7 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
   if (spec.maxConcurrent !== null) out.max_concurrent = spec.maxConcurrent;
   if (spec.reportTimeoutMs !== null) out.report_timeout = `${spec.reportTimeoutMs}ms`;
   if (spec.trialTimeoutMs !== null) out.trial_timeout = `${spec.trialTimeoutMs}ms`;
+  if (spec.checkpoints !== null) out.checkpoints = { keep: spec.checkpoints.keep, keep_best: spec.checkpoints.keepBest };
   return out;
 }
 
@@ -498,10 +519,15 @@ export function canonicalJson(value: unknown): string {
  */
 export function specHash(spec: StudySpec): string {
   // Limits that are not set stay out of the hash, so a study recorded before they existed keeps its hash.
-  const { reportTimeoutMs, trialTimeoutMs, ...rest } = spec;
+  const { reportTimeoutMs, trialTimeoutMs, checkpoints, ...rest } = spec;
   return createHash("sha256")
     .update(
-      canonicalJson({ ...rest, reportTimeoutMs: reportTimeoutMs ?? undefined, trialTimeoutMs: trialTimeoutMs ?? undefined }),
+      canonicalJson({
+        ...rest,
+        reportTimeoutMs: reportTimeoutMs ?? undefined,
+        trialTimeoutMs: trialTimeoutMs ?? undefined,
+        checkpoints: checkpoints ?? undefined,
+      }),
     )
     .digest("hex");
 }

@@ -1,4 +1,5 @@
 import {
+  type CheckpointRef,
   claimProof,
   describeSource,
   type EventSource,
@@ -46,6 +47,8 @@ export const TERMINAL_PHASES: ReadonlySet<TrialPhase> = new Set(["completed", "s
 /**
  * `refused`: an agent could not run the order for a reason of its own (trust, workdir, program) and
  * handed it back to the queue, where another agent may take it (as the next attempt number).
+ * `preempted`: its agent was shutting down (SIGTERM) and handed the order back after a last checkpoint;
+ * it uses no retry.
  */
 export type AttemptStatus =
   | "queued"
@@ -56,7 +59,8 @@ export type AttemptStatus =
   | "failed"
   | "lost"
   | "rejected"
-  | "refused";
+  | "refused"
+  | "preempted";
 
 /** An agent that could not run the trial's order, and why (`rejected` with an agent-specific reason). */
 export interface Refusal {
@@ -88,6 +92,14 @@ export interface AttemptRecord {
   reportSeqs: Set<number>;
   /** Its agent's `finished` was folded: nothing more counts for it. */
   finished: boolean;
+  /** The checkpoint it was started from (its `started` says), or null for a fresh start. */
+  resumedFrom: CheckpointRef | null;
+}
+
+/** A stored checkpoint of a trial, with when its `checkpoint` event was written. */
+export interface StoredCheckpoint {
+  readonly ref: CheckpointRef;
+  readonly ts: number;
 }
 
 /** An event an agent published about an attempt it does not hold (or as someone else): not folded. */
@@ -130,6 +142,8 @@ export interface TrialRecord {
   endedAt: number | null;
   /** Agents that handed the order back as one they cannot run, in order. */
   refusals: Refusal[];
+  /** Its checkpoints stored in the mesh, in the order their events were folded. */
+  checkpoints: StoredCheckpoint[];
 }
 
 export interface PhaseCounts {
@@ -203,6 +217,7 @@ export class StudyState {
         endReason: null,
         endedAt: null,
         refusals: [],
+        checkpoints: [],
       };
       this.trials.set(id, t);
     }
@@ -229,6 +244,7 @@ export class StudyState {
         claimant: null,
         reportSeqs: new Set(),
         finished: false,
+        resumedFrom: null,
       };
       t.attempts.push(a);
       t.attempts.sort((x, y) => x.attempt - y.attempt);
@@ -360,9 +376,13 @@ export class StudyState {
         a.agent = ev.agent;
         a.gpus = ev.gpus;
         a.startedAt ??= ev.ts;
+        a.resumedFrom = ev.resumedFrom ?? null;
         if (!terminal) t.phase = "running";
         break;
       }
+      case "checkpoint":
+        t.checkpoints.push({ ref: ev.ref, ts: ev.ts });
+        break;
       case "report": {
         this.attempt(t, ev.attempt).reportSeqs.add(ev.seq);
         t.reports += 1;
@@ -462,7 +482,7 @@ export class StudyState {
     for (const t of this.trials.values()) {
       if (TERMINAL_PHASES.has(t.phase)) continue;
       const latest = t.attempts.at(-1);
-      if (latest && (latest.status === "queued" || latest.status === "refused")) n += 1;
+      if (latest && (latest.status === "queued" || latest.status === "refused" || latest.status === "preempted")) n += 1;
       else for (const a of t.attempts) if (a.status === "queued") n += 1;
     }
     return n;
@@ -484,6 +504,42 @@ export class StudyState {
   best(): TrialRecord | undefined {
     const top = this.leaderboard()[0];
     return top && top.bestValue !== null && !Number.isNaN(top.bestValue) ? top : undefined;
+  }
+
+  /**
+   * The checkpoints an attempt may resume from, newest first (by the time attribute, then by when they
+   * were stored): at most `keep` of them.
+   */
+  static latestCheckpoints(t: TrialRecord, keep: number): CheckpointRef[] {
+    return [...t.checkpoints]
+      .map((c, i) => ({ c, i }))
+      .sort((a, b) => b.c.ref.t - a.c.ref.t || b.i - a.i)
+      .slice(0, Math.max(0, keep))
+      .map(({ c }) => c.ref);
+  }
+
+  /**
+   * GPU-seconds that resuming saved: for each attempt started from a checkpoint, the GPU time the
+   * attempts before it spent to reach that checkpoint (from the checkpointing attempt's start to its
+   * `checkpoint` event, plus what that attempt had saved itself).
+   */
+  static resumeSavings(t: TrialRecord): { resumed: number; gpuSeconds: number } {
+    const saved = new Map<number, number>();
+    let resumed = 0;
+    let total = 0;
+    for (const a of t.attempts) {
+      const from = a.resumedFrom;
+      if (!from) continue;
+      const source = t.attempts.find((x) => x.attempt === from.attempt);
+      const stored = t.checkpoints.find((c) => c.ref.object === from.object);
+      if (!source || !stored || source.startedAt === null) continue;
+      const s =
+        (Math.max(0, stored.ts - source.startedAt) / 1000) * Math.max(1, source.gpus.length) + (saved.get(source.attempt) ?? 0);
+      saved.set(a.attempt, s);
+      resumed += 1;
+      total += s;
+    }
+    return { resumed, gpuSeconds: total };
   }
 
   /** GPU-seconds an attempt held its GPUs (claimed → ended, or → `now` while it runs). */

@@ -46,6 +46,22 @@ export interface StudyReportOptions {
   readonly diagnosis?: DiagnosisOptions;
   /** Leaderboard length. Default 10. */
   readonly top?: number;
+  /** Bytes of the study's snapshots still in the checkpoint bucket; null when it was not read. */
+  readonly checkpointBytes?: number | null;
+}
+
+/** The study's checkpoints: what they cost in storage and what resuming from them saved. */
+export interface CheckpointSummary {
+  /** Snapshots stored over the study (the `checkpoint` events). */
+  readonly stored: number;
+  /** Bytes still in the bucket (after retention); null when unknown. */
+  readonly storedBytes: number | null;
+  /** Attempts started from a checkpoint. */
+  readonly resumedAttempts: number;
+  /** GPU time the attempts before them had spent to reach those checkpoints (StudyState.resumeSavings). */
+  readonly gpuSecondsSaved: number;
+  /** Attempts preempted (their box shut down) and moved on. */
+  readonly preemptedAttempts: number;
 }
 
 export interface LeaderboardRow {
@@ -131,6 +147,7 @@ export interface StudyReport {
   readonly trials: readonly ReportTrial[];
   /** Every failed trial: the first line of its reason and the end of its log. */
   readonly failures: readonly TrialFailure[];
+  readonly checkpoints: CheckpointSummary;
   readonly agents: readonly AgentIdleStats[];
   readonly thresholds: DiagnosisThresholds;
 }
@@ -196,6 +213,27 @@ function forgedEventsFindings(state: StudyState): Finding[] {
     });
   }
   return out;
+}
+
+function checkpointSummary(state: StudyState, storedBytes: number | null): CheckpointSummary {
+  let stored = 0;
+  let resumed = 0;
+  let saved = 0;
+  let preempted = 0;
+  for (const t of state.trials.values()) {
+    stored += t.checkpoints.length;
+    const s = StudyState.resumeSavings(t);
+    resumed += s.resumed;
+    saved += s.gpuSeconds;
+    preempted += t.attempts.filter((a) => a.status === "preempted").length;
+  }
+  return {
+    stored,
+    storedBytes,
+    resumedAttempts: resumed,
+    gpuSecondsSaved: Math.round(saved * 10) / 10,
+    preemptedAttempts: preempted,
+  };
 }
 
 function trialState(t: TrialRecord): string {
@@ -358,6 +396,7 @@ export function buildStudyReport(
     findings,
     trials,
     failures: studyFailures(state),
+    checkpoints: checkpointSummary(state, options.checkpointBytes ?? null),
     agents: joined.agents,
     thresholds,
   };

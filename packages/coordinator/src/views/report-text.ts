@@ -88,6 +88,25 @@ function mdCell(s: string): string {
   return s.replace(/\|/g, "\\|").replace(/\n/g, " ");
 }
 
+/** `checkpoints: 8 stored (1.2 MiB kept) · 1 attempt resumed, 14 GPU-s saved · 1 preempted`; "" without any. */
+function checkpointText(r: StudyReport): string {
+  const c = r.checkpoints;
+  if (c.stored === 0 && c.preemptedAttempts === 0) return "";
+  const parts = [`${c.stored} stored${c.storedBytes === null ? "" : ` (${bytesText(c.storedBytes)} kept)`}`];
+  parts.push(
+    `${c.resumedAttempts} attempt(s) resumed, ${c.gpuSecondsSaved >= 3600 ? `${(c.gpuSecondsSaved / 3600).toFixed(2)} GPU-h` : `${c.gpuSecondsSaved.toFixed(0)} GPU-s`} saved`,
+  );
+  if (c.preemptedAttempts > 0) parts.push(`${c.preemptedAttempts} preempted`);
+  return `checkpoints: ${parts.join(" · ")}`;
+}
+
+function bytesText(n: number): string {
+  if (n < 1024) return `${n} B`;
+  if (n < 1024 ** 2) return `${(n / 1024).toFixed(1)} KiB`;
+  if (n < 1024 ** 3) return `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(n / 1024 ** 3).toFixed(2)} GiB`;
+}
+
 /** The report as Markdown, to paste into a pull request. */
 export function renderReportMarkdown(r: StudyReport): string {
   const L: string[] = [];
@@ -157,6 +176,8 @@ export function renderReportMarkdown(r: StudyReport): string {
     L.push(`| ${label} | ${s === null ? "unknown" : hoursText(s)} | ${s === null ? "-" : shareText(s, r.gpuTime.totalGpuS)} |`);
   L.push(`| **total** | **${hoursText(r.gpuTime.totalGpuS)}** | |`);
   L.push("");
+  const ck = checkpointText(r);
+  if (ck) L.push(`**Checkpoints:** ${ck.replace(/^checkpoints: /, "")}.`, "");
   L.push(`**Cost:** ${costText(r)}.`);
   L.push("");
   L.push(
@@ -187,6 +208,8 @@ export function renderReportText(r: StudyReport): string {
     if (others) L.push(`       ${others}`);
   });
   if (r.failures.length > 0) L.push("", failuresText(r.failures, `failed trials (${r.failures.length}):`));
+  const ck = checkpointText(r);
+  if (ck) L.push("", ck);
   L.push("");
   L.push(`leaderboard (top ${r.leaderboard.length}):`);
   const rows: string[][] = [["#", "trial", r.metric.name, `at ${r.timeAttr}`, "state", "params"]];

@@ -47,6 +47,24 @@ export function savingsText(s: EarlyStoppingSavings): string {
   return `GPU time: ${f(s.usedGpuSeconds)} used; running every trial to max_t would have taken about ${f(s.fullGpuSeconds)} — early stopping saved ${f(s.savedGpuSeconds)} (${(100 * s.savedShare).toFixed(0)}%)`;
 }
 
+/**
+ * Trials whose attempts moved between boxes — preempted (SIGTERM), or lost (the box died or froze) — and
+ * where the next attempt started from; "" when none moved.
+ */
+export function movesText(state: StudyState): string {
+  const lines: string[] = [];
+  for (const t of state.trials.values()) {
+    const parts: string[] = [];
+    for (const a of t.attempts) {
+      if (a.status === "preempted" || a.status === "lost") parts.push(`attempt ${a.attempt} ${a.status} on ${a.agent ?? "?"}`);
+      else if (a.resumedFrom)
+        parts.push(`attempt ${a.attempt} on ${a.agent ?? "?"} resumed from ${state.timeAttr}=${fmt(a.resumedFrom.t)}`);
+    }
+    if (parts.length > 0) lines.push(`  ${t.trial}: ${parts.join("; ")}`);
+  }
+  return lines.length === 0 ? "" : ["moved between boxes:", ...lines].join("\n");
+}
+
 /** `header`, then each failed trial's reason and the end of its log, indented; "" when none failed. */
 export function failuresText(failures: readonly TrialFailure[], header = "failed trials:"): string {
   if (failures.length === 0) return "";
