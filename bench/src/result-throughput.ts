@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { compileSpec, StudyCoordinator } from "@rung/coordinator";
-import { connectNats, createLogger, MeshNames, type TrialEvent } from "@rung/protocol";
+import { connectNats, createLogger, type EventSource, MeshNames, type TrialEvent } from "@rung/protocol";
 import type { TestNats } from "@rung/testkit";
 import {
   type BenchContext,
@@ -120,10 +120,11 @@ async function runLevel(nats: TestNats, level: Level, seconds: number, ctx: Benc
       },
     });
     const apply = coordinator.state.apply.bind(coordinator.state);
-    coordinator.state.apply = (ev: TrialEvent) => {
-      apply(ev);
+    coordinator.state.apply = (ev: TrialEvent, from: EventSource) => {
+      const folded = apply(ev, from);
       // Only reports: a STOP folds its own decision event before the progress hook runs.
-      if (ev.type === "report") last = ev;
+      if (folded && ev.type === "report") last = ev;
+      return folded;
     };
     const sampler = new ProcSampler({
       nats: nats.pid as number,

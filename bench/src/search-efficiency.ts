@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { compileSchedulerOptions, createRng, createScheduler, type Scheduler } from "@rung/coordinator";
+import { compileSchedulerOptions, createRng, createScheduler, type PromotionAsha, type Scheduler } from "@rung/coordinator";
 import { type BenchContext, type BenchOutcome, fmt, median, PYTHON, REPO, round, table, tempDir } from "./common.js";
 import { type CurveFile, loadCurveFile, taskSetFiles } from "./taskset.js";
 
@@ -43,6 +43,8 @@ export interface SimMethod {
   key: string;
   label: string;
   make(seed: number): Scheduler;
+  /** Promotion-based ASHA: workers ask it for a promotion before taking a new configuration. */
+  promotion?: boolean;
   /** What the trial reports for a measured loss (default: the loss, NaN included). */
   report?: (loss: number) => number;
 }
@@ -73,6 +75,15 @@ export const RUNG_METHODS: readonly SimMethod[] = [
     label: "Rung ASHA, a diverged (NaN) loss reported as +∞",
     make: asha(3, 1),
     report: (loss) => (Number.isNaN(loss) ? Number.POSITIVE_INFINITY : loss),
+  },
+  {
+    key: "rung-promotion",
+    label: "Rung ASHA, promotion-based (rf 3, grace 1)",
+    promotion: true,
+    make: () =>
+      createScheduler(
+        compileSchedulerOptions({ scheduler: "promotion", mode: "min", gracePeriod: 1, reductionFactor: 3, maxT: MAX_T }),
+      ),
   },
   {
     key: "rung-hyperband",
@@ -165,6 +176,88 @@ export function simulate(
     });
     if (hits.every((h) => h !== null)) break;
     for (const w of freed) take(w);
+  }
+  return { hits, gpu, wall: clock, trials: next, completed, gpuOnNaN };
+}
+
+/**
+ * Promotion-based ASHA in the same simulated time: a trial runs to its next rung and pauses (its state
+ * kept, as a checkpoint would), and a free worker first asks the scheduler for a promotion (Li et al.'s
+ * get_job) — resuming that configuration where it paused — and takes a new configuration only when
+ * there is none. Pausing and resuming cost nothing here; in the mesh they cost a checkpoint's upload
+ * and restore.
+ */
+export function simulatePromotion(
+  file: CurveFile,
+  order: readonly number[],
+  workers: number,
+  scheduler: PromotionAsha,
+  report: (loss: number) => number = (x) => x,
+): RunResult {
+  const targets = TARGETS.map((q) => file.bestFinal * (1 + q));
+  const hits: ({ gpu: number; wall: number } | null)[] = TARGETS.map(() => null);
+  const slots: ({ cfg: number; t: number; id: string } | null)[] = Array.from({ length: workers }, () => null);
+  const pausedAt = new Map<string, { cfg: number; t: number }>();
+  let next = 0;
+  let clock = 0;
+  let gpu = 0;
+  let gpuOnNaN = 0;
+  let completed = 0;
+  const take = (w: number) => {
+    const p = scheduler.nextPromotion((trial) => pausedAt.has(trial));
+    if (p) {
+      const where = pausedAt.get(p.trial) as { cfg: number; t: number };
+      pausedAt.delete(p.trial);
+      scheduler.onPromote(p.trial, p.rung);
+      slots[w] = { cfg: where.cfg, t: where.t, id: p.trial };
+      return;
+    }
+    if (next >= order.length) {
+      slots[w] = null;
+      return;
+    }
+    const cfg = order[next] as number;
+    next += 1;
+    const id = `c${cfg}`;
+    scheduler.onTrialAdd(id);
+    slots[w] = { cfg, t: 0, id };
+  };
+  for (let w = 0; w < workers; w++) take(w);
+  const freed: number[] = [];
+  const hitNow: boolean[] = TARGETS.map(() => false);
+  while (slots.some((s) => s !== null)) {
+    clock += 1;
+    freed.length = 0;
+    for (let w = 0; w < workers; w++) {
+      const s = slots[w];
+      if (!s) continue;
+      s.t += 1;
+      gpu += 1;
+      const curve = file.valid[s.cfg] as Float64Array;
+      if (Number.isNaN(curve[MAX_T] as number)) gpuOnNaN += 1;
+      const loss = curve[s.t] as number;
+      const d = scheduler.onResult(s.id, s.t, report(loss));
+      if (s.t >= MAX_T || d.decision === "STOP") {
+        if (s.t >= MAX_T) {
+          completed += 1;
+          targets.forEach((target, i) => {
+            if (hits[i] === null && loss <= target) hitNow[i] = true;
+          });
+        }
+        freed.push(w);
+      } else if (d.decision === "PAUSE") {
+        pausedAt.set(s.id, { cfg: s.cfg, t: s.t });
+        freed.push(w);
+      }
+    }
+    hitNow.forEach((h, i) => {
+      if (h && hits[i] === null) hits[i] = { gpu, wall: clock };
+      hitNow[i] = false;
+    });
+    if (hits.every((h) => h !== null)) break;
+    for (const w of freed) take(w);
+    // A promotion may have become due while a worker sat idle (the pass of new configurations is over).
+    for (let w = 0; w < workers; w++) if (slots[w] === null) take(w);
   }
   return { hits, gpu, wall: clock, trials: next, completed, gpuOnNaN };
 }
@@ -315,7 +408,9 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
     rung[f.name] = {};
     for (const m of RUNG_METHODS) {
       (rung[f.name] as Record<string, RunResult[]>)[m.key] = seeds.map((s, i) =>
-        simulate(f, orders[i] as number[], workers, m.make(s), m.report),
+        m.promotion
+          ? simulatePromotion(f, orders[i] as number[], workers, m.make(s) as PromotionAsha, m.report)
+          : simulate(f, orders[i] as number[], workers, m.make(s), m.report),
       );
     }
   }

@@ -94,6 +94,7 @@ export {
   FifoScheduler,
   MedianStoppingRule,
   MetricMode,
+  PromotionAsha,
   Replayer,
   replayLines,
   rungCount,

@@ -19,12 +19,15 @@ const paramValue = z.union([z.string(), z.number(), z.boolean()]);
 export const TrialStatus = { completed: "completed", stopped: "stopped", failed: "failed", preempted: "preempted" } as const;
 export type TrialStatus = (typeof TrialStatus)[keyof typeof TrialStatus];
 
-export const Decision = { CONTINUE: "CONTINUE", STOP: "STOP" } as const;
+/** PAUSE: the promotion scheduler's — the trial stops at a rung, its checkpoint kept, to resume if promoted. */
+export const Decision = { CONTINUE: "CONTINUE", STOP: "STOP", PAUSE: "PAUSE" } as const;
 export type Decision = (typeof Decision)[keyof typeof Decision];
 
 /** Why an attempt was stopped; one AbortController reason per trial carries one of these. */
 export const StopReason = {
   schedulerStop: "scheduler-stop",
+  /** The promotion scheduler paused the trial at a rung: it stops like a scheduler stop, its checkpoint kept. */
+  schedulerPause: "scheduler-pause",
   userStop: "user-stop",
   agentShutdown: "agent-shutdown",
   claimLost: "claim-lost",
@@ -234,6 +237,8 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
      * of older coordinators, whose claims are then taken as they come.
      */
     nonce: z.string().min(8).optional(),
+    /** A promotion (promotion-based ASHA): the paused trial resumes from its checkpoint to this rung. */
+    promotedTo: anyNumber.optional(),
   }),
   /** Agent: it holds the order and the GPUs. */
   z.object({
@@ -316,7 +321,7 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     seq: z.number().int().nonnegative(),
     t: anyNumber,
     value: anyNumber.nullable(),
-    decision: z.enum(["CONTINUE", "STOP"]),
+    decision: z.enum(["CONTINUE", "STOP", "PAUSE"]),
     by: z.string(),
     rung: anyNumber.nullable().default(null),
     cutoff: anyNumber.nullable().default(null),
@@ -393,7 +398,7 @@ export const ControlSchema = z.object({
   type: z.literal("stop"),
   study: token,
   trial: token,
-  reason: z.enum(["scheduler-stop", "user-stop", "timeout"]),
+  reason: z.enum(["scheduler-stop", "scheduler-pause", "user-stop", "timeout"]),
   /** Who stopped it: the scheduler's name, "user", or the limit that ran out ("report_timeout", "trial_timeout"). */
   by: z.string(),
   /** The rung (time attribute value) where the scheduler stopped the trial, when it did. */

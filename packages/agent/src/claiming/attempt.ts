@@ -104,6 +104,8 @@ export function stopRequestFrom(c: Control): StopRequest {
   if (c.reason === "scheduler-stop")
     return { reason: StopReason.schedulerStop, detail: c.rung === null ? "scheduler-stop" : `scheduler-stop at t=${c.rung}` };
   if (c.reason === "timeout") return { reason: StopReason.timeout, detail: `timeout: ${c.by}` };
+  if (c.reason === "scheduler-pause")
+    return { reason: StopReason.schedulerPause, detail: c.rung === null ? "scheduler-pause" : `scheduler-pause at t=${c.rung}` };
   return { reason: StopReason.userStop, detail: c.by ? `user-stop by ${c.by}` : "user-stop" };
 }
 

@@ -135,7 +135,7 @@ export function registerStudy(program: Command): void {
       const c = loaded.state.counts(true);
       const word = studyStateWord(loaded);
       process.stdout.write(
-        `study ${name}: ${word} · ${loaded.planned} planned · ${c.running} running · ${c.queued} queued · ${c.completed} completed · ${c.stopped} stopped · ${c.failed} failed\n`,
+        `study ${name}: ${word} · ${loaded.planned} planned · ${c.running} running${c.paused ? ` · ${c.paused} paused` : ""} · ${c.queued} queued · ${c.completed} completed · ${c.stopped} stopped · ${c.failed} failed\n`,
       );
       if (word === "detached")
         process.stdout.write(

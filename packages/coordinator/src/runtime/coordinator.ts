@@ -14,6 +14,7 @@ import {
   type WorkOrder,
   workOrderMsgId,
 } from "@rung/protocol";
+import type { Promotion } from "../scheduling/index.js";
 import {
   DEFAULT_CHECKPOINTS,
   generateTrials,
@@ -292,7 +293,7 @@ export class StudyCoordinator {
       seq: d.seq,
       t: d.t,
       value: d.value,
-      decision: "STOP",
+      decision: d.decision === "PAUSE" ? "PAUSE" : "STOP",
       by: d.by,
       rung: d.rung,
       cutoff: d.cutoff,
@@ -300,10 +301,15 @@ export class StudyCoordinator {
     const key = this.#store.eventId(decision);
     this.state.apply(decision, COORDINATOR);
     if (this.#store.isPublished(key)) return; // decided before a restart; its stop key was written then
-    if (!d.atMaxT) await this.#store.writeStop(d.trial, "scheduler-stop", d.by, d.rung ?? d.t);
+    const pause = d.decision === "PAUSE";
+    if (!d.atMaxT) await this.#store.writeStop(d.trial, pause ? "scheduler-pause" : "scheduler-stop", d.by, d.rung ?? d.t);
     this.log.info(
       { trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason },
-      d.atMaxT ? "trial reached max_t" : "stopping trial",
+      pause
+        ? `pausing trial at rung ${d.rung}: it resumes from its checkpoint if promoted`
+        : d.atMaxT
+          ? "trial reached max_t"
+          : "stopping trial",
     );
     await this.#store.publishEvent(decision);
   }
@@ -323,6 +329,13 @@ export class StudyCoordinator {
         t,
         stoppedEarly ? "stopped" : "completed",
         stoppedEarly ? stopReason(t) : `completed at ${this.spec.scheduler.timeAttr}=${t.lastT ?? "?"}`,
+      );
+      return;
+    }
+    if (t.pausedAt !== null && ev.status === "stopped" && ev.reason.startsWith("scheduler-pause")) {
+      this.log.info(
+        { trial: t.trial, rung: t.pausedAt },
+        `${t.trial} is paused at rung ${t.pausedAt}; its GPU goes to the next job`,
       );
       return;
     }
@@ -353,7 +366,12 @@ export class StudyCoordinator {
     // Retries are counted by attempts that ran: an order an agent refused (and handed back) and a
     // redelivery's skipped number use none of them.
     // A preempted attempt (its box was reclaimed) uses none either.
-    const used = t.attempts.filter((a) => (a.claimedAt !== null || a.startedAt !== null) && a.status !== "preempted").length;
+    const used = t.attempts.filter(
+      (a) =>
+        (a.claimedAt !== null || a.startedAt !== null) &&
+        a.status !== "preempted" &&
+        !(a.reason ?? "").startsWith("scheduler-pause"),
+    ).length;
     const next = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
     if (this.#stopRequested) {
       await this.#end(t, "cancelled", `study stopped; last attempt failed: ${ev.reason}`);
@@ -432,13 +450,22 @@ export class StudyCoordinator {
     return this.#plannedIndex.get(id);
   }
 
-  async #queue(trial: string, attempt: number): Promise<void> {
+  async #queue(trial: string, attempt: number, promotedTo?: number): Promise<void> {
     // The order's nonce goes in the event too: what claims of this order are proven by (claims.ts).
-    const ev = TrialEvents.queued({ study: this.spec.name, trial, attempt, nonce: randomBytes(12).toString("hex") });
+    const ev = TrialEvents.queued({
+      study: this.spec.name,
+      trial,
+      attempt,
+      nonce: randomBytes(12).toString("hex"),
+      ...(promotedTo === undefined ? {} : { promotedTo }),
+    });
     // Re-deciding a retry during catch-up: it was queued before the restart, and the catch-up
     // re-publishes the order afterwards only if no agent claimed it.
     if (this.#store.isPublished(this.#store.eventId(ev))) return;
     this.state.apply(ev, COORDINATOR);
+    // The decider hears its own promotion now (and again, changing nothing, from the stream), so the
+    // next call for a promotion does not pick the same trial.
+    if (promotedTo !== undefined) this.#decider.onEvent(ev);
     await this.#store.publishEvent(ev);
     await this.#publishOrder(trial, attempt, false);
   }
@@ -494,10 +521,20 @@ export class StudyCoordinator {
     this.#warnIfNoAgentFits();
     const max = this.spec.maxConcurrent ?? Number.POSITIVE_INFINITY;
     for (;;) {
-      if (this.state.inFlight().length >= max) break;
+      // A paused trial holds no GPU: it does not count against max_concurrent.
+      if (this.state.inFlight().filter((t) => !this.#waiting(t)).length >= max) break;
       if (this.state.waitingOrders() >= this.#mesh.freePlaces(this.spec.resources.gpus)) break;
+      // Promotion-based ASHA's get_job: a promotion first, else a new trial.
+      const promotion = this.#decider.nextPromotion((trial) => this.#waiting(this.state.trial(trial)));
+      if (promotion) {
+        await this.#promote(promotion);
+        continue;
+      }
       const next = this.planned.find((p) => (this.state.trials.get(p.trial)?.createdAt ?? null) === null);
-      if (!next) break;
+      if (!next) {
+        await this.#endUnpromoted();
+        break;
+      }
       const { bracket } = this.#decider.addTrial(next.trial);
       const ev = TrialEvents.created({ study: this.spec.name, trial: next.trial, params: { ...next.params }, bracket });
       this.state.apply(ev, COORDINATOR);
@@ -506,6 +543,33 @@ export class StudyCoordinator {
       await this.#queue(next.trial, 1);
     }
     this.#maybeFinish();
+  }
+
+  /** A trial paused at a rung whose paused attempt has ended: it holds nothing and may be resumed. */
+  #waiting(t: TrialRecord): boolean {
+    return t.pausedAt !== null && StudyState.phaseOf(t) === "paused";
+  }
+
+  /** Resumes a paused trial from its checkpoint, on to the next rung (a new attempt; no retry used). */
+  async #promote(p: Promotion): Promise<void> {
+    const t = this.state.trial(p.trial);
+    this.log.info(
+      { trial: p.trial, from: t.pausedAt, to: p.milestone },
+      `promoting ${p.trial} from rung ${t.pausedAt} to ${p.milestone}`,
+    );
+    // Its pause is over: the next attempt must not read the old stop key and stop at once.
+    await this.#store.clearStop(p.trial);
+    await this.#queue(p.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1, p.milestone);
+  }
+
+  /**
+   * Every trial is created and none runs: a trial still paused now can never be promoted (no result
+   * will come to lift it into the top of its rung). It ends stopped at its rung, as ASHA's would.
+   */
+  async #endUnpromoted(): Promise<void> {
+    const live = this.state.inFlight();
+    if (live.length === 0 || live.some((t) => !this.#waiting(t))) return;
+    for (const t of live) await this.#end(t, "stopped", `stopped at rung ${t.pausedAt} (not promoted)`);
   }
 
   /** When this coordinator last heard from each running trial (its own clock: agents' clocks may differ). */

@@ -213,6 +213,12 @@ export class StudyStore {
     return { duplicate: ack.duplicate };
   }
 
+  /** Removes a trial's stop key: a paused trial resumes, and its next attempt must not read the pause. */
+  async clearStop(trial: string): Promise<void> {
+    const key = this.#o.names.subjects.controlKey(this.#o.spec.name, trial);
+    await this.#retrying(`clear the stop of ${trial}`, () => this.#res.control.delete(key));
+  }
+
   /** Writes a trial's stop key, which its agent watches. */
   async writeStop(trial: string, reason: Control["reason"], by: string, rung: number | null): Promise<void> {
     const study = this.#o.spec.name;

@@ -12,10 +12,13 @@ export type {
   FifoOptions,
   MedianOptions,
   OptionProblem,
+  PromotionOptions,
   SchedulerOptions,
   SchedulerOptionsInput,
 } from "./options.js";
 export { checkSchedulerOptions, compileSchedulerOptions, MetricMode, SCHEDULER_DEFAULTS, SchedulerType } from "./options.js";
+export type { Promotion } from "./promotion.js";
+export { PromotionAsha } from "./promotion.js";
 export type { ReplayOptions } from "./replay.js";
 export { Replayer, replayLines } from "./replay.js";
 export { bracketProbabilities, drawIndex, rungCount, rungMilestones } from "./rung-ladder.js";

@@ -8,9 +8,16 @@ export type MetricMode = (typeof MetricMode)[keyof typeof MetricMode];
 /**
  * Which scheduler decides. `hyperband` is ASHA with several brackets (`brackets: N`), which is also
  * what Ray Tune's AsyncHyperBandScheduler does with `brackets > 1`; its brackets default to the rung
- * count of bracket 0 (the full Hyperband sweep of brackets), where `asha` defaults to one.
+ * count of bracket 0 (the full Hyperband sweep of brackets), where `asha` defaults to one. `promotion`
+ * is ASHA as first published: trials pause at each rung and resume when promoted (promotion.ts).
  */
-export const SchedulerType = { asha: "asha", hyperband: "hyperband", median: "median", fifo: "fifo" } as const;
+export const SchedulerType = {
+  asha: "asha",
+  hyperband: "hyperband",
+  promotion: "promotion",
+  median: "median",
+  fifo: "fifo",
+} as const;
 export type SchedulerType = (typeof SchedulerType)[keyof typeof SchedulerType];
 
 export interface AshaOptions {
@@ -26,6 +33,18 @@ export interface AshaOptions {
   readonly brackets: number;
   /** Stop every trial once t >= maxT. Default true. */
   readonly stopLastTrials: boolean;
+}
+
+/** Promotion-based ASHA (promotion.ts): the rung ladder of ASHA's bracket 0. */
+export interface PromotionOptions {
+  readonly type: "promotion";
+  readonly mode: MetricMode;
+  /** The first rung. > 0 and < maxT. Default 1. */
+  readonly gracePeriod: number;
+  /** Rung spacing, and the share promoted (1/rf). > 1. Default 4. */
+  readonly reductionFactor: number;
+  /** Where a trial ends. > 0. Default 100. */
+  readonly maxT: number;
 }
 
 export interface MedianOptions {
@@ -47,7 +66,7 @@ export interface FifoOptions {
 }
 
 /** Compiled scheduler options: defaults applied, construction rules checked. */
-export type SchedulerOptions = AshaOptions | MedianOptions | FifoOptions;
+export type SchedulerOptions = AshaOptions | PromotionOptions | MedianOptions | FifoOptions;
 
 /** What a caller (the CLI's `rung replay`, a test) passes; `compileSchedulerOptions` fills the rest. */
 export interface SchedulerOptionsInput {
@@ -77,6 +96,7 @@ export const SCHEDULER_DEFAULTS = {
 const APPLIES: Record<SchedulerType, readonly (keyof SchedulerOptionsInput)[]> = {
   asha: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
   hyperband: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
+  promotion: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT"],
   median: ["scheduler", "mode", "gracePeriod", "minSamplesRequired", "maxT"],
   fifo: ["scheduler", "mode", "maxT"],
 };
@@ -172,6 +192,8 @@ export function checkSchedulerOptions(
     if (!(reductionFactor > 1)) bad("reductionFactor", `must be > 1, got ${show(reductionFactor)}`);
     else rfOk = true;
   }
+  if (type === "promotion")
+    return { options: problems.length === 0 ? { type, mode, gracePeriod, reductionFactor, maxT } : null, problems };
   const stopLastTrials = input.stopLastTrials ?? SCHEDULER_DEFAULTS.stopLastTrials;
   if (typeof stopLastTrials !== "boolean") bad("stopLastTrials", `must be true or false, got ${show(stopLastTrials)}`);
   let brackets = input.brackets;

@@ -1,12 +1,12 @@
 import { sourceOf, type TrialEvent } from "@rung/protocol";
-import type { SchedulerDecision } from "../scheduling/index.js";
+import type { Promotion, SchedulerDecision } from "../scheduling/index.js";
 import { createStudyPolicy, type StudyPolicy } from "./policy.js";
 import { generateTrials } from "./search-space.js";
 import type { StudySpec } from "./spec.js";
 import { StudyState } from "./state.js";
 import type { StoredEvent } from "./stored-event.js";
 
-/** A STOP the scheduler decided on a report. */
+/** A STOP (or, from the promotion scheduler, a PAUSE) the scheduler decided on a report. */
 export interface StopDecision extends SchedulerDecision {
   readonly trial: string;
   readonly attempt: number;
@@ -43,7 +43,10 @@ export class StudyDecider {
   readonly #timeAttr: string;
   readonly #metric: string;
   readonly #maxT: number | null;
-  readonly #trials = new Map<string, { stopped: boolean; latest: number; finished: Set<number>; last: Record<string, number> }>();
+  readonly #trials = new Map<
+    string,
+    { stopped: boolean; paused: boolean; latest: number; finished: Set<number>; last: Record<string, number> }
+  >();
 
   constructor(spec: StudySpec) {
     this.#scheduler = createStudyPolicy(spec);
@@ -71,10 +74,18 @@ export class StudyDecider {
   #trial(id: string) {
     let t = this.#trials.get(id);
     if (!t) {
-      t = { stopped: false, latest: 0, finished: new Set(), last: {} };
+      t = { stopped: false, paused: false, latest: 0, finished: new Set(), last: {} };
       this.#trials.set(id, t);
     }
     return t;
+  }
+
+  /**
+   * The next paused trial to resume (promotion-based ASHA only; null otherwise, or when none is due):
+   * `ready` says whether a trial's paused attempt has ended.
+   */
+  nextPromotion(ready: (trial: string) => boolean): Promotion | null {
+    return this.#scheduler.promoter?.nextPromotion(ready) ?? null;
   }
 
   onEvent(ev: TrialEvent): StopDecision | null {
@@ -91,18 +102,29 @@ export class StudyDecider {
         }
         return null;
       case "queued":
+        // A promotion: the paused trial goes on (to the rung the event names) from its checkpoint.
+        if (ev.promotedTo !== undefined && this.#scheduler.promoter) {
+          const rung = this.#scheduler.promoter.milestones.indexOf(ev.promotedTo);
+          if (rung > 0) this.#scheduler.promoter.onPromote(ev.trial, rung);
+          t.paused = false;
+        }
+        t.latest = Math.max(t.latest, ev.attempt);
+        return null;
       case "claimed":
       case "started":
         t.latest = Math.max(t.latest, ev.attempt);
         return null;
       case "report": {
-        if (t.stopped || ev.attempt < t.latest || t.finished.has(ev.attempt)) return null;
+        if (t.stopped || t.paused || ev.attempt < t.latest || t.finished.has(ev.attempt)) return null;
         t.latest = ev.attempt;
         t.last = ev.metrics;
         const d = this.#scheduler.onReport(ev.trial, ev.metrics);
-        if (d.decision !== "STOP") return null;
-        t.stopped = true;
-        this.#scheduler.onComplete(ev.trial, ev.metrics);
+        if (d.decision === "CONTINUE") return null;
+        if (d.decision === "PAUSE") t.paused = true;
+        else {
+          t.stopped = true;
+          this.#scheduler.onComplete(ev.trial, ev.metrics);
+        }
         const tv = ev.metrics[this.#timeAttr] ?? Number.NaN;
         return {
           ...d,
@@ -128,7 +150,7 @@ export class StudyDecider {
 }
 
 /**
- * Every STOP a study's stored events lead to, in order: what `rung replay --study` and tests compare.
+ * Every STOP (and PAUSE) a study's stored events lead to, in order: what `rung replay --study` and tests compare.
  * As in the live coordinator, only what each event's publisher may say reaches the scheduler
  * (`StudyState.apply`); a bare event is taken as from the publisher it names.
  */

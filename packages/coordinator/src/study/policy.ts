@@ -1,5 +1,5 @@
 import type { Scheduler, SchedulerDecision } from "../scheduling/index.js";
-import { createScheduler, EarlyStopping } from "../scheduling/index.js";
+import { createScheduler, EarlyStopping, PromotionAsha } from "../scheduling/index.js";
 import type { StudySpec } from "./spec.js";
 import { schedulerOptionsOf } from "./spec.js";
 
@@ -17,6 +17,8 @@ export type Metrics = Readonly<Record<string, number>>;
  */
 export interface StudyPolicy {
   readonly scheduler: Scheduler;
+  /** The promotion scheduler, when the study uses one (`scheduler.type: promotion`); null otherwise. */
+  readonly promoter: PromotionAsha | null;
   readonly earlyStopping: EarlyStopping | null;
   onTrialAdd(trial: string, options?: { readonly bracket?: number | null | undefined }): { bracket: number | null };
   onReport(trial: string, metrics: Metrics): SchedulerDecision;
@@ -32,6 +34,7 @@ export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.se
   const metric = spec.metric.name;
   return {
     scheduler,
+    promoter: scheduler instanceof PromotionAsha ? scheduler : null,
     earlyStopping,
     onTrialAdd: (trial, options) => scheduler.onTrialAdd(trial, options),
     onReport(trial, metrics) {

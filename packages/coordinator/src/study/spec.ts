@@ -19,6 +19,7 @@ import type {
   FifoOptions,
   MedianOptions,
   MetricMode,
+  PromotionOptions,
   SchedulerOptions,
   SchedulerOptionsInput,
 } from "../scheduling/index.js";
@@ -64,6 +65,7 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
 
 export type SchedulerSpec =
   | (Omit<AshaOptions, "mode"> & { readonly timeAttr: string })
+  | (Omit<PromotionOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<MedianOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<FifoOptions, "mode"> & { readonly timeAttr: string });
 
@@ -138,6 +140,12 @@ const SpecInputSchema = strictObject({
     .discriminatedUnion("type", [
       strictObject({ type: z.literal("asha"), ...ashaShape }),
       strictObject({ type: z.literal("hyperband"), ...ashaShape }),
+      strictObject({
+        type: z.literal("promotion"),
+        ...schedulerCommon,
+        grace_period: num.optional(),
+        reduction_factor: num.optional(),
+      }),
       strictObject({
         type: z.literal("median"),
         ...schedulerCommon,
@@ -451,6 +459,8 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
       brackets: s.brackets,
       stop_last_trials: s.stopLastTrials,
     });
+  } else if (s.type === "promotion") {
+    Object.assign(scheduler, { grace_period: s.gracePeriod, reduction_factor: s.reductionFactor, max_t: s.maxT });
   } else {
     if (s.type === "median")
       Object.assign(scheduler, { grace_period: s.gracePeriod, min_samples_required: s.minSamplesRequired });

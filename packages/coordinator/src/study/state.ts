@@ -35,6 +35,8 @@ export const TrialPhase = {
   pending: "pending",
   queued: "queued",
   running: "running",
+  /** Promotion-based ASHA: stopped at a rung with its checkpoint, waiting for a promotion. */
+  paused: "paused",
   completed: "completed",
   stopped: "stopped",
   failed: "failed",
@@ -144,12 +146,17 @@ export interface TrialRecord {
   refusals: Refusal[];
   /** Its checkpoints stored in the mesh, in the order their events were folded. */
   checkpoints: StoredCheckpoint[];
+  /** Promotion-based ASHA: the rung it is paused at (a PAUSE decision), null while it runs or once promoted. */
+  pausedAt: number | null;
+  /** The rungs it was promoted to, in order. */
+  promotions: number[];
 }
 
 export interface PhaseCounts {
   pending: number;
   queued: number;
   running: number;
+  paused: number;
   completed: number;
   stopped: number;
   failed: number;
@@ -218,6 +225,8 @@ export class StudyState {
         endedAt: null,
         refusals: [],
         checkpoints: [],
+        pausedAt: null,
+        promotions: [],
       };
       this.trials.set(id, t);
     }
@@ -348,6 +357,10 @@ export class StudyState {
         const a = this.attempt(t, ev.attempt);
         a.queuedAt ??= ev.ts;
         a.nonce ??= ev.nonce ?? null;
+        if (ev.promotedTo !== undefined && t.pausedAt !== null) {
+          t.pausedAt = null;
+          t.promotions.push(ev.promotedTo);
+        }
         if (!terminal) t.phase = "queued";
         break;
       }
@@ -436,6 +449,7 @@ export class StudyState {
       }
       case "decision":
         if (ev.decision === "STOP" && t.stop === null) t.stop = { by: ev.by, t: ev.t, rung: ev.rung, attempt: ev.attempt };
+        if (ev.decision === "PAUSE" && t.stop === null) t.pausedAt = ev.rung ?? ev.t;
         break;
       case "ended":
         t.phase = ev.status;
@@ -451,8 +465,11 @@ export class StudyState {
    * end (see {@link phaseOf}) — what a reader shows while no coordinator is attached to end it.
    */
   counts(settled = false): PhaseCounts {
-    const c: PhaseCounts = { pending: 0, queued: 0, running: 0, completed: 0, stopped: 0, failed: 0, cancelled: 0 };
-    for (const t of this.trials.values()) c[settled ? StudyState.phaseOf(t) : t.phase] += 1;
+    const c: PhaseCounts = { pending: 0, queued: 0, running: 0, paused: 0, completed: 0, stopped: 0, failed: 0, cancelled: 0 };
+    for (const t of this.trials.values()) {
+      const shown = StudyState.phaseOf(t);
+      c[settled || shown === "paused" ? shown : t.phase] += 1;
+    }
     return c;
   }
 
@@ -465,6 +482,7 @@ export class StudyState {
   static phaseOf(t: TrialRecord): TrialPhase {
     if (TERMINAL_PHASES.has(t.phase)) return t.phase;
     const latest = t.attempts.at(-1);
+    if (t.pausedAt !== null && (latest === undefined || latest.finished)) return "paused";
     if (latest?.status === "completed") return t.stop !== null ? "stopped" : "completed";
     if (latest?.status === "stopped" && !(latest.reason ?? "").startsWith("claim-lost")) return "stopped";
     if (latest?.status === "failed") return "failed";

@@ -68,13 +68,15 @@ export function planStudy(spec: StudySpec): StudyPlan {
   const trials = planned.map((p) => ({ trial: p.trial, params: p.params, bracket: policy.onTrialAdd(p.trial).bracket }));
   const s = spec.scheduler;
   const firstArgv = planned[0] ? trialArgv(spec, planned[0]) : null;
-  if (s.type !== "asha" && s.type !== "hyperband") {
+  if (s.type !== "asha" && s.type !== "hyperband" && s.type !== "promotion") {
     return { spec, trials, firstArgv, brackets: null, budget: null };
   }
+  // Promotion-based ASHA has ASHA's bracket 0 ladder, and promotes the top 1/rf of each rung.
+  const bracketCount = s.type === "promotion" ? 1 : s.brackets;
   const probabilities = policy.scheduler instanceof Asha ? policy.scheduler.bracketProbabilities() : [1];
   const brackets: PlannedBracket[] = [];
   let expected = 0;
-  for (let b = 0; b < s.brackets; b++) {
+  for (let b = 0; b < bracketCount; b++) {
     const n = trials.filter((t) => (t.bracket ?? 0) === b).length;
     // With stop_last_trials a result at max_t stops the trial before any rung is looked at.
     const milestones = rungMilestones(s.gracePeriod, s.reductionFactor, s.maxT, b).filter((m) => m < s.maxT);

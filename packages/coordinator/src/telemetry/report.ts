@@ -237,7 +237,8 @@ function checkpointSummary(state: StudyState, storedBytes: number | null): Check
 }
 
 function trialState(t: TrialRecord): string {
-  return t.stop && t.phase === "stopped" ? `stopped@${t.stop.rung ?? t.stop.t}` : t.phase;
+  if (t.stop && t.phase === "stopped") return `stopped@${t.stop.rung ?? t.stop.t}`;
+  return StudyState.phaseOf(t) === "paused" ? `paused@${t.pausedAt}` : t.phase;
 }
 
 /** Milestones worth counting trials at: the ASHA rungs of bracket 0 and max_t, else the times reached. */

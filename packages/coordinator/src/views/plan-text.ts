@@ -74,10 +74,12 @@ export function studyPlanText(plan: StudyPlan): string {
   if (plan.trials.length > MAX_ROWS) out.push(`… and ${plan.trials.length - MAX_ROWS} more trials`);
 
   out.push("");
-  if (s.type === "asha" || s.type === "hyperband") {
+  if (s.type === "asha" || s.type === "hyperband" || s.type === "promotion") {
     const rf = fmt(s.reductionFactor);
     out.push(
-      `rung ladder (${s.type}: reduction factor ${rf}, max_t ${fmt(s.maxT)}; a trial goes on past a rung when it is in the top 1/${rf} of those recorded there)`,
+      s.type === "promotion"
+        ? `rung ladder (promotion: reduction factor ${rf}, max_t ${fmt(s.maxT)}; every trial pauses at each rung with its checkpoint, and the top 1/${rf} of those there resume, on any free GPU)`
+        : `rung ladder (${s.type}: reduction factor ${rf}, max_t ${fmt(s.maxT)}; a trial goes on past a rung when it is in the top 1/${rf} of those recorded there)`,
     );
     for (const b of plan.brackets ?? []) {
       const share = (plan.brackets?.length ?? 1) > 1 ? `, ${(100 * b.probability).toFixed(0)}% of new trials` : "";
@@ -88,7 +90,9 @@ export function studyPlanText(plan: StudyPlan): string {
       out.push(`  bracket ${b.bracket} (${b.trials} trial${b.trials === 1 ? "" : "s"}${share}): ${steps.join(" → ")}`);
     }
     out.push(
-      "  (~: what halving keeps when results come in no particular order; ASHA is asynchronous, so early arrivals can take more trials further)",
+      s.type === "promotion"
+        ? "  (~: what halving promotes once every trial has reached the rung; promotions start as soon as rf results are there)"
+        : "  (~: what halving keeps when results come in no particular order; ASHA is asynchronous, so early arrivals can take more trials further)",
     );
     if (plan.budget)
       out.push(

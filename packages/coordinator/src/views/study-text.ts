@@ -1,4 +1,10 @@
-import type { EarlyStoppingSavings, StudyProgress, StudyState, TrialFailure, TrialRecord } from "../study/index.js";
+import {
+  type EarlyStoppingSavings,
+  type StudyProgress,
+  StudyState,
+  type TrialFailure,
+  type TrialRecord,
+} from "../study/index.js";
 import { fmt, paramText } from "./format.js";
 
 /** Text views of a study for terminals and logs: progress line, leaderboard, best configuration. */
@@ -11,6 +17,7 @@ export function progressLine(p: StudyProgress): string {
   const parts = [
     `${created}/${p.planned} dispatched`,
     `${c.running} running`,
+    ...(c.paused ? [`${c.paused} paused`] : []),
     `${c.queued} queued`,
     `${c.completed} completed`,
     `${c.stopped} stopped`,
@@ -29,7 +36,13 @@ export function leaderboardTable(state: StudyState, top = 10): string {
     .filter((t: TrialRecord) => t.createdAt !== null)
     .slice(0, top);
   board.forEach((t, i) => {
-    const state = t.stop && t.phase === "stopped" ? `stopped@${fmt(t.stop.rung ?? t.stop.t)}` : t.phase;
+    const phase = StudyState.phaseOf(t);
+    const state =
+      t.stop && t.phase === "stopped"
+        ? `stopped@${fmt(t.stop.rung ?? t.stop.t)}`
+        : phase === "paused"
+          ? `paused@${fmt(t.pausedAt)}`
+          : t.phase;
     rows.push([String(i + 1), t.trial, fmt(t.bestValue), fmt(t.bestT), state, paramText(t.params)]);
   });
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
