@@ -105,8 +105,10 @@ describe("checkpoints in the mesh", () => {
       [1, "doomed"],
       [2, "heir"],
     ]);
-    // The heir resumed from the newest snapshot that checks out, not from epoch 0.
+    // The heir resumed from the newest snapshot that checks out, not from epoch 0, and its `started`
+    // event names the one it skipped.
     expect(started[1]?.resumedFrom?.t).toBe(previous.t);
+    expect(started[1]?.skippedCheckpoints?.map((s) => [s.t, s.object])).toEqual([[newest.t, newest.object]]);
     expect(previous.t).toBeGreaterThanOrEqual(2);
     const log = m.cli(["logs", "killed/t0001", "--attempt", "2"]);
     expect(await log.exited).toBe(0);

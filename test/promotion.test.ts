@@ -1,37 +1,17 @@
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { decideStudy, loadSpec, readStudyEvents } from "@rung/coordinator";
-import { connectNats, MeshNames, type TrialEvent, type TrialEventOf } from "@rung/protocol";
-import { REPO, rung, rungAgents, type TestProcess, uniquePrefix } from "@rung/testkit";
-import { meshTest } from "@rung/testkit/vitest";
+import { decideStudy, loadSpec } from "@rung/coordinator";
+import type { TrialEventOf } from "@rung/protocol";
+import { REPO, rungAgents, uniquePrefix } from "@rung/testkit";
 import { describe, expect } from "vitest";
+import { it, of, run, streamOf } from "./scheduler-helpers.js";
 
 /**
  * Promotion-based ASHA end to end: trials pause at each rung (a PAUSE decision, a stop with the
  * checkpoint kept), the best 1/rf of a rung is promoted — a new attempt that resumes from the
  * checkpoint on whichever agent is free — and the decisions replay from the stream.
  */
-
-const it = meshTest.extend("leakGraceMs", 5000);
-
-const of = <T extends TrialEvent["type"]>(evs: TrialEvent[], type: T) => evs.filter((e): e is TrialEventOf<T> => e.type === type);
-
-async function run(url: string, prefix: string, args: string[], procs: TestProcess[]): Promise<TestProcess> {
-  const p = rung([...args, "--nats", url, "--prefix", prefix]);
-  procs.push(p);
-  await p.exited;
-  return p;
-}
-
-async function streamOf(url: string, prefix: string, study: string) {
-  const nc = await connectNats({ url });
-  try {
-    return await readStudyEvents(nc, new MeshNames(prefix), study);
-  } finally {
-    await nc.close();
-  }
-}
 
 describe("promotion-based ASHA", () => {
   it("pauses every trial at its rung, resumes the best third from its checkpoint, and replays to the same decisions", async ({

@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { agentFootprint } from "./agent-footprint.js";
 import { bookkeepingOverhead } from "./bookkeeping.js";
 import { type BenchContext, type BenchOutcome, killStarted, machine, REPO, round, saveResult } from "./common.js";
+import { preemptionLoss } from "./preemption.js";
 import { resultThroughput } from "./result-throughput.js";
 import { searchEfficiency } from "./search-efficiency.js";
 import { telemetryScale } from "./telemetry-scale.js";
@@ -20,6 +21,7 @@ const BENCHMARKS: readonly { name: string; title: string; run(ctx: BenchContext)
   { name: "result-throughput", title: "2. Result throughput", run: resultThroughput },
   { name: "telemetry-scale", title: "3. Telemetry at mesh scale", run: telemetryScale },
   { name: "agent-footprint", title: "4. Agent footprint", run: agentFootprint },
+  { name: "preemption-loss", title: "6. GPU time lost per preemption", run: preemptionLoss },
 ];
 
 function usage(): never {

@@ -120,6 +120,9 @@ def evaluate(model, x, y, device):
 
 # Parameters that must match for a checkpoint to be resumed (not --epochs or --num-workers).
 SAME_RUN = ("lr", "batch_size", "hidden", "dropout", "optimizer", "model", "seed")
+# What population-based training may change between a checkpoint and the attempt that goes on from it
+# (the agent restored it, RUNG_RESUME_FROM is set): the weights fit, the new values apply from here on.
+MUTABLE = ("lr", "dropout", "batch_size")
 
 
 def main(argv=None):
@@ -147,11 +150,19 @@ def main(argv=None):
     start = 0
     if os.path.exists(ckpt_path) and (args.resume or os.environ.get("RUNG_CHECKPOINT_DIR")):
         ckpt = torch.load(ckpt_path, map_location=device)
-        if ckpt.get("config") == config:
+        saved = ckpt.get("config") or {}
+        fixed = [k for k in SAME_RUN if k not in MUTABLE]
+        restored = rung_trial.resume_from() is not None
+        if saved == config or (restored and all(saved.get(k) == config[k] for k in fixed)):
             model.load_state_dict(ckpt["model"])
             opt.load_state_dict(ckpt["optimizer"])
+            for group in opt.param_groups:  # a perturbed learning rate applies from here on
+                group["lr"] = args.lr
             start = ckpt["epoch"]
-            print("resumed from %s at epoch %d (attempt %d)" % (ckpt_path, start, rung_trial.attempt()), flush=True)
+            changed = {k: (saved.get(k), config[k]) for k in MUTABLE if saved.get(k) != config[k]}
+            print("resumed from %s at epoch %d (attempt %d)%s" % (
+                ckpt_path, start, rung_trial.attempt(),
+                "".join(", %s %s -> %s" % (k, a, b) for k, (a, b) in changed.items())), flush=True)
         else:
             print("ignoring %s: it is from other parameters" % ckpt_path, file=sys.stderr, flush=True)
 

@@ -216,6 +216,7 @@ export {
   historyJsonLines,
   historyTable,
   leaderboardTable,
+  lineageText,
   movesText,
   noOutputText,
   progressLine,

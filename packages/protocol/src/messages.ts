@@ -19,8 +19,12 @@ const paramValue = z.union([z.string(), z.number(), z.boolean()]);
 export const TrialStatus = { completed: "completed", stopped: "stopped", failed: "failed", preempted: "preempted" } as const;
 export type TrialStatus = (typeof TrialStatus)[keyof typeof TrialStatus];
 
-/** PAUSE: the promotion scheduler's — the trial stops at a rung, its checkpoint kept, to resume if promoted. */
-export const Decision = { CONTINUE: "CONTINUE", STOP: "STOP", PAUSE: "PAUSE" } as const;
+/**
+ * PAUSE: the promotion scheduler's — the trial stops at a rung, its checkpoint kept, to resume if
+ * promoted. EXPLOIT: population-based training's — the trial stops and goes on from a better trial's
+ * checkpoint with perturbed parameters.
+ */
+export const Decision = { CONTINUE: "CONTINUE", STOP: "STOP", PAUSE: "PAUSE", EXPLOIT: "EXPLOIT" } as const;
 export type Decision = (typeof Decision)[keyof typeof Decision];
 
 /** Why an attempt was stopped; one AbortController reason per trial carries one of these. */
@@ -239,6 +243,10 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     nonce: z.string().min(8).optional(),
     /** A promotion (promotion-based ASHA): the paused trial resumes from its checkpoint to this rung. */
     promotedTo: anyNumber.optional(),
+    /** An exploit (PBT): the trial goes on from this trial's checkpoint, with `params`. */
+    exploitOf: token.optional(),
+    /** The parameters this attempt runs with, when they are no longer the trial's first ones (PBT). */
+    params: z.record(z.string(), paramValue).optional(),
   }),
   /** Agent: it holds the order and the GPUs. */
   z.object({
@@ -260,6 +268,8 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     gpus: z.array(z.number().int().nonnegative()),
     /** The checkpoint the attempt was started from (`RUNG_RESUME_FROM`); null or absent for a fresh start. */
     resumedFrom: CheckpointRefSchema.nullable().optional(),
+    /** Newer checkpoints it could not use (partial, corrupt, gone), and why: none of them was unpacked. */
+    skippedCheckpoints: z.array(z.object({ t: anyNumber, object: z.string(), why: z.string() })).optional(),
   }),
   /** Agent: one line the trial reported, stamped. */
   z.object({
@@ -321,10 +331,13 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     seq: z.number().int().nonnegative(),
     t: anyNumber,
     value: anyNumber.nullable(),
-    decision: z.enum(["CONTINUE", "STOP", "PAUSE"]),
+    decision: z.enum(["CONTINUE", "STOP", "PAUSE", "EXPLOIT"]),
     by: z.string(),
     rung: anyNumber.nullable().default(null),
     cutoff: anyNumber.nullable().default(null),
+    /** EXPLOIT: the trial whose checkpoint it goes on from, and its new parameters. */
+    donor: token.optional(),
+    params: z.record(z.string(), paramValue).optional(),
   }),
   /** Coordinator: the trial's final state (after retries, stops and completion). */
   z.object({

@@ -361,7 +361,12 @@ export class Attempt {
       onStarted: (pid) => {
         this.log.info({ pid }, "trial started");
         recordGroup(groups, { pgid: pid, study, trial, attempt: this.number });
-        void this.#publish("started", { pid, gpus: this.#gpus, resumedFrom: restored.ref });
+        void this.#publish("started", {
+          pid,
+          gpus: this.#gpus,
+          resumedFrom: restored.ref,
+          ...(restored.skipped.length > 0 ? { skippedCheckpoints: restored.skipped } : {}),
+        });
       },
       onReport: (metrics, checkpoint) => {
         ctx.counters.reports += 1;
@@ -398,7 +403,9 @@ export class Attempt {
    * the trial's log and the agent's. Without an index (a first attempt, or a trial that never asked for
    * a snapshot) the local directory is left as it is.
    */
-  async #restore(dir: string): Promise<{ ref: CheckpointRef | null; lines: string[] }> {
+  async #restore(
+    dir: string,
+  ): Promise<{ ref: CheckpointRef | null; lines: string[]; skipped: { t: number; object: string; why: string }[] }> {
     const store = this.#ctx.checkpoints;
     const { study, trial, timeAttr } = this.order;
     const scope = `${studyScope(study, this.order.studyId)}/`;
@@ -406,23 +413,25 @@ export class Attempt {
     // Only this incarnation's snapshots: an index left by a deleted study of the same name is not ours.
     const refs = (index?.refs ?? []).filter((r) => r.object.startsWith(scope));
     const lines: string[] = [];
-    if (!store || refs.length === 0) return { ref: null, lines };
+    const skipped: { t: number; object: string; why: string }[] = [];
+    if (!store || refs.length === 0) return { ref: null, lines, skipped };
     const tmp = join(this.#ctx.options.stateDir, "checkpoint-tmp", `${this.key}.restore`);
     for (const ref of refs) {
       const r = await store.restore(ref, tmp, dir);
       if (r.ok) {
         const line = `resuming from the checkpoint at ${timeAttr}=${ref.t} (attempt ${ref.attempt} on ${ref.agent}, ${formatBytes(ref.size)}, ${r.files} file(s))`;
         this.log.info({ t: ref.t, object: ref.object }, line);
-        return { ref, lines: [...lines, line] };
+        return { ref, lines: [...lines, line], skipped };
       }
       const line = `skipped the checkpoint at ${timeAttr}=${ref.t} (attempt ${ref.attempt} on ${ref.agent}): ${r.why}`;
       this.log.warn({ t: ref.t, object: ref.object }, line);
       lines.push(line);
+      skipped.push({ t: ref.t, object: ref.object, why: r.why });
     }
     // Nothing usable: a fresh start, from an empty directory (a failed unpack may have left a part).
     rmSync(dir, { recursive: true, force: true });
     lines.push("no stored checkpoint could be used: starting from scratch");
-    return { ref: null, lines };
+    return { ref: null, lines, skipped };
   }
 
   /**

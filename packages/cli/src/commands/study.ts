@@ -5,6 +5,7 @@ import {
   deleteStudy,
   failuresText,
   leaderboardTable,
+  lineageText,
   listStudies,
   loadSpec,
   loadStudy,
@@ -146,6 +147,8 @@ export function registerStudy(program: Command): void {
       if (failures) process.stdout.write(`\n${failures}\n`);
       const moves = movesText(loaded.state);
       if (moves) process.stdout.write(`\n${moves}\n`);
+      const lineage = lineageText(loaded.state);
+      if (lineage) process.stdout.write(`\n${lineage}\n`);
     });
   });
 

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import {
   BadMessageCounter,
+  type CheckpointRef,
   COORDINATOR,
   DecodeError,
   isAgentSpecificRejection,
@@ -293,23 +294,26 @@ export class StudyCoordinator {
       seq: d.seq,
       t: d.t,
       value: d.value,
-      decision: d.decision === "PAUSE" ? "PAUSE" : "STOP",
+      decision: d.decision === "PAUSE" || d.decision === "EXPLOIT" ? d.decision : "STOP",
       by: d.by,
       rung: d.rung,
       cutoff: d.cutoff,
+      ...(d.exploit ? { donor: d.exploit.donor, params: { ...d.exploit.params } } : {}),
     });
     const key = this.#store.eventId(decision);
     this.state.apply(decision, COORDINATOR);
     if (this.#store.isPublished(key)) return; // decided before a restart; its stop key was written then
-    const pause = d.decision === "PAUSE";
+    const pause = d.decision === "PAUSE" || d.decision === "EXPLOIT";
     if (!d.atMaxT) await this.#store.writeStop(d.trial, pause ? "scheduler-pause" : "scheduler-stop", d.by, d.rung ?? d.t);
     this.log.info(
-      { trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason },
-      pause
-        ? `pausing trial at rung ${d.rung}: it resumes from its checkpoint if promoted`
-        : d.atMaxT
-          ? "trial reached max_t"
-          : "stopping trial",
+      { trial: d.trial, t: d.t, value: d.value, by: d.by, rung: d.rung, reason: d.reason, ...(d.exploit ?? {}) },
+      d.exploit
+        ? `${d.trial} exploits ${d.exploit.donor}: it goes on from ${d.exploit.donor}'s checkpoint with perturbed parameters`
+        : pause
+          ? `pausing trial at rung ${d.rung}: it resumes from its checkpoint if promoted`
+          : d.atMaxT
+            ? "trial reached max_t"
+            : "stopping trial",
     );
     await this.#store.publishEvent(decision);
   }
@@ -333,10 +337,12 @@ export class StudyCoordinator {
       return;
     }
     if (t.pausedAt !== null && ev.status === "stopped" && ev.reason.startsWith("scheduler-pause")) {
-      this.log.info(
-        { trial: t.trial, rung: t.pausedAt },
-        `${t.trial} is paused at rung ${t.pausedAt}; its GPU goes to the next job`,
-      );
+      if (t.pendingExploit !== null) await this.#exploit(t);
+      else
+        this.log.info(
+          { trial: t.trial, rung: t.pausedAt },
+          `${t.trial} is paused at rung ${t.pausedAt}; its GPU goes to the next job`,
+        );
       return;
     }
     if (ev.status === "preempted") {
@@ -391,6 +397,16 @@ export class StudyCoordinator {
 
   /** Snapshots this coordinator has deleted (retention), so a catch-up does not delete them again. */
   readonly #deletedCheckpoints = new Set<string>();
+  /** What each trial's checkpoint index names now: none of it is deleted. */
+  readonly #indexed = new Map<string, string[]>();
+
+  async #writeIndex(trial: string, refs: CheckpointRef[]): Promise<void> {
+    this.#indexed.set(
+      trial,
+      refs.map((r) => r.object),
+    );
+    await this.#store.writeCheckpointIndex(trial, refs);
+  }
 
   /**
    * A claimant stored a checkpoint: the trial's index now names the newest `keep` snapshots (what the
@@ -399,8 +415,9 @@ export class StudyCoordinator {
   async #onCheckpoint(t: TrialRecord): Promise<void> {
     const keep = this.spec.checkpoints?.keep ?? DEFAULT_CHECKPOINTS.keep;
     const refs = StudyState.latestCheckpoints(t, keep);
-    await this.#store.writeCheckpointIndex(t.trial, refs);
-    const kept = new Set(refs.map((r) => r.object));
+    // A trial that exploits this one resumes from what its own index names: those stay too.
+    if (t.pendingExploit === null) await this.#writeIndex(t.trial, refs);
+    const kept = new Set([...refs.map((r) => r.object), ...[...this.#indexed.values()].flat()]);
     const old = t.checkpoints.map((c) => c.ref.object).filter((o) => !kept.has(o) && !this.#deletedCheckpoints.has(o));
     for (const o of old) this.#deletedCheckpoints.add(o);
     if (old.length > 0) await this.#store.deleteCheckpoints(old);
@@ -427,7 +444,7 @@ export class StudyCoordinator {
       const drop = t.checkpoints.map((c) => c.ref.object).filter((o) => !kept.has(o) && !this.#deletedCheckpoints.has(o));
       for (const o of drop) this.#deletedCheckpoints.add(o);
       deleted += await this.#store.deleteCheckpoints(drop);
-      if (last.length > 0) await this.#store.writeCheckpointIndex(t.trial, last);
+      if (last.length > 0) await this.#writeIndex(t.trial, last);
       else await this.#store.deleteCheckpointIndex(t.trial);
     }
     if (deleted > 0 || best.size > 0)
@@ -450,22 +467,20 @@ export class StudyCoordinator {
     return this.#plannedIndex.get(id);
   }
 
-  async #queue(trial: string, attempt: number, promotedTo?: number): Promise<void> {
+  async #queue(
+    trial: string,
+    attempt: number,
+    next: { promotedTo?: number; exploitOf?: string; params?: Record<string, string | number | boolean> } = {},
+  ): Promise<void> {
     // The order's nonce goes in the event too: what claims of this order are proven by (claims.ts).
-    const ev = TrialEvents.queued({
-      study: this.spec.name,
-      trial,
-      attempt,
-      nonce: randomBytes(12).toString("hex"),
-      ...(promotedTo === undefined ? {} : { promotedTo }),
-    });
+    const ev = TrialEvents.queued({ study: this.spec.name, trial, attempt, nonce: randomBytes(12).toString("hex"), ...next });
     // Re-deciding a retry during catch-up: it was queued before the restart, and the catch-up
     // re-publishes the order afterwards only if no agent claimed it.
     if (this.#store.isPublished(this.#store.eventId(ev))) return;
     this.state.apply(ev, COORDINATOR);
     // The decider hears its own promotion now (and again, changing nothing, from the stream), so the
     // next call for a promotion does not pick the same trial.
-    if (promotedTo !== undefined) this.#decider.onEvent(ev);
+    if (next.promotedTo !== undefined || next.exploitOf !== undefined) this.#decider.onEvent(ev);
     await this.#store.publishEvent(ev);
     await this.#publishOrder(trial, attempt, false);
   }
@@ -484,11 +499,12 @@ export class StudyCoordinator {
       attempt,
       pool,
       resources: { gpus, cpus: this.spec.resources.cpus },
-      argv: trialArgv(this.spec, planned),
+      // The trial's parameters now: its first ones, or those of its last exploit (PBT).
+      argv: trialArgv(this.spec, { ...planned, params: { ...(this.state.trials.get(trial)?.params ?? planned.params) } }),
       workdir: this.spec.workdir,
       env: { ...this.spec.env },
       secretEnv: [...this.spec.secretEnv],
-      params: { ...planned.params },
+      params: { ...(this.state.trials.get(trial)?.params ?? planned.params) },
       timeAttr: this.spec.scheduler.timeAttr,
       issuedAt: now,
       expiresAt: now + this.#o.orderTtlMs,
@@ -547,7 +563,30 @@ export class StudyCoordinator {
 
   /** A trial paused at a rung whose paused attempt has ended: it holds nothing and may be resumed. */
   #waiting(t: TrialRecord): boolean {
-    return t.pausedAt !== null && StudyState.phaseOf(t) === "paused";
+    return t.pausedAt !== null && t.pendingExploit === null && StudyState.phaseOf(t) === "paused";
+  }
+
+  /**
+   * PBT's exploit, once the trial's attempt has stopped: its checkpoint index now names the donor's
+   * newest snapshots, and its next attempt runs with the new parameters (no retry used).
+   */
+  async #exploit(t: TrialRecord): Promise<void> {
+    const x = t.pendingExploit;
+    if (x === null) return;
+    const keep = this.spec.checkpoints?.keep ?? DEFAULT_CHECKPOINTS.keep;
+    // Not a snapshot taken at max_t: nothing would be left to train from it.
+    const donor = this.state.trial(x.donor);
+    const all = StudyState.latestCheckpoints(donor, Number.POSITIVE_INFINITY);
+    const maxT = this.spec.scheduler.maxT;
+    const before = all.filter((r) => maxT === null || r.t < maxT);
+    const refs = (before.length > 0 ? before : all).slice(0, keep);
+    await this.#writeIndex(t.trial, refs);
+    await this.#store.clearStop(t.trial);
+    this.log.info(
+      { trial: t.trial, donor: x.donor, from: refs[0]?.t ?? null, params: x.params },
+      `${t.trial} goes on from ${x.donor}'s checkpoint at ${this.spec.scheduler.timeAttr}=${refs[0]?.t ?? "?"} with ${JSON.stringify(x.params)}`,
+    );
+    await this.#queue(t.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1, { exploitOf: x.donor, params: x.params });
   }
 
   /** Resumes a paused trial from its checkpoint, on to the next rung (a new attempt; no retry used). */
@@ -559,7 +598,7 @@ export class StudyCoordinator {
     );
     // Its pause is over: the next attempt must not read the old stop key and stop at once.
     await this.#store.clearStop(p.trial);
-    await this.#queue(p.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1, p.milestone);
+    await this.#queue(p.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1, { promotedTo: p.milestone });
   }
 
   /**

@@ -13,6 +13,11 @@ export function createScheduler(options: SchedulerOptions, seed = 0): Scheduler 
       return new Asha(options, seed);
     case "promotion":
       return new PromotionAsha(options);
+    case "pbt":
+      // The study's policy builds it, with the search space (study/pbt.ts).
+      throw new RangeError(
+        'population-based training (scheduler pbt) perturbs a study\'s search-space parameters, so it runs only inside "rung study run"; replaying results through it is not supported',
+      );
     case "median":
       return new MedianStoppingRule(options);
     case "fifo":

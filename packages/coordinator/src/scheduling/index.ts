@@ -12,6 +12,7 @@ export type {
   FifoOptions,
   MedianOptions,
   OptionProblem,
+  PbtOptions,
   PromotionOptions,
   SchedulerOptions,
   SchedulerOptionsInput,

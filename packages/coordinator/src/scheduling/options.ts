@@ -15,6 +15,7 @@ export const SchedulerType = {
   asha: "asha",
   hyperband: "hyperband",
   promotion: "promotion",
+  pbt: "pbt",
   median: "median",
   fifo: "fifo",
 } as const;
@@ -47,6 +48,25 @@ export interface PromotionOptions {
   readonly maxT: number;
 }
 
+/**
+ * Population-based training (Ray Tune's PopulationBasedTraining, Jaderberg et al.): every
+ * `perturbationInterval` of its time attribute a trial in the bottom `quantileFraction` of the
+ * population (by its latest result) goes on from the checkpoint of one in the top fraction, with that
+ * trial's parameters perturbed. The parameters it may change are the study's (study/pbt.ts).
+ */
+export interface PbtOptions {
+  readonly type: "pbt";
+  readonly mode: MetricMode;
+  /** Time-attribute units between two looks at a trial. > 0. Default 4. */
+  readonly perturbationInterval: number;
+  /** The share of the population in the bottom and top quantiles. In (0, 0.5]. Default 0.25 (Ray's). */
+  readonly quantileFraction: number;
+  /** Chance that a parameter is drawn again from its distribution instead of perturbed. In [0, 1]. Default 0.25. */
+  readonly resampleProbability: number;
+  /** Where a trial ends. > 0. Default 100. */
+  readonly maxT: number;
+}
+
 export interface MedianOptions {
   readonly type: "median";
   readonly mode: MetricMode;
@@ -66,7 +86,7 @@ export interface FifoOptions {
 }
 
 /** Compiled scheduler options: defaults applied, construction rules checked. */
-export type SchedulerOptions = AshaOptions | PromotionOptions | MedianOptions | FifoOptions;
+export type SchedulerOptions = AshaOptions | PromotionOptions | PbtOptions | MedianOptions | FifoOptions;
 
 /** What a caller (the CLI's `rung replay`, a test) passes; `compileSchedulerOptions` fills the rest. */
 export interface SchedulerOptionsInput {
@@ -80,6 +100,9 @@ export interface SchedulerOptionsInput {
   readonly brackets?: number | undefined;
   readonly stopLastTrials?: boolean | undefined;
   readonly minSamplesRequired?: number | undefined;
+  readonly perturbationInterval?: number | undefined;
+  readonly quantileFraction?: number | undefined;
+  readonly resampleProbability?: number | undefined;
 }
 
 export const SCHEDULER_DEFAULTS = {
@@ -97,6 +120,7 @@ const APPLIES: Record<SchedulerType, readonly (keyof SchedulerOptionsInput)[]> =
   asha: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
   hyperband: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
   promotion: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT"],
+  pbt: ["scheduler", "mode", "perturbationInterval", "quantileFraction", "resampleProbability", "maxT"],
   median: ["scheduler", "mode", "gracePeriod", "minSamplesRequired", "maxT"],
   fifo: ["scheduler", "mode", "maxT"],
 };
@@ -158,6 +182,24 @@ export function checkSchedulerOptions(
   if (type === "fifo") {
     const maxT = positiveOrNull("maxT", input.maxT);
     return { options: problems.length === 0 ? { type, mode, maxT } : null, problems };
+  }
+
+  if (type === "pbt") {
+    const maxT = input.maxT ?? SCHEDULER_DEFAULTS.ashaMaxT;
+    if (finite("maxT", maxT) && !(maxT > 0)) bad("maxT", `must be > 0, got ${show(maxT)}`);
+    const perturbationInterval = input.perturbationInterval ?? 4;
+    if (finite("perturbationInterval", perturbationInterval) && !(perturbationInterval > 0))
+      bad("perturbationInterval", `must be > 0, got ${show(perturbationInterval)}`);
+    const quantileFraction = input.quantileFraction ?? 0.25;
+    if (finite("quantileFraction", quantileFraction) && !(quantileFraction > 0 && quantileFraction <= 0.5))
+      bad("quantileFraction", `must be in (0, 0.5], got ${show(quantileFraction)}`);
+    const resampleProbability = input.resampleProbability ?? 0.25;
+    if (finite("resampleProbability", resampleProbability) && !(resampleProbability >= 0 && resampleProbability <= 1))
+      bad("resampleProbability", `must be in [0, 1], got ${show(resampleProbability)}`);
+    return {
+      options: problems.length === 0 ? { type, mode, perturbationInterval, quantileFraction, resampleProbability, maxT } : null,
+      problems,
+    };
   }
 
   if (type === "median") {

@@ -15,6 +15,8 @@ export interface SchedulerDecision {
   readonly by: string;
   /** Short why, for logs and `rung replay --explain`: "max_t", "below cutoff", "first at rung", … */
   readonly reason: string;
+  /** EXPLOIT (population-based training): whose checkpoint the trial goes on from, with which parameters. */
+  readonly exploit?: { readonly donor: string; readonly params: Readonly<Record<string, string | number | boolean>> };
 }
 
 /**

@@ -94,6 +94,7 @@ export class StudyDecider {
     switch (ev.type) {
       case "created":
         this.#created.add(ev.trial);
+        this.#scheduler.pbt?.setParams(ev.trial, ev.params);
         try {
           this.#scheduler.onTrialAdd(ev.trial, { bracket: ev.bracket });
         } catch {
@@ -108,6 +109,11 @@ export class StudyDecider {
           if (rung > 0) this.#scheduler.promoter.onPromote(ev.trial, rung);
           t.paused = false;
         }
+        // An exploit (PBT): the trial goes on from the donor's checkpoint with new parameters.
+        if (ev.exploitOf !== undefined && ev.params !== undefined && this.#scheduler.pbt) {
+          this.#scheduler.pbt.onExploit(ev.trial, ev.exploitOf, ev.params);
+          t.paused = false;
+        }
         t.latest = Math.max(t.latest, ev.attempt);
         return null;
       case "claimed":
@@ -120,7 +126,7 @@ export class StudyDecider {
         t.last = ev.metrics;
         const d = this.#scheduler.onReport(ev.trial, ev.metrics);
         if (d.decision === "CONTINUE") return null;
-        if (d.decision === "PAUSE") t.paused = true;
+        if (d.decision === "PAUSE" || d.decision === "EXPLOIT") t.paused = true;
         else {
           t.stopped = true;
           this.#scheduler.onComplete(ev.trial, ev.metrics);
@@ -136,6 +142,9 @@ export class StudyDecider {
           atMaxT: this.#maxT !== null && tv >= this.#maxT,
         };
       }
+      case "checkpoint":
+        this.#scheduler.pbt?.onCheckpoint(ev.trial);
+        return null;
       case "finished":
         t.finished.add(ev.attempt);
         if (ev.status === "completed" && !t.stopped && ev.attempt >= t.latest) {

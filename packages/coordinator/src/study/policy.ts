@@ -1,5 +1,7 @@
 import type { Scheduler, SchedulerDecision } from "../scheduling/index.js";
 import { createScheduler, EarlyStopping, PromotionAsha } from "../scheduling/index.js";
+import { Pbt } from "./pbt.js";
+import type { ParamSpec } from "./search-space.js";
 import type { StudySpec } from "./spec.js";
 import { schedulerOptionsOf } from "./spec.js";
 
@@ -19,6 +21,8 @@ export interface StudyPolicy {
   readonly scheduler: Scheduler;
   /** The promotion scheduler, when the study uses one (`scheduler.type: promotion`); null otherwise. */
   readonly promoter: PromotionAsha | null;
+  /** Population-based training, when the study uses it (`scheduler.type: pbt`); null otherwise. */
+  readonly pbt: Pbt | null;
   readonly earlyStopping: EarlyStopping | null;
   onTrialAdd(trial: string, options?: { readonly bracket?: number | null | undefined }): { bracket: number | null };
   onReport(trial: string, metrics: Metrics): SchedulerDecision;
@@ -27,7 +31,11 @@ export interface StudyPolicy {
 
 /** `seed` defaults to the spec's search seed (bracket draws use their own stream of it). */
 export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.seed): StudyPolicy {
-  const scheduler = createScheduler(schedulerOptionsOf(spec), seed);
+  const options = schedulerOptionsOf(spec);
+  const scheduler =
+    options.type === "pbt" && spec.scheduler.type === "pbt"
+      ? new Pbt(options, Object.fromEntries(spec.scheduler.mutations.map((m) => [m, spec.search.space[m] as ParamSpec])), seed)
+      : createScheduler(options, seed);
   const es = spec.earlyStopping;
   const earlyStopping = es === null ? null : new EarlyStopping({ mode: es.mode, patience: es.patience, minDelta: es.minDelta });
   const timeAttr = spec.scheduler.timeAttr;
@@ -35,6 +43,7 @@ export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.se
   return {
     scheduler,
     promoter: scheduler instanceof PromotionAsha ? scheduler : null,
+    pbt: scheduler instanceof Pbt ? scheduler : null,
     earlyStopping,
     onTrialAdd: (trial, options) => scheduler.onTrialAdd(trial, options),
     onReport(trial, metrics) {

@@ -215,7 +215,7 @@ describe("spec errors name the field path and what is allowed", () => {
   it("wrong types and enumerations", () => {
     expect(tweak((s) => (s.metric.mode = "maxx")).message).toContain('metric.mode: must be one of max, min, got "maxx"');
     expect(tweak((s) => (s.scheduler.type = "ashaa")).message).toContain(
-      'scheduler.type: must be one of asha, hyperband, promotion, median, fifo, got "ashaa"',
+      'scheduler.type: must be one of asha, hyperband, promotion, pbt, median, fifo, got "ashaa"',
     );
     expect(tweak((s) => (s.search.algorithm = "bayes")).message).toContain("search.algorithm: must be one of grid, random");
     expect(tweak((s) => (s.scheduler.max_t = "27")).message).toContain('scheduler.max_t: must be a number, got "27"');

@@ -19,6 +19,7 @@ import type {
   FifoOptions,
   MedianOptions,
   MetricMode,
+  PbtOptions,
   PromotionOptions,
   SchedulerOptions,
   SchedulerOptionsInput,
@@ -66,6 +67,7 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
 export type SchedulerSpec =
   | (Omit<AshaOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<PromotionOptions, "mode"> & { readonly timeAttr: string })
+  | (Omit<PbtOptions, "mode"> & { readonly timeAttr: string; readonly mutations: readonly string[] })
   | (Omit<MedianOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<FifoOptions, "mode"> & { readonly timeAttr: string });
 
@@ -147,6 +149,15 @@ const SpecInputSchema = strictObject({
         reduction_factor: num.optional(),
       }),
       strictObject({
+        type: z.literal("pbt"),
+        ...schedulerCommon,
+        perturbation_interval: num.optional(),
+        quantile_fraction: num.optional(),
+        resample_probability: num.optional(),
+        /** The search-space parameters an exploit may change (those a checkpoint does not fix). */
+        hyperparam_mutations: z.array(z.string()).min(1),
+      }),
+      strictObject({
         type: z.literal("median"),
         ...schedulerCommon,
         grace_period: num.optional(),
@@ -187,6 +198,9 @@ const SNAKE: Record<keyof SchedulerOptionsInput, string> = {
   brackets: "brackets",
   stopLastTrials: "stop_last_trials",
   minSamplesRequired: "min_samples_required",
+  perturbationInterval: "perturbation_interval",
+  quantileFraction: "quantile_fraction",
+  resampleProbability: "resample_probability",
 };
 
 /**
@@ -308,6 +322,9 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     ...("brackets" in s ? { brackets: s.brackets } : {}),
     ...("stop_last_trials" in s ? { stopLastTrials: s.stop_last_trials } : {}),
     ...("min_samples_required" in s ? { minSamplesRequired: s.min_samples_required } : {}),
+    ...("perturbation_interval" in s ? { perturbationInterval: s.perturbation_interval } : {}),
+    ...("quantile_fraction" in s ? { quantileFraction: s.quantile_fraction } : {}),
+    ...("resample_probability" in s ? { resampleProbability: s.resample_probability } : {}),
   };
   const checked = checkSchedulerOptions(schedulerInput, (o) => SNAKE[o]);
   for (const p of checked.problems) bad(p.option === "mode" ? "metric.mode" : `scheduler.${SNAKE[p.option]}`, p.message);
@@ -315,6 +332,19 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
   if (checked.options !== null) {
     const { mode: _mode, ...rest } = checked.options;
     scheduler = { ...rest, timeAttr: s.time_attr ?? DEFAULT_TIME_ATTR } as SchedulerSpec;
+    if (s.type === "pbt") {
+      // Each parameter an exploit may change must be one the search space draws.
+      for (const name of s.hyperparam_mutations) {
+        const p = space[name];
+        if (p === undefined) bad("scheduler.hyperparam_mutations", `${name} is not a search.space parameter`);
+        else if (p.kind === "constant")
+          bad(
+            "scheduler.hyperparam_mutations",
+            `${name} is a constant in search.space; give it a distribution or a grid to perturb`,
+          );
+      }
+      scheduler = { ...scheduler, mutations: [...s.hyperparam_mutations] } as SchedulerSpec;
+    }
   }
 
   // early stopping
@@ -461,6 +491,14 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
     });
   } else if (s.type === "promotion") {
     Object.assign(scheduler, { grace_period: s.gracePeriod, reduction_factor: s.reductionFactor, max_t: s.maxT });
+  } else if (s.type === "pbt") {
+    Object.assign(scheduler, {
+      perturbation_interval: s.perturbationInterval,
+      quantile_fraction: s.quantileFraction,
+      resample_probability: s.resampleProbability,
+      max_t: s.maxT,
+      hyperparam_mutations: [...s.mutations],
+    });
   } else {
     if (s.type === "median")
       Object.assign(scheduler, { grace_period: s.gracePeriod, min_samples_required: s.minSamplesRequired });
@@ -564,6 +602,10 @@ export function specContinuation(
 /** The scheduler options of a spec (its scheduler section plus the metric's mode). */
 export function schedulerOptionsOf(spec: StudySpec): SchedulerOptions {
   const { timeAttr: _timeAttr, ...rest } = spec.scheduler;
+  if ("mutations" in rest) {
+    const { mutations: _mutations, ...options } = rest;
+    return { ...options, mode: spec.metric.mode } as SchedulerOptions;
+  }
   return { ...rest, mode: spec.metric.mode } as SchedulerOptions;
 }
 

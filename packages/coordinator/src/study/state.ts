@@ -150,6 +150,19 @@ export interface TrialRecord {
   pausedAt: number | null;
   /** The rungs it was promoted to, in order. */
   promotions: number[];
+  /** PBT: an EXPLOIT decided and not yet carried out (its attempt is stopping). */
+  pendingExploit: {
+    readonly donor: string;
+    readonly params: Record<string, string | number | boolean>;
+    readonly t: number;
+  } | null;
+  /** PBT: each time it went on from another trial's checkpoint, with which parameters. */
+  lineage: {
+    readonly t: number;
+    readonly donor: string;
+    readonly from: Record<string, string | number | boolean>;
+    readonly params: Record<string, string | number | boolean>;
+  }[];
 }
 
 export interface PhaseCounts {
@@ -227,6 +240,8 @@ export class StudyState {
         checkpoints: [],
         pausedAt: null,
         promotions: [],
+        pendingExploit: null,
+        lineage: [],
       };
       this.trials.set(id, t);
     }
@@ -361,6 +376,12 @@ export class StudyState {
           t.pausedAt = null;
           t.promotions.push(ev.promotedTo);
         }
+        if (ev.exploitOf !== undefined && ev.params !== undefined && t.pendingExploit !== null) {
+          t.lineage.push({ t: t.pendingExploit.t, donor: ev.exploitOf, from: t.params, params: ev.params });
+          t.params = ev.params;
+          t.pausedAt = null;
+          t.pendingExploit = null;
+        }
         if (!terminal) t.phase = "queued";
         break;
       }
@@ -450,6 +471,10 @@ export class StudyState {
       case "decision":
         if (ev.decision === "STOP" && t.stop === null) t.stop = { by: ev.by, t: ev.t, rung: ev.rung, attempt: ev.attempt };
         if (ev.decision === "PAUSE" && t.stop === null) t.pausedAt = ev.rung ?? ev.t;
+        if (ev.decision === "EXPLOIT" && t.stop === null && ev.donor !== undefined && ev.params !== undefined) {
+          t.pausedAt = ev.t;
+          t.pendingExploit = { donor: ev.donor, params: ev.params, t: ev.t };
+        }
         break;
       case "ended":
         t.phase = ev.status;

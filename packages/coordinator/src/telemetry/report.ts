@@ -109,6 +109,12 @@ export interface ReportTrial {
   readonly bestValue: number | null;
   readonly lastT: number | null;
   readonly attempts: number;
+  /** PBT: each time it went on from another trial's checkpoint (at its time attribute `t`), with which parameters. */
+  readonly lineage: readonly {
+    readonly t: number;
+    readonly donor: string;
+    readonly params: Readonly<Record<string, string | number | boolean>>;
+  }[];
   readonly agents: readonly string[];
   readonly gpuSeconds: number;
   readonly samples: number;
@@ -364,6 +370,7 @@ export function buildStudyReport(
       bestValue: num(t.bestValue),
       lastT: num(t.lastT),
       attempts: t.attempts.length,
+      lineage: t.lineage.map((l) => ({ t: l.t, donor: l.donor, params: l.params })),
       agents: s?.agents ?? [],
       gpuSeconds: t.attempts.reduce((sum, a) => sum + StudyState.attemptGpuSeconds(a, now), 0),
       samples: s?.samples ?? 0,

@@ -6,6 +6,6 @@ export { noOutputText } from "./logs-text.js";
 export { studyPlanText } from "./plan-text.js";
 export { schedulerSettingsText, studyReplayText } from "./replay-text.js";
 export { groupFindings, renderReportMarkdown, renderReportText } from "./report-text.js";
-export { bestText, failuresText, leaderboardTable, movesText, progressLine, savingsText } from "./study-text.js";
+export { bestText, failuresText, leaderboardTable, lineageText, movesText, progressLine, savingsText } from "./study-text.js";
 export type { StudyMeta, TailConnectionEvent, TailFilter, TailViewOptions } from "./tail-text.js";
 export { studyMetaFromSpec, TailFormat, TailView } from "./tail-text.js";

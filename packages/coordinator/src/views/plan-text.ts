@@ -98,6 +98,10 @@ export function studyPlanText(plan: StudyPlan): string {
       out.push(
         `budget: about ${fmt(plan.budget.expected)} ${unit}s in all; ${fmt(plan.budget.full)} if every trial ran to max_t`,
       );
+  } else if (s.type === "pbt") {
+    out.push(
+      `no rung ladder (population-based training): every ${fmt(s.perturbationInterval)} ${unit}s a trial in the bottom ${Math.round(100 * s.quantileFraction)}% goes on from the checkpoint of one in the top ${Math.round(100 * s.quantileFraction)}%, with ${s.mutations.join(", ")} perturbed (drawn again with probability ${s.resampleProbability}); every trial runs to ${unit} ${fmt(s.maxT)} (max_t)`,
+    );
   } else if (s.type === "median") {
     out.push(
       `no rung ladder (median stopping rule): from ${unit} ${fmt(s.gracePeriod)} a trial whose best ${spec.metric.name} is worse than the median of the others' running means stops, once ${s.minSamplesRequired} others got that far` +

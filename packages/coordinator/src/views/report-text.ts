@@ -210,6 +210,12 @@ export function renderReportText(r: StudyReport): string {
   if (r.failures.length > 0) L.push("", failuresText(r.failures, `failed trials (${r.failures.length}):`));
   const ck = checkpointText(r);
   if (ck) L.push("", ck);
+  const lineage = r.trials.flatMap((t) =>
+    t.lineage.map(
+      (l) => `  ${t.trial} at ${r.timeAttr}=${fmt(l.t)}: went on from ${l.donor}'s checkpoint with ${paramText(l.params)}`,
+    ),
+  );
+  if (lineage.length > 0) L.push("", "population-based training (exploits):", ...lineage);
   L.push("");
   L.push(`leaderboard (top ${r.leaderboard.length}):`);
   const rows: string[][] = [["#", "trial", r.metric.name, `at ${r.timeAttr}`, "state", "params"]];

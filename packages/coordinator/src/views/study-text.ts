@@ -70,12 +70,35 @@ export function movesText(state: StudyState): string {
     const parts: string[] = [];
     for (const a of t.attempts) {
       if (a.status === "preempted" || a.status === "lost") parts.push(`attempt ${a.attempt} ${a.status} on ${a.agent ?? "?"}`);
-      else if (a.resumedFrom)
+      // (A resume from another trial's checkpoint is PBT's exploit: lineageText says it.)
+      else if (a.resumedFrom?.object.includes(`/${t.trial}/`))
         parts.push(`attempt ${a.attempt} on ${a.agent ?? "?"} resumed from ${state.timeAttr}=${fmt(a.resumedFrom.t)}`);
     }
     if (parts.length > 0) lines.push(`  ${t.trial}: ${parts.join("; ")}`);
   }
   return lines.length === 0 ? "" : ["moved between boxes:", ...lines].join("\n");
+}
+
+/**
+ * Population-based training: each exploit, in order — the trial, when, whose checkpoint it went on
+ * from, and what its parameters became; "" when there was none.
+ */
+export function lineageText(state: StudyState): string {
+  const lines: string[] = [];
+  for (const t of state.trials.values())
+    for (const l of t.lineage) {
+      const changed = Object.keys(l.params)
+        .filter((k) => l.params[k] !== l.from[k])
+        .map((k) => `${k} ${fmtParam(l.from[k])} → ${fmtParam(l.params[k])}`);
+      lines.push(
+        `  ${t.trial} at ${state.timeAttr}=${fmt(l.t)}: went on from ${l.donor}'s checkpoint${changed.length ? `, ${changed.join(", ")}` : ""}`,
+      );
+    }
+  return lines.length === 0 ? "" : ["population-based training (exploits):", ...lines].join("\n");
+}
+
+function fmtParam(v: string | number | boolean | undefined): string {
+  return typeof v === "number" && !Number.isInteger(v) ? String(Number(v.toPrecision(4))) : String(v);
 }
 
 /** `header`, then each failed trial's reason and the end of its log, indented; "" when none failed. */
