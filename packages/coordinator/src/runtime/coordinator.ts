@@ -332,7 +332,7 @@ export class StudyCoordinator {
       await this.#end(
         t,
         stoppedEarly ? "stopped" : "completed",
-        stoppedEarly ? stopReason(t) : `completed at ${this.spec.scheduler.timeAttr}=${t.lastT ?? "?"}`,
+        stoppedEarly ? stopReason(t, this.spec.scheduler.timeAttr) : `completed at ${this.spec.scheduler.timeAttr}=${t.lastT ?? "?"}`,
       );
       return;
     }
@@ -359,13 +359,13 @@ export class StudyCoordinator {
         await this.#end(t, "failed", this.#timedOut.get(t.trial) ?? timeoutReason(this.spec, ev.reason));
         return;
       }
-      if (t.stop !== null) await this.#end(t, "stopped", stopReason(t));
+      if (t.stop !== null) await this.#end(t, "stopped", stopReason(t, this.spec.scheduler.timeAttr));
       else await this.#end(t, this.#stopRequested ? "cancelled" : "stopped", ev.reason);
       return;
     }
     // failed
     if (t.stop !== null) {
-      await this.#end(t, "stopped", stopReason(t)); // it died after the scheduler had stopped it
+      await this.#end(t, "stopped", stopReason(t, this.spec.scheduler.timeAttr)); // it died after the scheduler had stopped it
       return;
     }
     const cannotStart = ev.exitCode === null && ev.signal === null;
@@ -751,9 +751,10 @@ function timeoutReason(spec: StudySpec, reason: string): string {
   return reason;
 }
 
-function stopReason(t: TrialRecord): string {
+function stopReason(t: TrialRecord, timeAttr: string): string {
   const s = t.stop;
   if (!s) return "stopped";
+  if (s.by === "divergence") return `diverged at ${timeAttr} ${s.rung ?? s.t}`;
   return `stopped by ${s.by} at ${s.rung !== null ? `rung ${s.rung}` : `t=${s.t}`}`;
 }
 

@@ -59,6 +59,9 @@ export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.se
               reason: `report has no ${t === undefined ? timeAttr : metric}`,
             }
           : scheduler.onResult(trial, t, value);
+      // Divergence is a result: NaN, ±∞ or past the threshold stops the trial now (spec `diverged`).
+      if (spec.diverged !== null && value !== undefined && primary.decision === "CONTINUE" && isDiverged(value, spec.diverged.threshold, spec.metric.mode))
+        return { decision: "STOP", rung: t ?? null, cutoff: spec.diverged.threshold, by: "divergence", reason: "diverged" };
       const monitored = es === null ? undefined : metrics[es.monitor];
       if (earlyStopping === null || monitored === undefined) return primary;
       const patience = earlyStopping.onResult(trial, t ?? Number.NaN, monitored);
@@ -71,4 +74,11 @@ export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.se
       earlyStopping?.onComplete(trial);
     },
   };
+}
+
+/** A metric value that diverged: not finite, or worse than `threshold` for the metric's mode. */
+export function isDiverged(value: number, threshold: number | null, mode: "max" | "min"): boolean {
+  if (!Number.isFinite(value)) return true;
+  if (threshold === null) return false;
+  return mode === "max" ? value < threshold : value > threshold;
 }

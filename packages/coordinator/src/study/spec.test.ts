@@ -189,7 +189,7 @@ describe("spec errors name the field path and what is allowed", () => {
       {
         path: "colour",
         message:
-          "unknown key; allowed here: name, command, workdir, env, secret_env, metric, search, scheduler, early_stopping, resources, max_concurrent, retries, report_timeout, trial_timeout, checkpoints",
+          "unknown key; allowed here: name, command, workdir, env, secret_env, metric, search, scheduler, diverged, early_stopping, resources, max_concurrent, retries, report_timeout, trial_timeout, checkpoints",
       },
     ]);
     const e = tweak((s) => (s.scheduler.reduction = 3));

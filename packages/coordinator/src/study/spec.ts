@@ -56,6 +56,11 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
  *   report_timeout (none)        -> reportTimeoutMs   "10m": an attempt silent for longer fails the trial
  *   trial_timeout (none)         -> trialTimeoutMs    "2h": wall-clock limit of one attempt; past it the
  *                                                     trial fails
+ *   diverged {threshold (none)}  (optional)
+ *                                -> diverged          { threshold } | null: a result of the metric that is
+ *                                                     NaN or ±∞, or worse than the threshold, stops the
+ *                                                     trial at once ("diverged at epoch 3"), whatever
+ *                                                     the scheduler (Ray-identical asha never does)
  *   checkpoints {keep (2), keep_best (3)}  (optional)
  *                                -> checkpoints       snapshots kept per trial while it runs, and the
  *                                                     trials whose last one is kept once the study ends
@@ -95,6 +100,8 @@ export interface StudySpec {
   readonly reportTimeoutMs: number | null;
   /** Wall-clock limit of one attempt, from its start. null: no limit. */
   readonly trialTimeoutMs: number | null;
+  /** Stop a trial whose metric diverged (NaN, ±∞, or worse than `threshold`); null: the scheduler's rules only. */
+  readonly diverged: { readonly threshold: number | null } | null;
   /** Checkpoint retention; null when the spec does not say (then {@link DEFAULT_CHECKPOINTS}). */
   readonly checkpoints: { readonly keep: number; readonly keepBest: number } | null;
 }
@@ -166,6 +173,7 @@ const SpecInputSchema = strictObject({
       strictObject({ type: z.literal("fifo"), ...schedulerCommon }),
     ])
     .optional(),
+  diverged: strictObject({ threshold: num.optional() }).optional(),
   early_stopping: strictObject({
     monitor: z.string().min(1).optional(),
     mode: mode.optional(),
@@ -414,6 +422,7 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     retries: raw.retries ?? DEFAULT_RETRIES,
     reportTimeoutMs,
     trialTimeoutMs,
+    diverged: raw.diverged === undefined ? null : { threshold: raw.diverged.threshold ?? null },
     checkpoints:
       raw.checkpoints === undefined
         ? null
@@ -529,6 +538,7 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
   if (spec.reportTimeoutMs !== null) out.report_timeout = `${spec.reportTimeoutMs}ms`;
   if (spec.trialTimeoutMs !== null) out.trial_timeout = `${spec.trialTimeoutMs}ms`;
   if (spec.checkpoints !== null) out.checkpoints = { keep: spec.checkpoints.keep, keep_best: spec.checkpoints.keepBest };
+  if (spec.diverged !== null) out.diverged = spec.diverged.threshold === null ? {} : { threshold: spec.diverged.threshold };
   return out;
 }
 
@@ -567,7 +577,7 @@ export function canonicalJson(value: unknown): string {
  */
 export function specHash(spec: StudySpec): string {
   // Limits that are not set stay out of the hash, so a study recorded before they existed keeps its hash.
-  const { reportTimeoutMs, trialTimeoutMs, checkpoints, ...rest } = spec;
+  const { reportTimeoutMs, trialTimeoutMs, checkpoints, diverged, ...rest } = spec;
   return createHash("sha256")
     .update(
       canonicalJson({
@@ -575,6 +585,7 @@ export function specHash(spec: StudySpec): string {
         reportTimeoutMs: reportTimeoutMs ?? undefined,
         trialTimeoutMs: trialTimeoutMs ?? undefined,
         checkpoints: checkpoints ?? undefined,
+        diverged: diverged ?? undefined,
       }),
     )
     .digest("hex");

@@ -243,7 +243,7 @@ function checkpointSummary(state: StudyState, storedBytes: number | null): Check
 }
 
 function trialState(t: TrialRecord): string {
-  if (t.stop && t.phase === "stopped") return `stopped@${t.stop.rung ?? t.stop.t}`;
+  if (t.stop && t.phase === "stopped") return `${t.stop.by === "divergence" ? "diverged" : "stopped"}@${t.stop.rung ?? t.stop.t}`;
   return StudyState.phaseOf(t) === "paused" ? `paused@${t.pausedAt}` : t.phase;
 }
 

@@ -39,7 +39,7 @@ export function leaderboardTable(state: StudyState, top = 10): string {
     const phase = StudyState.phaseOf(t);
     const state =
       t.stop && t.phase === "stopped"
-        ? `stopped@${fmt(t.stop.rung ?? t.stop.t)}`
+        ? `${t.stop.by === "divergence" ? "diverged" : "stopped"}@${fmt(t.stop.rung ?? t.stop.t)}`
         : phase === "paused"
           ? `paused@${fmt(t.pausedAt)}`
           : t.phase;
