@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decideStudy, loadSpec } from "@rung/coordinator";
 import type { TrialEventOf } from "@rung/protocol";
-import { REPO, rungAgents, uniquePrefix } from "@rung/testkit";
+import { REPO, rung, rungAgents, uniquePrefix, waitFor } from "@rung/testkit";
 import { describe, expect } from "vitest";
 import { it, of, run, streamOf } from "./scheduler-helpers.js";
 
@@ -112,5 +112,46 @@ describe("promotion-based ASHA", () => {
     // 10 trials: 3 promoted from epoch 1 to 3, the best of those on to 9, where it completes.
     expect(status.trials.filter((t) => t.state === "completed").map((t) => t.lastT)).toEqual([9]);
     expect(status.best.value).toBeGreaterThan(0.9);
+  });
+
+  it("a stopped study ends its paused trials as cancelled instead of waiting for them", async ({ nats, procs }) => {
+    const prefix = uniquePrefix();
+    procs.push(...rungAgents(nats.url, prefix, 1));
+    const file = join(mkdtempSync(join(tmpdir(), "rung-promotion-")), "halt.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "halt",
+        command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms 200 --checkpoint`,
+        metric: { name: "val_acc", mode: "max" },
+        search: { algorithm: "grid", space: { quality: { grid: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95] } } },
+        scheduler: { type: "promotion", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 9 },
+        resources: { gpus: 1 },
+        retries: 0,
+      }),
+    );
+    const study = rung(["study", "run", file, "--nats", nats.url, "--prefix", prefix]);
+    procs.push(study);
+    // Two trials paused at rung 1 (their attempts ended), then the user stops the study.
+    await waitFor(
+      "two paused trials",
+      async () =>
+        of(
+          (await streamOf(nats.url, prefix, "halt")).map((s) => s.event),
+          "finished",
+        ).filter((f) => f.reason.startsWith("scheduler-pause")).length >= 2,
+      30_000,
+      200,
+    );
+    await run(nats.url, prefix, ["study", "stop", "halt"], procs);
+    const code = await Promise.race([study.exited, new Promise((r) => setTimeout(() => r("hung"), 30_000))]);
+    expect(code, study.out()).toBe(5);
+    const ended = of(
+      (await streamOf(nats.url, prefix, "halt")).map((s) => s.event),
+      "ended",
+    );
+    expect(ended.filter((e) => e.status === "cancelled" && /was paused at epoch 1/.test(e.reason)).length).toBeGreaterThanOrEqual(
+      1,
+    );
   });
 });

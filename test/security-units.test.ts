@@ -255,18 +255,25 @@ describe("the coordinator and rejections", () => {
     const as = (agent: string) => ({ role: "agent" as const, agent });
     state.apply({ ...base, type: "created", params: {}, bracket: null }, COORDINATOR);
     state.apply({ ...base, type: "queued", attempt: 1 }, COORDINATOR);
-    state.apply({ ...base, type: "claimed", attempt: 1, agent: "a", gpus: [0] }, as("a"));
-    state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "replayed", detail: "copy", sender: "A" }, as("b"));
-    expect(state.trial("t1").attempts[0]?.status).toBe("claimed");
-    // A refusal of the agent's own (it lacks the trust, the workdir, the program) is no copy either, but it
-    // does not end the attempt another agent holds: it is recorded as that agent's refusal.
+    // b is handed delivery 1 first and refuses it for a reason of its own (it lacks the trust, the
+    // workdir, the program): no copy, recorded as b's refusal, the order back in the queue.
     state.apply({ ...base, type: "rejected", attempt: 1, agent: "b", reason: "unsigned", detail: "x", sender: null }, as("b"));
-    expect(state.trial("t1").attempts[0]?.status).toBe("claimed");
     expect(state.trial("t1").refusals.map((r) => [r.agent, r.reason])).toEqual([["b", "unsigned"]]);
+    // a gets delivery 2. A copy of the order refused elsewhere leaves a's attempt as it was …
+    state.apply({ ...base, type: "claimed", attempt: 2, agent: "a", gpus: [0] }, as("a"));
+    state.apply({ ...base, type: "rejected", attempt: 2, agent: "b", reason: "replayed", detail: "copy", sender: "A" }, as("b"));
+    expect(state.trial("t1").attempts[1]?.status).toBe("claimed");
+    // … and no other agent can end or refuse an attempt a holds.
     state.apply(
-      { ...base, type: "rejected", attempt: 1, agent: "b", reason: "command-not-allowed", detail: "x", sender: null },
+      { ...base, type: "rejected", attempt: 2, agent: "b", reason: "command-not-allowed", detail: "x", sender: null },
       as("b"),
     );
-    expect(state.trial("t1").attempts[0]?.status).toBe("rejected");
+    expect(state.trial("t1").attempts[1]?.status).toBe("claimed");
+    // a's own refusal of what it holds ends it.
+    state.apply(
+      { ...base, type: "rejected", attempt: 2, agent: "a", reason: "command-not-allowed", detail: "x", sender: null },
+      as("a"),
+    );
+    expect(state.trial("t1").attempts[1]?.status).toBe("rejected");
   });
 });

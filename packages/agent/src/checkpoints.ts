@@ -2,8 +2,8 @@ import { createHash } from "node:crypto";
 import { createReadStream, createWriteStream, mkdirSync, rmSync } from "node:fs";
 import { lstat, open, readdir } from "node:fs/promises";
 import { dirname, isAbsolute, join, normalize, relative, sep } from "node:path";
-import { Readable } from "node:stream";
-import { finished } from "node:stream/promises";
+import { Readable, Transform } from "node:stream";
+import { finished, pipeline } from "node:stream/promises";
 import type { ReadableStream as WebReadableStream } from "node:stream/web";
 import type { ObjectStore } from "@nats-io/obj";
 import type { CheckpointRef } from "@rung/protocol";
@@ -153,18 +153,15 @@ export async function unpackArchive(file: string, dir: string): Promise<number> 
       if (h.end) return h.files ?? 0;
       const rel = h.p ?? "";
       const norm = normalize(rel);
-      if (!rel || isAbsolute(rel) || norm.startsWith("..") || norm.split(sep).includes(".."))
+      if (!rel || isAbsolute(rel) || norm.split(sep).includes(".."))
         throw new Error(`malformed checkpoint archive: the path ${JSON.stringify(rel)} leaves the directory`);
       const size = h.s ?? -1;
       if (!Number.isInteger(size) || size < 0) throw new Error("malformed checkpoint archive: a file without a size");
       const target = join(dir, norm);
       mkdirSync(dirname(target), { recursive: true });
       const w = createWriteStream(target, { mode: (h.m ?? 0o644) & 0o777 });
-      if (size > 0) {
-        const r = createReadStream(file, { start: pos, end: pos + size - 1 });
-        r.pipe(w);
-        await finished(w);
-      } else {
+      if (size > 0) await pipeline(createReadStream(file, { start: pos, end: pos + size - 1 }), w);
+      else {
         w.end();
         await finished(w);
       }
@@ -203,16 +200,25 @@ export class CheckpointStore {
       if (!r) return { ok: false, why: "it is no longer in the mesh" };
       const hash = createHash("sha256");
       let size = 0;
-      const out = createWriteStream(tmpFile);
-      const source = Readable.fromWeb(r.data as unknown as WebReadableStream<Uint8Array>);
-      source.on("data", (b: Buffer) => {
-        size += b.length;
-        hash.update(b);
+      // One pipeline, so a stream that fails (the store's own digest check, a cut connection) ends the
+      // restore with its reason instead of an unhandled error; never more bytes than the record says.
+      const count = new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          size += chunk.length;
+          if (size > ref.size) return done(new Error(`it is larger than the ${ref.size} bytes recorded`));
+          hash.update(chunk);
+          done(null, chunk);
+        },
       });
-      source.pipe(out);
+      // The store's own completion (its digest over the chunks) settles apart from the data.
+      const settled = r.error.then(
+        () => null,
+        (err: unknown) => err as Error,
+      );
       try {
-        await finished(out);
-        await r.error;
+        await pipeline(Readable.fromWeb(r.data as unknown as WebReadableStream<Uint8Array>), count, createWriteStream(tmpFile));
+        const failed = await settled;
+        if (failed) throw failed;
       } catch (err) {
         return { ok: false, why: `it could not be read whole (${(err as Error).message.split("\n")[0]})` };
       }

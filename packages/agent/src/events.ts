@@ -49,7 +49,9 @@ export class EventQueue {
       }
       this.#queuedReports += 1;
     }
-    const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 60_000);
+    // Lifecycle events are retried much longer: a lost `claimed` or `finished` leaves the trial with no
+    // owner or no end (until the connection is closed for good: `giveUp`).
+    const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 600_000);
     const done = this.#tail.then(async () => {
       try {
         return await publishEvent(

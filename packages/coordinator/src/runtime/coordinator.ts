@@ -217,7 +217,10 @@ export class StudyCoordinator {
       return;
     }
     const forged = this.state.forgeries.length;
+    const contests = this.state.contests.length;
     if (!this.state.apply(ev, from)) {
+      const c = this.state.contests[contests];
+      if (c) await this.#onContested(c);
       const f = this.state.forgeries[forged];
       // Warned once per agent and kind of event; the report lists them all.
       if (f && from.role === "agent" && (this.state.forgeriesBy.get(from.agent) ?? 0) <= 1)
@@ -332,12 +335,21 @@ export class StudyCoordinator {
       await this.#end(
         t,
         stoppedEarly ? "stopped" : "completed",
-        stoppedEarly ? stopReason(t, this.spec.scheduler.timeAttr) : `completed at ${this.spec.scheduler.timeAttr}=${t.lastT ?? "?"}`,
+        stoppedEarly
+          ? stopReason(t, this.spec.scheduler.timeAttr)
+          : `completed at ${this.spec.scheduler.timeAttr}=${t.lastT ?? "?"}`,
       );
       return;
     }
     if (t.pausedAt !== null && ev.status === "stopped" && ev.reason.startsWith("scheduler-pause")) {
-      if (t.pendingExploit !== null) await this.#exploit(t);
+      // A study being stopped promotes and exploits nothing more: the paused trial ends here.
+      if (this.#stopRequested)
+        await this.#end(
+          t,
+          "cancelled",
+          `study stopped while ${t.trial} was paused at ${this.spec.scheduler.timeAttr} ${t.pausedAt}`,
+        );
+      else if (t.pendingExploit !== null) await this.#exploit(t);
       else
         this.log.info(
           { trial: t.trial, rung: t.pausedAt },
@@ -376,6 +388,7 @@ export class StudyCoordinator {
       (a) =>
         (a.claimedAt !== null || a.startedAt !== null) &&
         a.status !== "preempted" &&
+        !a.contested &&
         !(a.reason ?? "").startsWith("scheduler-pause"),
     ).length;
     const next = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
@@ -480,7 +493,9 @@ export class StudyCoordinator {
     this.state.apply(ev, COORDINATOR);
     // The decider hears its own promotion now (and again, changing nothing, from the stream), so the
     // next call for a promotion does not pick the same trial.
-    if (next.promotedTo !== undefined || next.exploitOf !== undefined) this.#decider.onEvent(ev);
+    // (Only a promotion: an exploit changes the population's ranking, which the decider must see at the
+    // event's place in the stream, as a replay does.)
+    if (next.promotedTo !== undefined) this.#decider.onEvent(ev);
     await this.#store.publishEvent(ev);
     await this.#publishOrder(trial, attempt, false);
   }
@@ -561,9 +576,29 @@ export class StudyCoordinator {
     this.#maybeFinish();
   }
 
+  /**
+   * Two agents proved a claim of one attempt: the attempt counts for nothing. Its trial gets a fresh
+   * order (a new nonce, the next attempt number; no retry used) unless a later attempt already runs.
+   */
+  async #onContested(c: StudyState["contests"][number]): Promise<void> {
+    const t = this.state.trial(c.trial);
+    this.log.warn(
+      { trial: c.trial, attempt: c.attempt, agents: c.agents, security: true },
+      `agents ${c.agents[0]} and ${c.agents[1]} both claimed ${c.trial} attempt ${c.attempt} with its order's proof: one of them took the order and handed it back to claim a later delivery ahead of the other. The attempt is void; a fresh order follows`,
+    );
+    if (TERMINAL_PHASES.has(t.phase) || !this.#live) return;
+    const latest = Math.max(...t.attempts.map((a) => a.attempt));
+    if (c.attempt < latest) return;
+    await this.#queue(t.trial, latest + 1);
+  }
+
   /** A trial paused at a rung whose paused attempt has ended: it holds nothing and may be resumed. */
   #waiting(t: TrialRecord): boolean {
-    return t.pausedAt !== null && t.pendingExploit === null && StudyState.phaseOf(t) === "paused";
+    // Its last attempt ended by the pause itself (its order acked): one that was preempted or lost its
+    // claim handed its order back, and that order runs again — resuming it here would run two copies.
+    const last = t.attempts.at(-1);
+    const paused = last?.status === "stopped" && (last.reason ?? "").startsWith("scheduler-pause");
+    return t.pausedAt !== null && t.pendingExploit === null && paused && StudyState.phaseOf(t) === "paused";
   }
 
   /**
@@ -573,6 +608,11 @@ export class StudyCoordinator {
   async #exploit(t: TrialRecord): Promise<void> {
     const x = t.pendingExploit;
     if (x === null) return;
+    const attempt = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
+    // Carried out before a restart (the catch-up finds its `queued` in the stream): its index and stop
+    // key are long written over — a later decision's stop key must not be cleared again.
+    if (this.#store.isPublished(this.#store.eventId(TrialEvents.queued({ study: this.spec.name, trial: t.trial, attempt }))))
+      return;
     const keep = this.spec.checkpoints?.keep ?? DEFAULT_CHECKPOINTS.keep;
     // Not a snapshot taken at max_t: nothing would be left to train from it.
     const donor = this.state.trial(x.donor);
@@ -586,7 +626,7 @@ export class StudyCoordinator {
       { trial: t.trial, donor: x.donor, from: refs[0]?.t ?? null, params: x.params },
       `${t.trial} goes on from ${x.donor}'s checkpoint at ${this.spec.scheduler.timeAttr}=${refs[0]?.t ?? "?"} with ${JSON.stringify(x.params)}`,
     );
-    await this.#queue(t.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1, { exploitOf: x.donor, params: x.params });
+    await this.#queue(t.trial, attempt, { exploitOf: x.donor, params: x.params });
   }
 
   /** Resumes a paused trial from its checkpoint, on to the next rung (a new attempt; no retry used). */
@@ -694,7 +734,16 @@ export class StudyCoordinator {
   async #stopEverything(): Promise<void> {
     if (this.#stoppedAll) return;
     this.#stoppedAll = true;
-    for (const t of this.state.inFlight()) await this.#store.writeStop(t.trial, "user-stop", "user", null);
+    for (const t of this.state.inFlight()) {
+      // A paused trial runs nowhere: nothing would answer its stop key. It ends here.
+      if (this.#waiting(t))
+        await this.#end(
+          t,
+          "cancelled",
+          `study stopped while ${t.trial} was paused at ${this.spec.scheduler.timeAttr} ${t.pausedAt}`,
+        );
+      else await this.#store.writeStop(t.trial, "user-stop", "user", null);
+    }
   }
 
   #maybeFinish(): void {

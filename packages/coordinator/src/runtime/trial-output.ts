@@ -237,7 +237,10 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
    * moment: the claimant's `claimed` goes out before its trial starts, but the two streams store
    * independently.
    */
+  const unclaimed = new Set<string>();
   const holds = async (n: number, agent: string): Promise<boolean> => {
+    // An attempt looked up in vain once is not looked up again for every chunk someone sends for it.
+    if (unclaimed.has(`${n}/${agent}`)) return claimantOf(state, o.trial, n) === agent;
     for (let i = 0; i < 4; i++) {
       const c = claimantOf(state, o.trial, n);
       if (c !== null) return c === agent;
@@ -246,6 +249,7 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
         state = await trialState(nc, names, o.study, o.trial, o.drops);
       }
     }
+    unclaimed.add(`${n}/${agent}`);
     return false;
   };
 

@@ -60,7 +60,12 @@ export function createStudyPolicy(spec: StudySpec, seed: number = spec.search.se
             }
           : scheduler.onResult(trial, t, value);
       // Divergence is a result: NaN, ±∞ or past the threshold stops the trial now (spec `diverged`).
-      if (spec.diverged !== null && value !== undefined && primary.decision === "CONTINUE" && isDiverged(value, spec.diverged.threshold, spec.metric.mode))
+      if (
+        spec.diverged !== null &&
+        value !== undefined &&
+        primary.decision === "CONTINUE" &&
+        isDiverged(value, spec.diverged.threshold, spec.metric.mode)
+      )
         return { decision: "STOP", rung: t ?? null, cutoff: spec.diverged.threshold, by: "divergence", reason: "diverged" };
       const monitored = es === null ? undefined : metrics[es.monitor];
       if (earlyStopping === null || monitored === undefined) return primary;

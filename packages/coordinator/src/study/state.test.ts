@@ -139,4 +139,55 @@ describe("StudyState: who may say what", () => {
     expect(s.apply(claimed("b", 1, null), as("b"))).toBe(false);
     expect(s.trial("t1").attempts[0]?.claimant).toBe("a");
   });
+
+  it("voids an attempt two agents claim with the order's proof: a handed-back order cannot be used to pre-claim a later delivery", () => {
+    const s = fresh();
+    // m was handed the order (delivery 1), read its nonce and handed it back; it claims delivery 2's
+    // number before h, to whom JetStream hands it, can.
+    expect(s.apply(claimed("m", 2), as("m"))).toBe(true);
+    expect(s.apply(claimed("h", 2), as("h"))).toBe(false);
+    expect(s.contests).toEqual([{ trial: "t1", attempt: 2, agents: ["m", "h"], ts: 3 }]);
+    // Nothing of attempt 2 counts any more, from either; nobody is named a forger for it.
+    expect(s.apply(report("m", 0, 0.99, 2), as("m"))).toBe(false);
+    expect(s.apply(report("h", 0, 0.5, 2), as("h"))).toBe(false);
+    expect(s.trial("t1").bestValue).toBeNull();
+    expect(s.forgeries).toEqual([]);
+  });
+
+  it("counts a rejection only from an agent that could have been handed the attempt", () => {
+    const s = fresh();
+    s.apply(claimed("a"), as("a"));
+    const expired: TrialEvent = {
+      ...base,
+      ts: 6,
+      type: "rejected",
+      attempt: 1,
+      agent: "b",
+      reason: "expired",
+      detail: "x",
+      sender: null,
+      proof: proof(1, "b"),
+    };
+    expect(s.apply(expired, as("b"))).toBe(false);
+    expect(s.trial("t1").attempts[0]?.status).toBe("claimed");
+    expect(s.forgeries[0]?.why).toBe("agent b refused attempt 1, which agent a holds");
+  });
+
+  it("takes a checkpoint only as the attempt's own object", () => {
+    const s = fresh();
+    s.apply(claimed("a"), as("a"));
+    const ckpt = (object: string): TrialEvent => ({
+      ...base,
+      ts: 7,
+      type: "checkpoint",
+      attempt: 1,
+      agent: "a",
+      seq: 0,
+      ref: { object, t: 1, attempt: 1, agent: "a", size: 10, digest: "0".repeat(64) },
+    });
+    expect(s.apply(ckpt("other~x/t9/1/0"), as("a"))).toBe(false);
+    expect(s.apply(ckpt("s~abc/t2/1/0"), as("a"))).toBe(false);
+    expect(s.apply(ckpt("s~abc/t1/1/0"), as("a"))).toBe(true);
+    expect(s.trial("t1").checkpoints.map((c) => c.ref.object)).toEqual(["s~abc/t1/1/0"]);
+  });
 });

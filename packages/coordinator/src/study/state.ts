@@ -96,6 +96,8 @@ export interface AttemptRecord {
   finished: boolean;
   /** The checkpoint it was started from (its `started` says), or null for a fresh start. */
   resumedFrom: CheckpointRef | null;
+  /** Two agents proved a claim of it: nothing of it counts, and the coordinator queues a fresh order. */
+  contested: boolean;
 }
 
 /** A stored checkpoint of a trial, with when its `checkpoint` event was written. */
@@ -150,6 +152,8 @@ export interface TrialRecord {
   pausedAt: number | null;
   /** The rungs it was promoted to, in order. */
   promotions: number[];
+  /** `<attempt>.<seq>` of the decisions folded (each once). */
+  decisions: Set<string>;
   /** PBT: an EXPLOIT decided and not yet carried out (its attempt is stopping). */
   pendingExploit: {
     readonly donor: string;
@@ -159,6 +163,8 @@ export interface TrialRecord {
   /** PBT: each time it went on from another trial's checkpoint, with which parameters. */
   lineage: {
     readonly t: number;
+    /** The attempt that went on from the donor's checkpoint. */
+    readonly attempt: number;
     readonly donor: string;
     readonly from: Record<string, string | number | boolean>;
     readonly params: Record<string, string | number | boolean>;
@@ -205,6 +211,13 @@ export class StudyState {
   readonly forgeriesBy = new Map<string, number>();
   /** Events not folded for a reason that is nobody's fault (a late or repeated event of an honest agent). */
   ignored = 0;
+  /** Attempts two agents claimed with the order's proof (one of them is not honest; which, no reader can tell). */
+  readonly contests: {
+    readonly trial: string;
+    readonly attempt: number;
+    readonly agents: readonly [string, string];
+    readonly ts: number;
+  }[] = [];
   firstTs: number | null = null;
   lastTs: number | null = null;
 
@@ -240,6 +253,7 @@ export class StudyState {
         checkpoints: [],
         pausedAt: null,
         promotions: [],
+        decisions: new Set(),
         pendingExploit: null,
         lineage: [],
       };
@@ -269,6 +283,7 @@ export class StudyState {
         reportSeqs: new Set(),
         finished: false,
         resumedFrom: null,
+        contested: false,
       };
       t.attempts.push(a);
       t.attempts.sort((x, y) => x.attempt - y.attempt);
@@ -301,16 +316,32 @@ export class StudyState {
       // A copy of an order refused (bad signature, replay) changes nothing: it is only logged.
       if (isCopyRejection(ev.reason)) return null;
       if (ev.attempt === null) return "refused an order that names no attempt";
+      // An attempt another agent holds is not this one's to refuse (or to fail).
+      const held = t.attempts.find((x) => x.attempt === ev.attempt)?.claimant ?? null;
+      if (held !== null && held !== from.agent) return `refused attempt ${ev.attempt}, which agent ${held} holds`;
       return this.#proofRefusal(t, ev.attempt, from.agent, ev.proof, "refusal");
     }
     const a = t.attempts.find((x) => x.attempt === ev.attempt);
+    if (ev.type === "checkpoint") {
+      // The snapshot it names must be this attempt's own (<scope>/<trial>/<attempt>/<seq>), or retention
+      // and delete would act on another trial's or study's object.
+      const r = ev.ref;
+      const own = `/${ev.trial}/${ev.attempt}/${ev.seq}`;
+      const scope = r.object.slice(0, -own.length);
+      const mine = r.object.endsWith(own) && (scope === this.study || scope.startsWith(`${this.study}~`));
+      if (!mine || r.attempt !== ev.attempt || r.agent !== from.agent)
+        return `published a checkpoint of attempt ${ev.attempt} that names another object (${r.object})`;
+    }
     if (ev.type === "claimed") {
       const why = this.#proofRefusal(t, ev.attempt, from.agent, ev.proof, "claim");
       if (why !== null) return why;
-      if (a?.claimant != null && a.claimant !== from.agent)
-        return `claimed attempt ${ev.attempt}, which agent ${a.claimant} holds`;
+      // Two agents with the order's proof for one attempt: one of them was handed the order, read its
+      // nonce and handed it back, then claimed a later delivery's number ahead of the agent that gets
+      // it. Which one is honest cannot be told: the attempt is void (`contested`).
+      if (a?.claimant != null && a.claimant !== from.agent) return `contest: ${a.claimant}`;
       return null;
     }
+    if (a?.contested) return `ignore: attempt ${ev.attempt} is contested`;
     if (!a || a.claimant === null) return `published a ${ev.type} event for attempt ${ev.attempt}, which no agent claimed`;
     if (a.claimant !== from.agent)
       return `published a ${ev.type} event for attempt ${ev.attempt}, which agent ${a.claimant} holds`;
@@ -340,6 +371,14 @@ export class StudyState {
     if (ev.study !== this.study) return false;
     const refused = this.#refusal(ev, from);
     if (refused !== null) {
+      if (refused.startsWith("contest: ") && from.role === "agent" && "attempt" in ev && typeof ev.attempt === "number") {
+        const a = this.attempt(this.trial(ev.trial), ev.attempt);
+        if (!a.contested) {
+          a.contested = true;
+          this.contests.push({ trial: ev.trial, attempt: ev.attempt, agents: [refused.slice(9), from.agent], ts: ev.ts });
+        }
+        return false;
+      }
       if (refused.startsWith("ignore: ") || from.role === "coordinator") {
         this.ignored += 1;
       } else {
@@ -377,7 +416,7 @@ export class StudyState {
           t.promotions.push(ev.promotedTo);
         }
         if (ev.exploitOf !== undefined && ev.params !== undefined && t.pendingExploit !== null) {
-          t.lineage.push({ t: t.pendingExploit.t, donor: ev.exploitOf, from: t.params, params: ev.params });
+          t.lineage.push({ t: t.pendingExploit.t, attempt: ev.attempt, donor: ev.exploitOf, from: t.params, params: ev.params });
           t.params = ev.params;
           t.pausedAt = null;
           t.pendingExploit = null;
@@ -469,6 +508,9 @@ export class StudyState {
         break;
       }
       case "decision":
+        // The coordinator folds its own decisions when it makes them and again from the stream: once.
+        if (t.decisions.has(`${ev.attempt}.${ev.seq}`)) break;
+        t.decisions.add(`${ev.attempt}.${ev.seq}`);
         if (ev.decision === "STOP" && t.stop === null) t.stop = { by: ev.by, t: ev.t, rung: ev.rung, attempt: ev.attempt };
         if (ev.decision === "PAUSE" && t.stop === null) t.pausedAt = ev.rung ?? ev.t;
         if (ev.decision === "EXPLOIT" && t.stop === null && ev.donor !== undefined && ev.params !== undefined) {
@@ -554,7 +596,10 @@ export class StudyState {
    * were stored): at most `keep` of them.
    */
   static latestCheckpoints(t: TrialRecord, keep: number): CheckpointRef[] {
+    // After an exploit (PBT) the trial's own older snapshots hold other weights: only what it stored since.
+    const since = t.lineage.at(-1)?.attempt ?? 0;
     return [...t.checkpoints]
+      .filter((c) => c.ref.attempt >= since)
       .map((c, i) => ({ c, i }))
       .sort((a, b) => b.c.ref.t - a.c.ref.t || b.i - a.i)
       .slice(0, Math.max(0, keep))

@@ -195,7 +195,19 @@ function failedTrialsFinding(failed: readonly TrialRecord[], state: StudyState, 
  * the trials' ends are as their real agents and the coordinator wrote them.
  */
 function forgedEventsFindings(state: StudyState): Finding[] {
-  const out: Finding[] = [];
+  const out: Finding[] = state.contests.map((c) => ({
+    kind: "forged-events" as const,
+    severity: "critical" as const,
+    trial: c.trial,
+    agent: null,
+    summary: `agents ${c.agents[0]} and ${c.agents[1]} both claimed ${c.trial} attempt ${c.attempt} with its order's proof — one of them took the order and handed it back to claim a later delivery; the attempt was voided and its trial given a fresh order`,
+    short: `${c.trial} attempt ${c.attempt} contested`,
+    evidence: { trial: c.trial, attempt: c.attempt, agents: c.agents.join(" ") },
+    advice: [
+      `one of ${c.agents.join(" and ")} is not what it claims: check both boxes, and remove the user of the one you cannot vouch for from auth.conf`,
+    ],
+    wastedGpuSeconds: 0,
+  }));
   for (const [agent, total] of [...state.forgeriesBy.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))) {
     const mine = state.forgeries.filter((f) => f.agent === agent);
     const kinds = new Map<string, number>();
