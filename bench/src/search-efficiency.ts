@@ -45,6 +45,8 @@ export interface SimMethod {
   make(seed: number): Scheduler;
   /** Promotion-based ASHA: workers ask it for a promotion before taking a new configuration. */
   promotion?: boolean;
+  /** The spec's `diverged`: a NaN or ±∞ loss stops the trial at once, whatever the scheduler said. */
+  stopDiverged?: boolean;
   /** What the trial reports for a measured loss (default: the loss, NaN included). */
   report?: (loss: number) => number;
 }
@@ -75,6 +77,12 @@ export const RUNG_METHODS: readonly SimMethod[] = [
     label: "Rung ASHA, a diverged (NaN) loss reported as +∞",
     make: asha(3, 1),
     report: (loss) => (Number.isNaN(loss) ? Number.POSITIVE_INFINITY : loss),
+  },
+  {
+    key: "rung-asha-diverged",
+    label: "Rung ASHA with the spec's `diverged` stop",
+    make: asha(3, 1),
+    stopDiverged: true,
   },
   {
     key: "rung-promotion",
@@ -122,6 +130,7 @@ export function simulate(
   workers: number,
   scheduler: Scheduler,
   report: (loss: number) => number = (x) => x,
+  stopDiverged = false,
 ): RunResult {
   const targets = TARGETS.map((q) => file.bestFinal * (1 + q));
   const hits: ({ gpu: number; wall: number } | null)[] = TARGETS.map(() => null);
@@ -158,7 +167,8 @@ export function simulate(
       const loss = curve[s.t] as number;
       const value = report(loss);
       const d = scheduler.onResult(s.id, s.t, value);
-      if (s.t >= MAX_T || d.decision === "STOP") {
+      // As StudyPolicy does with `diverged`: the scheduler sees the result first, then a NaN stops it.
+      if (s.t >= MAX_T || d.decision === "STOP" || (stopDiverged && !Number.isFinite(loss))) {
         scheduler.onComplete(s.id, s.t, value);
         if (s.t >= MAX_T) {
           completed += 1;
@@ -410,7 +420,7 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
       (rung[f.name] as Record<string, RunResult[]>)[m.key] = seeds.map((s, i) =>
         m.promotion
           ? simulatePromotion(f, orders[i] as number[], workers, m.make(s) as PromotionAsha, m.report)
-          : simulate(f, orders[i] as number[], workers, m.make(s), m.report),
+          : simulate(f, orders[i] as number[], workers, m.make(s), m.report, m.stopDiverged),
       );
     }
   }
@@ -531,6 +541,27 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
         "hit rate Rung ASHA / Optuna SHA",
       ],
       headline,
+    ),
+    "",
+    "Per method, its worst file (1 % target): the smallest GPU and wall speed-up over random search, and the lowest hit rate.",
+    "",
+    table(
+      ["method", "min GPU speed-up", "min wall speed-up", "min hit rate"],
+      (summaries[files[0]?.name ?? ""] ?? []).map((m0) => {
+        const per = files.map((f) => {
+          const s = summaries[f.name] as MethodSummary[];
+          const r = s.find((x) => x.method === "random")?.targets[0] as MethodSummary["targets"][0];
+          const a = s.find((x) => x.method === m0.method)?.targets[0] as MethodSummary["targets"][0];
+          return { gpu: r.ertGpu / a.ertGpu, wall: r.ertWall / a.ertWall, hit: a.hitRate };
+        });
+        const min = (xs: number[]) => Math.min(...xs.map((x) => (Number.isFinite(x) ? x : 0)));
+        return [
+          m0.label,
+          `${min(per.map((p) => p.gpu)).toFixed(1)}×`,
+          `${min(per.map((p) => p.wall)).toFixed(1)}×`,
+          `${Math.round(100 * Math.min(...per.map((p) => p.hit)))} %`,
+        ];
+      }),
     ),
     "",
     ...sections.flatMap((s) => [s, ""]),
