@@ -1,28 +1,17 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { rungAgents, uniquePrefix } from "@rung/testkit";
 import { describe, expect } from "vitest";
-import { it, of, run, streamOf } from "./scheduler-helpers.js";
+import { curveSpec, it, of, run, streamOf } from "./scheduler-helpers.js";
 
 /** Divergence is a result: with `diverged` in the spec a trial whose metric blows up stops at once. */
 
 function spec(name: string, extra: Record<string, unknown>): string {
-  const file = join(mkdtempSync(join(tmpdir(), "rung-diverge-")), `${name}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      name,
-      command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms 100 --diverge-at {diverge}`,
-      metric: { name: "val_acc", mode: "max" },
-      search: { algorithm: "grid", space: { quality: 0.8, diverge: { grid: [3, 0] } } },
-      scheduler: { type: "asha", time_attr: "epoch", grace_period: 1, reduction_factor: 2, max_t: 8 },
-      resources: { gpus: 1 },
-      retries: 0,
-      ...extra,
-    }),
-  );
-  return file;
+  return curveSpec(name, {
+    space: { quality: 0.8, diverge: { grid: [3, 0] } },
+    scheduler: { type: "asha", time_attr: "epoch", grace_period: 1, reduction_factor: 2, max_t: 8 },
+    epochMs: 100,
+    args: "--diverge-at {diverge}",
+    extra,
+  });
 }
 
 describe("divergence", () => {

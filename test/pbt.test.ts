@@ -1,11 +1,9 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decideStudy, loadSpec } from "@rung/coordinator";
 import type { TrialEvent } from "@rung/protocol";
 import { REPO, rungAgents, uniquePrefix } from "@rung/testkit";
 import { describe, expect } from "vitest";
-import { it, of, run, streamOf } from "./scheduler-helpers.js";
+import { curveSpec, it, of, run, streamOf } from "./scheduler-helpers.js";
 
 /**
  * Population-based training end to end: a trial of the bottom quantile stops (EXPLOIT), goes on from a
@@ -30,27 +28,20 @@ describe("population-based training", () => {
   it("the bottom quantile goes on from the top's checkpoints with perturbed parameters, and replays", async ({ nats, procs }) => {
     const prefix = uniquePrefix();
     procs.push(...rungAgents(nats.url, prefix, 4));
-    const file = join(mkdtempSync(join(tmpdir(), "rung-pbt-")), "pbt.json");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        name: "pbt",
-        command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms 250 --checkpoint`,
-        metric: { name: "val_acc", mode: "max" },
-        search: { algorithm: "grid", space: { quality: { grid: [0.2, 0.4, 0.6, 0.8] } } },
-        scheduler: {
-          type: "pbt",
-          time_attr: "epoch",
-          perturbation_interval: 2,
-          quantile_fraction: 0.25,
-          resample_probability: 0,
-          max_t: 10,
-          hyperparam_mutations: ["quality"],
-        },
-        resources: { gpus: 1 },
-        retries: 0,
-      }),
-    );
+    const file = curveSpec("pbt", {
+      space: { quality: { grid: [0.2, 0.4, 0.6, 0.8] } },
+      scheduler: {
+        type: "pbt",
+        time_attr: "epoch",
+        perturbation_interval: 2,
+        quantile_fraction: 0.25,
+        resample_probability: 0,
+        max_t: 10,
+        hyperparam_mutations: ["quality"],
+      },
+      epochMs: 250,
+      args: "--checkpoint",
+    });
     const study = await run(nats.url, prefix, ["study", "run", file], procs);
     expect(study.child.exitCode, study.out()).toBe(0);
     const stored = await streamOf(nats.url, prefix, "pbt");
@@ -61,9 +52,18 @@ describe("population-based training", () => {
     const created = new Map(of(evs, "created").map((c) => [c.trial, c.params.quality as number]));
     // Each exploit as its decision said: the k-th EXPLOIT of a trial is its k-th attempt from a donor.
     const decided = of(evs, "decision").filter((d) => d.decision === "EXPLOIT");
+    // The weights a trial runs on: its own snapshots, or — just after it exploited another and before it
+    // stored one — those of the trials it went on from.
+    const weightsOf = (trial: string, seen = new Set<string>()): Set<string> => {
+      seen.add(trial);
+      for (const y of xs) if (y.trial === trial && !seen.has(y.donor)) weightsOf(y.donor, seen);
+      return seen;
+    };
     for (const x of xs) {
-      // From the donor's own snapshot, with the donor's quality moved one place in the grid.
-      expect(x.resumedFrom?.object, `${x.trial} restored ${x.donor}'s checkpoint`).toContain(`/${x.donor}/`);
+      // From the donor's weights (never from scratch), with the donor's quality moved one place in the grid.
+      const from = x.resumedFrom?.object.split("/")[1];
+      expect(from, `${x.trial} restored ${x.donor}'s checkpoint`).toBeDefined();
+      expect([...weightsOf(x.donor)]).toContain(from);
       expect([0.2, 0.4, 0.6, 0.8]).toContain(x.params.quality);
       const k = xs.filter((y) => y.trial === x.trial).indexOf(x);
       const d = decided.filter((y) => y.trial === x.trial)[k];

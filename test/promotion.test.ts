@@ -1,11 +1,9 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decideStudy, loadSpec } from "@rung/coordinator";
 import type { TrialEventOf } from "@rung/protocol";
 import { REPO, rung, rungAgents, uniquePrefix, waitFor } from "@rung/testkit";
 import { describe, expect } from "vitest";
-import { it, of, run, streamOf } from "./scheduler-helpers.js";
+import { curveSpec, it, of, run, streamOf } from "./scheduler-helpers.js";
 
 /**
  * Promotion-based ASHA end to end: trials pause at each rung (a PAUSE decision, a stop with the
@@ -20,20 +18,13 @@ describe("promotion-based ASHA", () => {
   }) => {
     const prefix = uniquePrefix();
     procs.push(...rungAgents(nats.url, prefix, 2));
-    const file = join(mkdtempSync(join(tmpdir(), "rung-promotion-")), "promo.json");
     const qualities = [0.5, 0.9, 0.3, 0.95, 0.2, 0.7, 0.85, 0.4, 0.99];
-    writeFileSync(
-      file,
-      JSON.stringify({
-        name: "promo",
-        command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms 120 --checkpoint`,
-        metric: { name: "val_acc", mode: "max" },
-        search: { algorithm: "grid", space: { quality: { grid: qualities } } },
-        scheduler: { type: "promotion", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 9 },
-        resources: { gpus: 1 },
-        retries: 0,
-      }),
-    );
+    const file = curveSpec("promo", {
+      space: { quality: { grid: qualities } },
+      scheduler: { type: "promotion", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 9 },
+      epochMs: 120,
+      args: "--checkpoint",
+    });
     const study = await run(nats.url, prefix, ["study", "run", file], procs);
     expect(study.child.exitCode, study.out()).toBe(0);
     const stored = await streamOf(nats.url, prefix, "promo");
@@ -117,19 +108,12 @@ describe("promotion-based ASHA", () => {
   it("a stopped study ends its paused trials as cancelled instead of waiting for them", async ({ nats, procs }) => {
     const prefix = uniquePrefix();
     procs.push(...rungAgents(nats.url, prefix, 1));
-    const file = join(mkdtempSync(join(tmpdir(), "rung-promotion-")), "halt.json");
-    writeFileSync(
-      file,
-      JSON.stringify({
-        name: "halt",
-        command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms 200 --checkpoint`,
-        metric: { name: "val_acc", mode: "max" },
-        search: { algorithm: "grid", space: { quality: { grid: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95] } } },
-        scheduler: { type: "promotion", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 9 },
-        resources: { gpus: 1 },
-        retries: 0,
-      }),
-    );
+    const file = curveSpec("halt", {
+      space: { quality: { grid: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95] } },
+      scheduler: { type: "promotion", time_attr: "epoch", grace_period: 1, reduction_factor: 3, max_t: 9 },
+      epochMs: 200,
+      args: "--checkpoint",
+    });
     const study = rung(["study", "run", file, "--nats", nats.url, "--prefix", prefix]);
     procs.push(study);
     // Two trials paused at rung 1 (their attempts ended), then the user stops the study.

@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { readStudyEvents } from "@rung/coordinator";
 import { connectNats, MeshNames, type TrialEvent, type TrialEventOf } from "@rung/protocol";
 import { rung, type TestProcess } from "@rung/testkit";
@@ -27,4 +30,36 @@ export async function streamOf(url: string, prefix: string, study: string) {
   } finally {
     await nc.close();
   }
+}
+
+/**
+ * Writes a spec for the curve fixture (test/fixtures/curve-trial.mjs: one epoch every `epochMs`, quality
+ * `{quality}` from the space) and returns its path: val_acc (max), one GPU a trial, no retry.
+ */
+export function curveSpec(
+  name: string,
+  o: {
+    space: Record<string, unknown>;
+    scheduler: Record<string, unknown>;
+    epochMs: number;
+    args?: string;
+    extra?: Record<string, unknown>;
+  },
+): string {
+  const file = join(mkdtempSync(join(tmpdir(), "rung-spec-")), `${name}.json`);
+  writeFileSync(
+    file,
+    JSON.stringify({
+      name,
+      command:
+        `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs {max_t} --epoch-ms ${o.epochMs} ${o.args ?? ""}`.trim(),
+      metric: { name: "val_acc", mode: "max" },
+      search: { algorithm: "grid", space: o.space },
+      scheduler: o.scheduler,
+      resources: { gpus: 1 },
+      retries: 0,
+      ...o.extra,
+    }),
+  );
+  return file;
 }

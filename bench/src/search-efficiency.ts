@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { compileSchedulerOptions, createRng, createScheduler, type PromotionAsha, type Scheduler } from "@rung/coordinator";
+import { compileSchedulerOptions, createRng, createScheduler, PromotionAsha, type Scheduler } from "@rung/coordinator";
 import { type BenchContext, type BenchOutcome, fmt, median, PYTHON, REPO, round, table, tempDir } from "./common.js";
 import { type CurveFile, loadCurveFile, taskSetFiles } from "./taskset.js";
 
@@ -43,8 +43,6 @@ export interface SimMethod {
   key: string;
   label: string;
   make(seed: number): Scheduler;
-  /** Promotion-based ASHA: workers ask it for a promotion before taking a new configuration. */
-  promotion?: boolean;
   /** The spec's `diverged`: a NaN or ±∞ loss stops the trial at once, whatever the scheduler said. */
   stopDiverged?: boolean;
   /** What the trial reports for a measured loss (default: the loss, NaN included). */
@@ -87,7 +85,6 @@ export const RUNG_METHODS: readonly SimMethod[] = [
   {
     key: "rung-promotion",
     label: "Rung ASHA, promotion-based (rf 3, grace 1)",
-    promotion: true,
     make: () =>
       createScheduler(
         compileSchedulerOptions({ scheduler: "promotion", mode: "min", gracePeriod: 1, reductionFactor: 3, maxT: MAX_T }),
@@ -124,6 +121,14 @@ const SENSITIVITY: readonly { rf: number; grace: number }[] = [
   { rf: 2, grace: 5 },
 ];
 
+/**
+ * One seed's run of a file. With `stopDiverged`, a NaN or ±∞ loss stops the trial as the spec's
+ * `diverged` does (the scheduler sees the result first). A PromotionAsha scheduler (promotion-based
+ * ASHA) pauses a trial at each rung, keeping its place on its curve as a checkpoint would, and a free
+ * worker first asks it for a promotion (Li et al.'s get_job), resuming that configuration where it
+ * paused, and takes a new configuration only when there is none. Pausing and resuming cost nothing here;
+ * in the mesh they cost a checkpoint's upload and restore.
+ */
 export function simulate(
   file: CurveFile,
   order: readonly number[],
@@ -132,78 +137,7 @@ export function simulate(
   report: (loss: number) => number = (x) => x,
   stopDiverged = false,
 ): RunResult {
-  const targets = TARGETS.map((q) => file.bestFinal * (1 + q));
-  const hits: ({ gpu: number; wall: number } | null)[] = TARGETS.map(() => null);
-  const slots: ({ cfg: number; t: number; id: string } | null)[] = Array.from({ length: workers }, () => null);
-  let next = 0;
-  let clock = 0;
-  let gpu = 0;
-  let gpuOnNaN = 0;
-  let completed = 0;
-  const take = (w: number) => {
-    if (next >= order.length) {
-      slots[w] = null;
-      return;
-    }
-    const cfg = order[next] as number;
-    next += 1;
-    const id = `c${cfg}`;
-    scheduler.onTrialAdd(id);
-    slots[w] = { cfg, t: 0, id };
-  };
-  for (let w = 0; w < workers; w++) take(w);
-  const freed: number[] = [];
-  const hitNow: boolean[] = TARGETS.map(() => false);
-  while (slots.some((s) => s !== null)) {
-    clock += 1;
-    freed.length = 0;
-    for (let w = 0; w < workers; w++) {
-      const s = slots[w];
-      if (!s) continue;
-      s.t += 1;
-      gpu += 1;
-      const curve = file.valid[s.cfg] as Float64Array;
-      if (Number.isNaN(curve[MAX_T] as number)) gpuOnNaN += 1;
-      const loss = curve[s.t] as number;
-      const value = report(loss);
-      const d = scheduler.onResult(s.id, s.t, value);
-      // As StudyPolicy does with `diverged`: the scheduler sees the result first, then a NaN stops it.
-      if (s.t >= MAX_T || d.decision === "STOP" || (stopDiverged && !Number.isFinite(loss))) {
-        scheduler.onComplete(s.id, s.t, value);
-        if (s.t >= MAX_T) {
-          completed += 1;
-          targets.forEach((target, i) => {
-            if (hits[i] === null && loss <= target) hitNow[i] = true;
-          });
-        }
-        freed.push(w);
-      }
-    }
-    // A hit counts the GPU time of the whole step (every busy worker spent its unit).
-    hitNow.forEach((h, i) => {
-      if (h && hits[i] === null) hits[i] = { gpu, wall: clock };
-      hitNow[i] = false;
-    });
-    if (hits.every((h) => h !== null)) break;
-    for (const w of freed) take(w);
-  }
-  return { hits, gpu, wall: clock, trials: next, completed, gpuOnNaN };
-}
-
-/**
- * Promotion-based ASHA in the same simulated time: a trial runs to its next rung and pauses (its state
- * kept, as a checkpoint would), and a free worker first asks the scheduler for a promotion (Li et al.'s
- * get_job) — resuming that configuration where it paused — and takes a new configuration only when
- * there is none. Pausing and resuming cost nothing here; in the mesh they cost a checkpoint's upload
- * and restore.
- */
-export function simulatePromotion(
-  file: CurveFile,
-  order: readonly number[],
-  workers: number,
-  scheduler: PromotionAsha,
-  report: (loss: number) => number = (x) => x,
-): RunResult {
+  const promoter = scheduler instanceof PromotionAsha ? scheduler : null;
   const targets = TARGETS.map((q) => file.bestFinal * (1 + q));
   const hits: ({ gpu: number; wall: number } | null)[] = TARGETS.map(() => null);
   const slots: ({ cfg: number; t: number; id: string } | null)[] = Array.from({ length: workers }, () => null);
@@ -214,11 +148,11 @@ export function simulatePromotion(
   let gpuOnNaN = 0;
   let completed = 0;
   const take = (w: number) => {
-    const p = scheduler.nextPromotion((trial) => pausedAt.has(trial));
-    if (p) {
+    const p = promoter?.nextPromotion((trial) => pausedAt.has(trial));
+    if (promoter && p) {
       const where = pausedAt.get(p.trial) as { cfg: number; t: number };
       pausedAt.delete(p.trial);
-      scheduler.onPromote(p.trial, p.rung);
+      promoter.onPromote(p.trial, p.rung);
       slots[w] = { cfg: where.cfg, t: where.t, id: p.trial };
       return;
     }
@@ -246,8 +180,10 @@ export function simulatePromotion(
       const curve = file.valid[s.cfg] as Float64Array;
       if (Number.isNaN(curve[MAX_T] as number)) gpuOnNaN += 1;
       const loss = curve[s.t] as number;
-      const d = scheduler.onResult(s.id, s.t, report(loss));
-      if (s.t >= MAX_T || d.decision === "STOP") {
+      const value = report(loss);
+      const d = scheduler.onResult(s.id, s.t, value);
+      if (s.t >= MAX_T || d.decision === "STOP" || (stopDiverged && !Number.isFinite(loss))) {
+        scheduler.onComplete(s.id, s.t, value);
         if (s.t >= MAX_T) {
           completed += 1;
           targets.forEach((target, i) => {
@@ -260,6 +196,7 @@ export function simulatePromotion(
         freed.push(w);
       }
     }
+    // A hit counts the GPU time of the whole step (every busy worker spent its unit).
     hitNow.forEach((h, i) => {
       if (h && hits[i] === null) hits[i] = { gpu, wall: clock };
       hitNow[i] = false;
@@ -267,7 +204,7 @@ export function simulatePromotion(
     if (hits.every((h) => h !== null)) break;
     for (const w of freed) take(w);
     // A promotion may have become due while a worker sat idle (the pass of new configurations is over).
-    for (let w = 0; w < workers; w++) if (slots[w] === null) take(w);
+    if (promoter) for (let w = 0; w < workers; w++) if (slots[w] === null) take(w);
   }
   return { hits, gpu, wall: clock, trials: next, completed, gpuOnNaN };
 }
@@ -418,9 +355,7 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
     rung[f.name] = {};
     for (const m of RUNG_METHODS) {
       (rung[f.name] as Record<string, RunResult[]>)[m.key] = seeds.map((s, i) =>
-        m.promotion
-          ? simulatePromotion(f, orders[i] as number[], workers, m.make(s) as PromotionAsha, m.report)
-          : simulate(f, orders[i] as number[], workers, m.make(s), m.report, m.stopDiverged),
+        simulate(f, orders[i] as number[], workers, m.make(s), m.report, m.stopDiverged),
       );
     }
   }

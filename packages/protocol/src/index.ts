@@ -138,7 +138,7 @@ export {
 } from "./resources.js";
 export type { RetryInfo, RetryOptions } from "./retry.js";
 export { retry } from "./retry.js";
-export { poolName, Subjects } from "./subjects.js";
+export { parseCheckpointObject, poolName, Subjects } from "./subjects.js";
 export { isValidToken, MAX_TOKEN_LENGTH, validToken } from "./tokens.js";
 export type { AgentEventType, CoordinatorEventType, EventSource, TrialEventInit } from "./trial-events.js";
 export { COORDINATOR, describeSource, sourceOf, TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";

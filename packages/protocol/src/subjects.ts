@@ -133,6 +133,19 @@ export class Subjects {
   }
 }
 
+/** A snapshot's object name (`Subjects.checkpointObject`) read back; undefined for any other name. */
+export function parseCheckpointObject(
+  name: string,
+): { scope: string; study: string; trial: string; attempt: number; seq: number } | undefined {
+  const parts = name.split("/");
+  if (parts.length !== 4) return undefined;
+  const [scope = "", trial = "", a = "", q = ""] = parts;
+  const attempt = Number(a);
+  const seq = Number(q);
+  if (!scope || !trial || !Number.isInteger(attempt) || attempt < 1 || !Number.isInteger(seq) || seq < 0) return undefined;
+  return { scope, study: scope.split("~")[0] as string, trial, attempt, seq };
+}
+
 /** Pool name for a trial shape: `gpu2` for two GPUs, `cpu1` for one CPU slot. */
 export function poolName(kind: "gpu" | "cpu", count: number): string {
   if (!Number.isInteger(count) || count < 1 || count > 64) throw new RangeError(`a trial needs 1 to 64 ${kind}s, got ${count}`);

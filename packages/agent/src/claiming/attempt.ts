@@ -9,6 +9,7 @@ import {
   type Control,
   claimProof,
   type Logger,
+  parseCheckpointObject,
   StopReason,
   type Subjects,
   studyScope,
@@ -408,10 +409,10 @@ export class Attempt {
   ): Promise<{ ref: CheckpointRef | null; lines: string[]; skipped: { t: number; object: string; why: string }[] }> {
     const store = this.#ctx.checkpoints;
     const { study, trial, timeAttr } = this.order;
-    const scope = `${studyScope(study, this.order.studyId)}/`;
+    const scope = studyScope(study, this.order.studyId);
     const index = store ? await this.#ctx.control.readCheckpoints(study, trial) : null;
     // Only this incarnation's snapshots: an index left by a deleted study of the same name is not ours.
-    const refs = (index?.refs ?? []).filter((r) => r.object.startsWith(scope));
+    const refs = (index?.refs ?? []).filter((r) => parseCheckpointObject(r.object)?.scope === scope);
     const lines: string[] = [];
     const skipped: { t: number; object: string; why: string }[] = [];
     if (!store || refs.length === 0) return { ref: null, lines, skipped };

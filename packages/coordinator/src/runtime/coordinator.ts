@@ -255,7 +255,7 @@ export class StudyCoordinator {
           !t.attempts.some((a) => a.status === "claimed" || a.status === "running")
         ) {
           this.log.info({ trial: ev.trial }, `${ev.trial}: its order ran out of deliveries while refused; queueing a fresh one`);
-          await this.#queue(t.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1);
+          await this.#queue(t.trial, nextAttempt(t));
         }
       }
     } else if (ev.type === "rejected" && !TERMINAL_PHASES.has(t.phase)) {
@@ -391,7 +391,7 @@ export class StudyCoordinator {
         !a.contested &&
         !(a.reason ?? "").startsWith("scheduler-pause"),
     ).length;
-    const next = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
+    const next = nextAttempt(t);
     if (this.#stopRequested) {
       await this.#end(t, "cancelled", `study stopped; last attempt failed: ${ev.reason}`);
     } else if (cannotStart) {
@@ -411,13 +411,10 @@ export class StudyCoordinator {
   /** Snapshots this coordinator has deleted (retention), so a catch-up does not delete them again. */
   readonly #deletedCheckpoints = new Set<string>();
   /** What each trial's checkpoint index names now: none of it is deleted. */
-  readonly #indexed = new Map<string, string[]>();
+  readonly #indexed = new Map<string, CheckpointRef[]>();
 
   async #writeIndex(trial: string, refs: CheckpointRef[]): Promise<void> {
-    this.#indexed.set(
-      trial,
-      refs.map((r) => r.object),
-    );
+    this.#indexed.set(trial, refs);
     await this.#store.writeCheckpointIndex(trial, refs);
   }
 
@@ -430,7 +427,7 @@ export class StudyCoordinator {
     const refs = StudyState.latestCheckpoints(t, keep);
     // A trial that exploits this one resumes from what its own index names: those stay too.
     if (t.pendingExploit === null) await this.#writeIndex(t.trial, refs);
-    const kept = new Set([...refs.map((r) => r.object), ...[...this.#indexed.values()].flat()]);
+    const kept = new Set([...refs, ...[...this.#indexed.values()].flat()].map((r) => r.object));
     const old = t.checkpoints.map((c) => c.ref.object).filter((o) => !kept.has(o) && !this.#deletedCheckpoints.has(o));
     for (const o of old) this.#deletedCheckpoints.add(o);
     if (old.length > 0) await this.#store.deleteCheckpoints(old);
@@ -587,7 +584,7 @@ export class StudyCoordinator {
       `agents ${c.agents[0]} and ${c.agents[1]} both claimed ${c.trial} attempt ${c.attempt} with its order's proof: one of them took the order and handed it back to claim a later delivery ahead of the other. The attempt is void; a fresh order follows`,
     );
     if (TERMINAL_PHASES.has(t.phase) || !this.#live) return;
-    const latest = Math.max(...t.attempts.map((a) => a.attempt));
+    const latest = nextAttempt(t) - 1;
     if (c.attempt < latest) return;
     await this.#queue(t.trial, latest + 1);
   }
@@ -608,7 +605,7 @@ export class StudyCoordinator {
   async #exploit(t: TrialRecord): Promise<void> {
     const x = t.pendingExploit;
     if (x === null) return;
-    const attempt = Math.max(...t.attempts.map((a) => a.attempt)) + 1;
+    const attempt = nextAttempt(t);
     // Carried out before a restart (the catch-up finds its `queued` in the stream): its index and stop
     // key are long written over — a later decision's stop key must not be cleared again.
     if (this.#store.isPublished(this.#store.eventId(TrialEvents.queued({ study: this.spec.name, trial: t.trial, attempt }))))
@@ -619,7 +616,10 @@ export class StudyCoordinator {
     const all = StudyState.latestCheckpoints(donor, Number.POSITIVE_INFINITY);
     const maxT = this.spec.scheduler.maxT;
     const before = all.filter((r) => maxT === null || r.t < maxT);
-    const refs = (before.length > 0 ? before : all).slice(0, keep);
+    const donated = (before.length > 0 ? before : all).slice(0, keep);
+    // A donor that went on from a third trial's checkpoint and has stored nothing since runs on the
+    // weights its own index names: those are what it donates.
+    const refs = donated.length > 0 ? donated : (this.#indexed.get(x.donor) ?? []);
     await this.#writeIndex(t.trial, refs);
     await this.#store.clearStop(t.trial);
     this.log.info(
@@ -638,7 +638,7 @@ export class StudyCoordinator {
     );
     // Its pause is over: the next attempt must not read the old stop key and stop at once.
     await this.#store.clearStop(p.trial);
-    await this.#queue(p.trial, Math.max(...t.attempts.map((a) => a.attempt)) + 1, { promotedTo: p.milestone });
+    await this.#queue(p.trial, nextAttempt(t), { promotedTo: p.milestone });
   }
 
   /**
@@ -805,6 +805,11 @@ function stopReason(t: TrialRecord, timeAttr: string): string {
   if (!s) return "stopped";
   if (s.by === "divergence") return `diverged at ${timeAttr} ${s.rung ?? s.t}`;
   return `stopped by ${s.by} at ${s.rung !== null ? `rung ${s.rung}` : `t=${s.t}`}`;
+}
+
+/** The number a new order of the trial takes: one past every attempt it had (redeliveries included). */
+function nextAttempt(t: TrialRecord): number {
+  return Math.max(0, ...t.attempts.map((a) => a.attempt)) + 1;
 }
 
 /** Runs one study to its end (or until `signal` detaches). */

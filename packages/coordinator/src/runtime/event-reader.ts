@@ -18,12 +18,9 @@ export interface FollowOptions {
   drops?: BadMessageCounter;
 }
 
-async function studyConsumer(nc: NatsConnection, names: MeshNames, study: string) {
-  const js = jetstream(nc);
-  return js.consumers.get(names.streams.events, {
-    filter_subjects: names.subjects.studyEvents(study),
-    deliver_policy: DeliverPolicy.All,
-  });
+/** An ordered consumer of the events stream from its start, on one filter (a study's or a trial's events). */
+async function eventsConsumer(nc: NatsConnection, names: MeshNames, filter: string) {
+  return jetstream(nc).consumers.get(names.streams.events, { filter_subjects: filter, deliver_policy: DeliverPolicy.All });
 }
 
 function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefined): StoredEvent | undefined {
@@ -57,7 +54,7 @@ export function storedEvent(
 
 /** Follows a study's events until `signal` aborts. */
 export async function followStudyEvents(nc: NatsConnection, names: MeshNames, study: string, o: FollowOptions): Promise<void> {
-  const consumer = await studyConsumer(nc, names, study);
+  const consumer = await eventsConsumer(nc, names, names.subjects.studyEvents(study));
   const pendingAtStart = (await consumer.info()).num_pending;
   // Short pulls: the client notices a consumer that died with its server (a cluster node lost) after
   // two missed idle heartbeats, half of `expires` each, and retries at that pace too. The default
@@ -87,13 +84,23 @@ export async function followStudyEvents(nc: NatsConnection, names: MeshNames, st
 }
 
 /** Every event of a study stored now, in order. */
-export async function readStudyEvents(
+export function readStudyEvents(
   nc: NatsConnection,
   names: MeshNames,
   study: string,
   drops?: BadMessageCounter,
 ): Promise<StoredEvent[]> {
-  const consumer = await studyConsumer(nc, names, study);
+  return readEvents(nc, names, names.subjects.studyEvents(study), drops);
+}
+
+/** Every stored event on `filter` (a study's, or one trial's `Subjects.trialEvents`), in order, with its publisher. */
+export async function readEvents(
+  nc: NatsConnection,
+  names: MeshNames,
+  filter: string,
+  drops?: BadMessageCounter,
+): Promise<StoredEvent[]> {
+  const consumer = await eventsConsumer(nc, names, filter);
   let pending = (await consumer.info()).num_pending;
   const out: StoredEvent[] = [];
   while (pending > 0) {

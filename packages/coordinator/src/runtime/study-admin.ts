@@ -11,6 +11,7 @@ import {
   LeaseSchema,
   type MeshNames,
   OrderIdentitySchema,
+  parseCheckpointObject,
   type StudyRecord,
   StudyRecordSchema,
 } from "@rung/protocol";
@@ -172,7 +173,7 @@ async function removeCheckpoints(nc: NatsConnection, names: MeshNames, state: St
   const objects = new Set([...state.trials.values()].flatMap((t) => t.checkpoints.map((c) => c.ref.object)));
   const study = state.study;
   for (const info of await os.list().catch(() => []))
-    if (!info.deleted && (info.name.startsWith(`${study}/`) || info.name.startsWith(`${study}~`))) objects.add(info.name);
+    if (!info.deleted && parseCheckpointObject(info.name)?.study === study) objects.add(info.name);
   let n = 0;
   for (const o of objects) if ((await os.delete(o).catch(() => ({ success: false }))).success) n += 1;
   return n;

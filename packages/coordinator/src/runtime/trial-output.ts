@@ -14,7 +14,7 @@ import {
 } from "@rung/protocol";
 import { AmbiguousTrialError, TrialNotFoundError, TrialNotRunningError } from "../errors.js";
 import { type StoredEvent, StudyState } from "../study/index.js";
-import { storedEvent } from "./event-reader.js";
+import { readEvents, storedEvent } from "./event-reader.js";
 
 /**
  * `rung logs` and `rung attach`: a trial's terminal output from the logs stream
@@ -86,33 +86,14 @@ export async function findTrialOutput(nc: NatsConnection, names: MeshNames, ref:
 }
 
 /** Every stored event of one trial, in order, with its publisher. */
-export async function readTrialEvents(
+export function readTrialEvents(
   nc: NatsConnection,
   names: MeshNames,
   study: string,
   trial: string,
   drops?: BadMessageCounter,
 ): Promise<StoredEvent[]> {
-  const consumer = await jetstream(nc).consumers.get(names.streams.events, {
-    filter_subjects: names.subjects.trialEvents(study, trial),
-    deliver_policy: DeliverPolicy.All,
-  });
-  let pending = (await consumer.info()).num_pending;
-  const out: StoredEvent[] = [];
-  while (pending > 0) {
-    const batch = await consumer.fetch({ max_messages: Math.min(pending, 1000), expires: 2000 });
-    let got = 0;
-    for await (const m of batch) {
-      got += 1;
-      pending = m.info.pending;
-      const r = decode(TrialEventSchema, m.data, "trial event");
-      const ev = r.ok ? storedEvent(m, r.value, names, drops) : drops?.record("events", r.error);
-      if (ev) out.push(ev);
-      if (pending === 0) break;
-    }
-    if (got === 0) break;
-  }
-  return out;
+  return readEvents(nc, names, names.subjects.trialEvents(study, trial), drops);
 }
 
 /** One trial's events folded (who may say what: StudyState), for its claimants and ends. */

@@ -4,6 +4,7 @@ import {
   describeSource,
   type EventSource,
   isAgentSpecificRejection,
+  parseCheckpointObject,
   type RejectReason,
   type TrialEvent,
   TrialEventWriter,
@@ -326,9 +327,8 @@ export class StudyState {
       // The snapshot it names must be this attempt's own (<scope>/<trial>/<attempt>/<seq>), or retention
       // and delete would act on another trial's or study's object.
       const r = ev.ref;
-      const own = `/${ev.trial}/${ev.attempt}/${ev.seq}`;
-      const scope = r.object.slice(0, -own.length);
-      const mine = r.object.endsWith(own) && (scope === this.study || scope.startsWith(`${this.study}~`));
+      const o = parseCheckpointObject(r.object);
+      const mine = o?.study === this.study && o.trial === ev.trial && o.attempt === ev.attempt && o.seq === ev.seq;
       if (!mine || r.attempt !== ev.attempt || r.agent !== from.agent)
         return `published a checkpoint of attempt ${ev.attempt} that names another object (${r.object})`;
     }

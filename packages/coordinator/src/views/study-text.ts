@@ -1,3 +1,4 @@
+import { parseCheckpointObject } from "@rung/protocol";
 import {
   type EarlyStoppingSavings,
   type StudyProgress,
@@ -71,7 +72,7 @@ export function movesText(state: StudyState): string {
     for (const a of t.attempts) {
       if (a.status === "preempted" || a.status === "lost") parts.push(`attempt ${a.attempt} ${a.status} on ${a.agent ?? "?"}`);
       // (A resume from another trial's checkpoint is PBT's exploit: lineageText says it.)
-      else if (a.resumedFrom?.object.includes(`/${t.trial}/`))
+      else if (a.resumedFrom && parseCheckpointObject(a.resumedFrom.object)?.trial === t.trial)
         parts.push(`attempt ${a.attempt} on ${a.agent ?? "?"} resumed from ${state.timeAttr}=${fmt(a.resumedFrom.t)}`);
     }
     if (parts.length > 0) lines.push(`  ${t.trial}: ${parts.join("; ")}`);
