@@ -13,12 +13,14 @@ import { describe, expect } from "vitest";
 const it = meshTest.extend("leakGraceMs", 5000);
 
 describe("rung demo", () => {
-  it("runs the digits study end to end: every trial ends, ASHA stops some, the best reaches 0.95", async ({ procs }) => {
+  it("runs the recommended digits study end to end (TPE + promotion ASHA): every trial ends, trials pause at the rungs and some stop there, the best reaches 0.95", async ({
+    procs,
+  }) => {
     const out = join(mkdtempSync(join(tmpdir(), "rung-demo-test-")), "status.json");
     const demo = rung(["demo", "--out", out]);
     procs.push(demo);
     const code = await demo.exited;
-    expect(demo.out()).toMatch(/study digits-asha completed/);
+    expect(demo.out()).toMatch(/study digits completed/);
     expect(code).toBe(0);
     const status = JSON.parse(readFileSync(out, "utf8")) as StudyStatusJson;
     expect(status.trials).toHaveLength(status.planned);
@@ -26,6 +28,7 @@ describe("rung demo", () => {
     expect(status.counts.stopped).toBeGreaterThan(0);
     expect(status.best?.value).toBeGreaterThanOrEqual(0.95);
     expect(demo.out()).toMatch(/early stopping saved/);
+    expect(demo.out()).toMatch(/stopped at rung|paused/);
   });
 
   it("finishes the study with every trial accounted for when an agent is killed mid-study", async ({ nats, procs }) => {

@@ -3,10 +3,14 @@ import { join } from "node:path";
 import { agentFootprint } from "./agent-footprint.js";
 import { bookkeepingOverhead } from "./bookkeeping.js";
 import { type BenchContext, type BenchOutcome, killStarted, machine, REPO, round, saveResult } from "./common.js";
+import { digitsSearch } from "./digits-search.js";
+import { packingBench } from "./packing.js";
 import { preemptionLoss } from "./preemption.js";
 import { resultThroughput } from "./result-throughput.js";
 import { searchEfficiency } from "./search-efficiency.js";
 import { telemetryScale } from "./telemetry-scale.js";
+import { uiLoad } from "./ui-load.js";
+import { warmStart } from "./warm-start.js";
 
 /**
  * `pnpm bench [--quick] [--only name,name]`: runs the benchmarks one after another (never in
@@ -22,6 +26,10 @@ const BENCHMARKS: readonly { name: string; title: string; run(ctx: BenchContext)
   { name: "telemetry-scale", title: "3. Telemetry at mesh scale", run: telemetryScale },
   { name: "agent-footprint", title: "4. Agent footprint", run: agentFootprint },
   { name: "preemption-loss", title: "6. GPU time lost per preemption", run: preemptionLoss },
+  { name: "ui-load", title: "7. The study page with many trials", run: uiLoad },
+  { name: "digits-search", title: "8. The digits example under each search method", run: digitsSearch },
+  { name: "warm-start", title: "9. Warm starts: order to first report", run: warmStart },
+  { name: "packing", title: "10. Several trials per GPU", run: packingBench },
 ];
 
 function usage(): never {

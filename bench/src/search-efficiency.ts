@@ -1,8 +1,20 @@
 import { spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { compileSchedulerOptions, createRng, createScheduler, PromotionAsha, type Scheduler } from "@rung/coordinator";
+import {
+  compileSchedulerOptions,
+  createRng,
+  createScheduler,
+  type ModelSamplerOptions,
+  type Observation,
+  PromotionAsha,
+  rungMilestones,
+  type Scheduler,
+  type SchedulerDecision,
+  scoreCandidates,
+} from "@rung/coordinator";
 import { type BenchContext, type BenchOutcome, fmt, median, PYTHON, REPO, round, table, tempDir } from "./common.js";
+import { loadHyperparameters, nearestUnused, type TabularSpace, tabularSpace } from "./tabular-search.js";
 import { type CurveFile, loadCurveFile, taskSetFiles } from "./taskset.js";
 
 /**
@@ -43,6 +55,8 @@ export interface SimMethod {
   key: string;
   label: string;
   make(seed: number): Scheduler;
+  /** Model-based sampling (search.algorithm tpe / bohb) over the file's own hyperparameters; absent: the draw order. */
+  sampler?: { algorithm: "tpe" | "bohb"; budgets: readonly number[]; nearest?: boolean };
   /** The spec's `diverged`: a NaN or ±∞ loss stops the trial at once, whatever the scheduler said. */
   stopDiverged?: boolean;
   /** What the trial reports for a measured loss (default: the loss, NaN included). */
@@ -99,7 +113,115 @@ export const RUNG_METHODS: readonly SimMethod[] = [
         seed,
       ),
   },
+  {
+    key: "top-k-1",
+    label: "keep the top 5 % after one epoch (Egele et al.'s baseline)",
+    make: () => new TopKAfterFirst(0.05),
+    stopDiverged: true,
+  },
+  {
+    key: "rung-curve",
+    label: "Rung learning-curve stopping (scheduler curve, defaults)",
+    make: (seed) => createScheduler(compileSchedulerOptions({ scheduler: "curve", mode: "min", maxT: MAX_T }), seed),
+    stopDiverged: true,
+  },
+  {
+    key: "rung-asha4",
+    label: "Rung ASHA rf 4 (Ray's default ladder) with `diverged`",
+    make: asha(4, 1),
+    stopDiverged: true,
+  },
+  {
+    key: "tpe-asha4",
+    label: "Rung TPE + ASHA rf 4, `diverged`",
+    make: asha(4, 1),
+    stopDiverged: true,
+    sampler: { algorithm: "tpe", budgets: ladder(4) },
+  },
+  {
+    key: "tpe-curve",
+    label: "Rung TPE + learning-curve stopping (rf 4 decision points), `diverged`",
+    make: (seed) =>
+      createScheduler(compileSchedulerOptions({ scheduler: "curve", mode: "min", reductionFactor: 4, maxT: MAX_T }), seed),
+    stopDiverged: true,
+    sampler: { algorithm: "tpe", budgets: ladder(4) },
+  },
+  {
+    key: "bohb-promotion4",
+    label: "Rung BOHB + promotion ASHA rf 4, `diverged`",
+    make: promotion(4),
+    stopDiverged: true,
+    sampler: { algorithm: "bohb", budgets: ladder(4) },
+  },
+  {
+    key: "rung-promotion4",
+    label: "Rung promotion ASHA rf 4, `diverged` (random search)",
+    make: promotion(4),
+    stopDiverged: true,
+  },
+  {
+    key: "nearest-promotion4",
+    label:
+      "no model: uniform points of the space mapped to the nearest unused configuration (Optuna TPE's access path) + promotion rf 4, `diverged`",
+    make: promotion(4),
+    stopDiverged: true,
+    sampler: { algorithm: "tpe", budgets: ladder(4), nearest: true },
+  },
+  {
+    key: "tpe-promotion4",
+    label: "**Rung recommended**: TPE + promotion ASHA rf 4, `diverged`",
+    make: promotion(4),
+    stopDiverged: true,
+    sampler: { algorithm: "tpe", budgets: ladder(4) },
+  },
 ];
+
+/** The rungs of an rf ladder from grace 1 below MAX_T, then MAX_T: BOHB's budgets. */
+function ladder(rf: number): number[] {
+  return [...rungMilestones(1, rf, MAX_T, 0).filter((m) => m < MAX_T), MAX_T];
+}
+
+function promotion(rf: number) {
+  return () =>
+    createScheduler(
+      compileSchedulerOptions({ scheduler: "promotion", mode: "min", gracePeriod: 1, reductionFactor: rf, maxT: MAX_T }),
+    );
+}
+
+/**
+ * The "one epoch, then the top k" baseline of Egele et al. (2023), asynchronous: a trial goes on past its
+ * first result only when that result is among the best `share` of all first results so far (itself
+ * included), and then trains to max_t. Not a Rung scheduler: a baseline to beat.
+ */
+export class TopKAfterFirst implements Scheduler {
+  readonly name = "top-k-1";
+  readonly #first: number[] = [];
+  constructor(readonly share: number) {}
+  onTrialAdd(): { bracket: number | null } {
+    return { bracket: null };
+  }
+  onResult(_trial: string, t: number, value: number): SchedulerDecision {
+    if (t >= MAX_T) return { decision: "STOP", rung: null, cutoff: null, by: this.name, reason: "max_t" };
+    if (t !== 1) return { decision: "CONTINUE", rung: null, cutoff: null, by: this.name, reason: "kept" };
+    const v = Number.isNaN(value) ? Number.POSITIVE_INFINITY : value;
+    this.#first.push(v);
+    const better = this.#first.filter((x) => x < v).length;
+    const keep = better < Math.ceil(this.share * this.#first.length);
+    return { decision: keep ? "CONTINUE" : "STOP", rung: 1, cutoff: null, by: this.name, reason: keep ? "top k" : "not top k" };
+  }
+  onComplete(): void {}
+}
+
+/** Model-based sampling in the simulation: the file's space and the sampler's options. */
+export interface ModelPicker {
+  readonly space: TabularSpace;
+  readonly options: ModelSamplerOptions;
+  /** No model: a uniform point of the space, mapped to the nearest unused configuration. */
+  readonly nearest?: boolean;
+}
+
+/** Unused configurations the model scores per draw (a uniform sample of what is left). */
+const POOL_CANDIDATES = 128;
 
 /** The order in which a seed draws the configurations: a seeded Fisher–Yates shuffle. */
 export function drawOrder(n: number, seed: number): number[] {
@@ -136,12 +258,56 @@ export function simulate(
   scheduler: Scheduler,
   report: (loss: number) => number = (x) => x,
   stopDiverged = false,
+  picker: ModelPicker | null = null,
 ): RunResult {
   const promoter = scheduler instanceof PromotionAsha ? scheduler : null;
   const targets = TARGETS.map((q) => file.bestFinal * (1 + q));
   const hits: ({ gpu: number; wall: number } | null)[] = TARGETS.map(() => null);
   const slots: ({ cfg: number; t: number; id: string } | null)[] = Array.from({ length: workers }, () => null);
   const pausedAt = new Map<string, { cfg: number; t: number }>();
+  // Model-based sampling: the first startupTrials configurations come from the draw order (the random
+  // draws); every later one is the unused configuration the model scores best (log l(x) − log g(x)) among
+  // the next POOL_CANDIDATES unused ones of the draw order — a uniform sample of what is left, so the model
+  // sees the same table random search does. Until the model has enough results, the draw order goes on.
+  // `nearest` instead draws a uniform point of the space and takes the nearest unused configuration (the
+  // access path Optuna's side uses for its TPE), with no model: what that mapping alone is worth.
+  const used = new Uint8Array(order.length);
+  const observed = new Map<string, Observation & { results: { t: number; value: number }[]; state: Observation["state"] }>();
+  let drawn = 0;
+  const inOrder = (): number | null => {
+    while (next < order.length && used[order[next] as number]) next += 1;
+    return next < order.length ? (order[next] as number) : null;
+  };
+  const nextConfig = (): number | null => {
+    if (picker === null || drawn < (picker.options.startupTrials ?? 10)) return inOrder();
+    if (picker.nearest) {
+      const u = createRng(picker.options.seed, `nearest:${drawn}`);
+      const point: Record<string, number> = {};
+      for (const k of picker.space.keys) {
+        const p = picker.space.space[k] as { kind: string; lower: number; upper: number };
+        const r = u.next();
+        point[k] =
+          p.kind === "loguniform"
+            ? Math.exp(Math.log(p.lower) + r * (Math.log(p.upper) - Math.log(p.lower)))
+            : p.lower + r * (p.upper - p.lower);
+      }
+      return nearestUnused(picker.space, point, used);
+    }
+    const pool: number[] = [];
+    for (let i = next; i < order.length && pool.length < POOL_CANDIDATES; i++)
+      if (!used[order[i] as number]) pool.push(order[i] as number);
+    if (pool.length === 0) return null;
+    const scores = scoreCandidates(
+      picker.space.space,
+      [...observed.values()],
+      picker.options,
+      pool.map((c) => picker.space.params[c] as Record<string, number>),
+    );
+    if (scores === null) return inOrder();
+    let best = 0;
+    for (let i = 1; i < pool.length; i++) if ((scores[i] as number) > (scores[best] as number)) best = i;
+    return pool[best] as number;
+  };
   let next = 0;
   let clock = 0;
   let gpu = 0;
@@ -153,17 +319,22 @@ export function simulate(
       const where = pausedAt.get(p.trial) as { cfg: number; t: number };
       pausedAt.delete(p.trial);
       promoter.onPromote(p.trial, p.rung);
+      const resumed = observed.get(p.trial);
+      if (resumed) resumed.state = "running";
       slots[w] = { cfg: where.cfg, t: where.t, id: p.trial };
       return;
     }
-    if (next >= order.length) {
+    const cfg = drawn >= order.length ? null : nextConfig();
+    if (cfg === null) {
       slots[w] = null;
       return;
     }
-    const cfg = order[next] as number;
-    next += 1;
+    used[cfg] = 1;
+    drawn += 1;
     const id = `c${cfg}`;
     scheduler.onTrialAdd(id);
+    if (picker !== null)
+      observed.set(id, { params: picker.space.params[cfg] as Record<string, number>, results: [], state: "running" });
     slots[w] = { cfg, t: 0, id };
   };
   for (let w = 0; w < workers; w++) take(w);
@@ -182,8 +353,11 @@ export function simulate(
       const loss = curve[s.t] as number;
       const value = report(loss);
       const d = scheduler.onResult(s.id, s.t, value);
+      const seen = observed.get(s.id);
+      seen?.results.push({ t: s.t, value });
       if (s.t >= MAX_T || d.decision === "STOP" || (stopDiverged && !Number.isFinite(loss))) {
         scheduler.onComplete(s.id, s.t, value);
+        if (seen) seen.state = "done";
         if (s.t >= MAX_T) {
           completed += 1;
           targets.forEach((target, i) => {
@@ -192,6 +366,8 @@ export function simulate(
         }
         freed.push(w);
       } else if (d.decision === "PAUSE") {
+        // A paused trial is ranked by where it got (study/sampling.ts does the same in the coordinator).
+        if (seen) seen.state = "done";
         pausedAt.set(s.id, { cfg: s.cfg, t: s.t });
         freed.push(w);
       }
@@ -206,7 +382,7 @@ export function simulate(
     // A promotion may have become due while a worker sat idle (the pass of new configurations is over).
     if (promoter) for (let w = 0; w < workers; w++) if (slots[w] === null) take(w);
   }
-  return { hits, gpu, wall: clock, trials: next, completed, gpuOnNaN };
+  return { hits, gpu, wall: clock, trials: drawn, completed, gpuOnNaN };
 }
 
 export interface MethodSummary {
@@ -304,10 +480,11 @@ async function runOptuna(
   seeds: readonly number[],
   workers: number,
   ctx: BenchContext,
+  methods: readonly string[] = ["optuna-sha", "optuna-hyperband"],
 ): Promise<{ runs: OptunaRun[]; version: string; seconds: number }> {
   const dir = tempDir("optuna-search");
   const input = join(dir, "input.json");
-  writeFileSync(input, JSON.stringify({ files, seeds, orders, workers, maxT: MAX_T, targets: TARGETS }));
+  writeFileSync(input, JSON.stringify({ files, seeds, orders, workers, maxT: MAX_T, targets: TARGETS, methods }));
   const started = performance.now();
   const out = await new Promise<string>((resolve, reject) => {
     const child = spawn(PYTHON, [join(REPO, "bench", "optuna-search.py"), input, "--jobs", "2"], {
@@ -347,6 +524,9 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
   const paths = taskSetFiles();
   const files = paths.map(loadCurveFile);
   const orders = seeds.map((s) => drawOrder(files[0]?.valid.length ?? 1000, s));
+  const spaces: Record<string, TabularSpace> = Object.fromEntries(
+    paths.map((p, i) => [files[i]?.name ?? p, tabularSpace(loadHyperparameters(p))]),
+  );
 
   ctx.log(`  replaying ${files.length} files × ${seeds.length} seeds × ${RUNG_METHODS.length} Rung methods, W=${workers}`);
   const t0 = performance.now();
@@ -354,9 +534,25 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
   for (const f of files) {
     rung[f.name] = {};
     for (const m of RUNG_METHODS) {
+      const t1 = performance.now();
       (rung[f.name] as Record<string, RunResult[]>)[m.key] = seeds.map((s, i) =>
-        simulate(f, orders[i] as number[], workers, m.make(s), m.report, m.stopDiverged),
+        simulate(
+          f,
+          orders[i] as number[],
+          workers,
+          m.make(s),
+          m.report,
+          m.stopDiverged,
+          m.sampler
+            ? {
+                space: spaces[f.name] as TabularSpace,
+                options: { algorithm: m.sampler.algorithm, mode: "min", seed: s, budgets: m.sampler.budgets },
+                nearest: m.sampler.nearest ?? false,
+              }
+            : null,
+        ),
       );
+      if (m.sampler) ctx.log(`    ${f.label} ${m.key}: ${((performance.now() - t1) / 1000).toFixed(1)} s`);
     }
   }
   const sensitivity = SENSITIVITY.map(({ rf, grace }) => ({
@@ -379,7 +575,19 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
   const rungSeconds = (performance.now() - t0) / 1000;
 
   ctx.log(`  Optuna: ${files.length} files × ${optunaSeeds} seeds × 2 pruners (python, 2 processes)`);
-  const optuna = await runOptuna(paths, orders.slice(0, optunaSeeds), seeds.slice(0, optunaSeeds), workers, ctx);
+  const optunaPruners = await runOptuna(paths, orders.slice(0, optunaSeeds), seeds.slice(0, optunaSeeds), workers, ctx);
+  // Optuna's TPE costs seconds per run (its sampler is slow with hundreds of trials): fewer seeds.
+  const tpeSeeds = Number(process.env.BENCH_OPTUNA_TPE_SEEDS ?? (ctx.quick ? 3 : 10));
+  ctx.log(`  Optuna TPE: ${files.length} files × ${tpeSeeds} seeds × 2 pruners (python, 2 processes)`);
+  const optunaTpe = await runOptuna(paths, orders.slice(0, tpeSeeds), seeds.slice(0, tpeSeeds), workers, ctx, [
+    "optuna-tpe-sha",
+    "optuna-tpe-hyperband",
+  ]);
+  const optuna = {
+    version: optunaPruners.version,
+    runs: [...optunaPruners.runs, ...optunaTpe.runs],
+    seconds: optunaPruners.seconds + optunaTpe.seconds,
+  };
 
   const summaries: Record<string, MethodSummary[]> = {};
   const why: Record<string, unknown> = {};
@@ -391,6 +599,8 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
     for (const [pruner, label] of [
       ["optuna-sha", "Optuna SuccessiveHalvingPruner (rf 3, min 1)"],
       ["optuna-hyperband", "Optuna HyperbandPruner (rf 3, min 1, max 50)"],
+      ["optuna-tpe-sha", `Optuna TPE (multivariate, constant liar) + SuccessiveHalvingPruner (${tpeSeeds} seeds)`],
+      ["optuna-tpe-hyperband", `Optuna TPE (multivariate, constant liar) + HyperbandPruner (${tpeSeeds} seeds)`],
     ] as const) {
       const runs = optuna.runs.filter((r) => r.file === f.name && r.pruner === pruner);
       s.push(summarize(pruner, label, runs));
@@ -450,29 +660,33 @@ export async function searchEfficiency(ctx: BenchContext): Promise<BenchOutcome>
     const get = (k: string) => s.find((x) => x.method === k)?.targets[0] as MethodSummary["targets"][0];
     headline.push([
       f.label,
+      ratio(get("random").ertGpu, get("tpe-promotion4").ertGpu),
+      ratio(get("random").ertWall, get("tpe-promotion4").ertWall),
+      `${Math.round(get("tpe-promotion4").hitRate * 100)} %`,
+      ratio(get("random").ertGpu, get("optuna-tpe-sha").ertGpu),
+      `${Math.round(get("optuna-tpe-sha").hitRate * 100)} %`,
+      ratio(get("optuna-tpe-sha").ertGpu, get("tpe-promotion4").ertGpu),
       ratio(get("random").ertGpu, get("rung-asha").ertGpu),
-      ratio(get("random").ertWall, get("rung-asha").ertWall),
-      ratio(get("random").ertGpu, get("rung-asha-inf").ertGpu),
       ratio(get("random").ertGpu, get("rung-hyperband").ertGpu),
-      ratio(get("optuna-sha").ertGpu, get("rung-asha").ertGpu),
-      ratio(get("optuna-hyperband").ertGpu, get("rung-hyperband").ertGpu),
       `${Math.round(get("rung-asha").hitRate * 100)} / ${Math.round(get("optuna-sha").hitRate * 100)} %`,
     ]);
   }
   const markdown = [
     `### 5. Search efficiency on the TaskSet curves (W = ${workers} workers, ${nSeeds} seeds for random/Rung, ${optunaSeeds} for Optuna; ERT in units of one curve point)`,
     "",
-    "Headline (1 % target): speed-up in expected running time.",
+    "Headline (1 % target): speed-up in expected running time. Rung recommended = `search.algorithm: tpe`, `scheduler: {type: promotion, reduction_factor: 4}`, `diverged: {}`.",
     "",
     table(
       [
         "file",
-        "Rung ASHA vs random (GPU)",
-        "Rung ASHA vs random (wall)",
-        "Rung ASHA, NaN as +∞, vs random (GPU)",
+        "Rung recommended vs random (GPU)",
+        "(wall)",
+        "hit rate",
+        "Optuna TPE + SHA vs random (GPU)",
+        "hit rate",
+        "Rung recommended vs Optuna TPE + SHA (GPU)",
+        "Rung ASHA (Ray's rule) vs random (GPU)",
         "Rung Hyperband vs random (GPU)",
-        "Rung ASHA vs Optuna SHA (GPU)",
-        "Rung HB vs Optuna HB (GPU)",
         "hit rate Rung ASHA / Optuna SHA",
       ],
       headline,

@@ -40,6 +40,9 @@ while the loop waited for a batch: the first line of /proc/stat read as each wai
 decoding; more workers than cores will not help) or one that is idle (workers waiting on storage or
 the network; more workers will).
 
+A script that dies of CUDA's out-of-memory error (uncaught) also prints `[rung] out of GPU memory: …`
+on stderr, so the agent ends the attempt as `oom` (retried alone on a GPU) rather than as a crash.
+
 Without RUNG_REPORT, report() prints `[rung] epoch=3 val_acc=0.91 ...` on stdout and does nothing
 else, so a script runs the same on its own. A reporting failure (no listener, agent gone) is
 warned about once on stderr and never stops the trial; reports then go to stdout instead.
@@ -267,3 +270,22 @@ def report(checkpoint=False, **metrics):
                     _sock = None
                 _warn("cannot report to %s (%s)" % (path, e))
         print("[rung] " + " ".join("%s=%s" % (k, _text_value(v)) for k, v in values.items()), flush=True)
+
+
+def _is_out_of_memory(exc):
+    """CUDA's out-of-memory error as PyTorch (torch.cuda.OutOfMemoryError) or any CUDA library raises it."""
+    name = type(exc).__name__
+    text = str(exc)
+    return name == "OutOfMemoryError" or "CUDA out of memory" in text or "CUDA error: out of memory" in text
+
+
+def _excepthook(kind, exc, tb, _previous=sys.excepthook):
+    # The agent ends an attempt that ran out of GPU memory as `oom` (retried alone on a GPU, no retry
+    # used) when its output says so; say it in one line Rung recognises whatever the traceback looks like.
+    if exc is not None and _is_out_of_memory(exc):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else getattr(kind, "__name__", "OutOfMemoryError")
+        sys.stderr.write("[rung] out of GPU memory: %s\n" % first[:300])
+    _previous(kind, exc, tb)
+
+
+sys.excepthook = _excepthook

@@ -115,26 +115,38 @@ function gib(mib: number | null): string {
   return mib === null ? "?" : (mib / 1024).toFixed(1);
 }
 
-/** The mesh as a table: one row per GPU (or per CPU-only agent) with what runs on it. */
+/** What runs on a GPU: its trials (with their shares when it is shared), or `-`. */
+function trialsOn(g: AgentAdvert["gpus"][number]): string {
+  const placed = g.placed ?? [];
+  if (placed.length === 0 || (placed.length === 1 && (placed[0]?.share ?? 1) >= 1))
+    return g.trial ? `${g.study ?? "?"}/${g.trial}` : "-";
+  return placed.map((p) => `${p.study}/${p.trial} (${p.share})`).join(", ");
+}
+
+/**
+ * The mesh as a table: one row per GPU or MIG instance (`<gpu>/<device>`; or per CPU-only agent) with
+ * the share of it in use and what runs on it.
+ */
 export function formatAgentsTable(adverts: readonly AgentAdvert[], now = Date.now()): string {
-  const header = ["AGENT", "GPU", "MODEL", "MEMORY GiB", "UTIL", "TRIAL", "STATE", "LAST SEEN"];
+  const header = ["AGENT", "GPU", "MODEL", "MEMORY GiB", "UTIL", "SHARE", "TRIAL", "STATE", "LAST SEEN"];
   const rows: string[][] = [];
   for (const a of adverts) {
     const seen = ago(Math.max(0, now - a.updatedAt));
     for (const g of a.gpus) {
       rows.push([
         a.agent,
-        String(g.index),
+        g.mig ? `${g.mig.parent}/${g.index % 100}` : String(g.index),
         g.fake ? `${g.name} (fake)` : g.name,
         `${gib(g.memoryUsedMiB)}/${gib(g.memoryTotalMiB)}`,
         g.utilization === null ? "?" : `${Math.round(g.utilization)}%`,
-        g.trial ? `${g.study ?? "?"}/${g.trial}` : "-",
+        g.shareInUse === undefined ? "?" : `${Math.round(g.shareInUse * 100)}%`,
+        trialsOn(g),
         a.state,
         seen,
       ]);
     }
     if (a.cpuSlots > 0)
-      rows.push([a.agent, "cpu", `${a.cpuSlots} CPU slot(s), ${a.freeCpuSlots} free`, "-", "-", "-", a.state, seen]);
+      rows.push([a.agent, "cpu", `${a.cpuSlots} CPU slot(s), ${a.freeCpuSlots} free`, "-", "-", "-", "-", a.state, seen]);
   }
   if (rows.length === 0) return "no agents in the mesh — start one with: rung agent --nats URL\n";
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] as string).length)));

@@ -25,14 +25,17 @@ import { CheckpointStore } from "./checkpoints.js";
 import { ClaimLoop, type ClaimLoopCounters, ReplayLedger, SharedNonces } from "./claiming/index.js";
 import { ControlWatch } from "./control-watch.js";
 import { AgentOptionsError } from "./errors.js";
+import { gpuProcessReader, processGroupOf } from "./gpu-processes.js";
 import { discoverGpus, hostFacts } from "./inventory.js";
 import { MeshRepair } from "./mesh-repair.js";
+import { type MetricsServer, startMetricsServer } from "./metrics.js";
 import { NvidiaSmiSampler } from "./nvidia-smi.js";
 import { type AgentOptions, type CompiledAgentOptions, compileAgentOptions, type DrainMode } from "./options.js";
 import { reapOrphans } from "./orphans.js";
-import { Slots } from "./slots.js";
+import { Slots, shareOf } from "./slots.js";
 import { StateMachine, type Transitions } from "./state-machine.js";
 import { TelemetryPublisher } from "./telemetry.js";
+import { registerWarmPool, WarmPool } from "./warm-pool.js";
 
 /**
  * The agent: one per GPU box. Its life is a small state machine, each change logged and advertised:
@@ -109,10 +112,12 @@ class AgentImpl implements Agent {
   #slots: Slots | undefined;
   #sampler: NvidiaSmiSampler | undefined;
   #telemetry: TelemetryPublisher | undefined;
+  #metrics: MetricsServer | undefined;
   #control: ControlWatch | undefined;
   #advert: Advertiser | undefined;
   #loop: ClaimLoop | undefined;
   #socketDir: string | undefined;
+  #warm: WarmPool | undefined;
   #draining: Promise<void> | undefined;
   #closing: Promise<void> | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
@@ -206,7 +211,7 @@ class AgentImpl implements Agent {
     this.gpus = found.gpus;
     this.fake = found.fake;
     const slots = new Slots(
-      found.gpus.map((g) => g.index),
+      found.gpus.map((g) => ({ index: g.index, memoryTotalMiB: g.memoryTotalMiB, mig: g.mig !== undefined })),
       o.cpuSlots,
     );
     this.#slots = slots;
@@ -219,8 +224,20 @@ class AgentImpl implements Agent {
     reapOrphans(join(o.stateDir, "groups"), this.#log);
     // Unix socket paths are limited to about 100 bytes, so the report sockets live in a short temp dir.
     this.#socketDir = mkdtempSync(join(tmpdir(), "rung-agent-"));
+    if (o.warm) {
+      const warm = new WarmPool({
+        ...o.warm,
+        socketPath: join(this.#socketDir, "warm.sock"),
+        slots: found.gpus.length + o.cpuSlots,
+        log: this.#log,
+      });
+      await warm.start();
+      this.#warm = warm;
+      registerWarmPool(o, warm);
+    }
 
-    const nc = await connectNats({ ...o.nats, reconnectForever: true });
+    // Every reported result is a request (an acknowledged publish): no stack captured for each (connect.ts).
+    const nc = await connectNats({ ...o.nats, reconnectForever: true, noAsyncTraces: true });
     this.#nc = nc;
     this.#connected = true;
     // Agents create what is missing and change nothing that exists: its owner (the coordinator or
@@ -265,6 +282,23 @@ class AgentImpl implements Agent {
       log: this.#log,
     });
     this.#telemetry.start();
+    if (o.metrics) {
+      const busy = (i: number) => slots.holderOfGpu(i)?.busyShare ?? null;
+      this.#metrics = await startMetricsServer(
+        o.metrics,
+        {
+          agent: o.name,
+          gpus: () => this.#telemetry?.sample() ?? [],
+          dataWait: (i) => {
+            const b = busy(i);
+            return b === null ? null : 1 - b;
+          },
+          running: () => this.running,
+          counters: () => this.counters,
+        },
+        this.#log,
+      );
+    }
 
     this.#control = new ControlWatch({
       kv: resources.control,
@@ -306,6 +340,16 @@ class AgentImpl implements Agent {
       checkpoints,
       repairMesh,
       onRefusal: () => void this.#advert?.refresh(),
+      placement: {
+        gpus: found.gpus,
+        processes: gpuProcessReader(found.fake ? null : o.nvidiaSmi),
+        groupOf: processGroupOf,
+      },
+      // A MIG instance is named by its UUID (CUDA takes no index for it); a GPU by its index.
+      visibleDevice: (index) => {
+        const g = found.gpus.find((x) => x.index === index);
+        return g?.mig ? g.uuid : String(index);
+      },
     });
     this.#loop = loop;
     await this.#control.start();
@@ -346,6 +390,13 @@ class AgentImpl implements Agent {
           memoryUsedMiB: s?.memoryUsedMiB ?? null,
           study: s?.study ?? null,
           trial: s?.trial ?? null,
+          shareInUse: slots.shareInUse(g.index) / 100,
+          placed: slots.holdersOfGpu(g.index).map((h) => ({
+            study: h.study,
+            trial: h.trial,
+            share: shareOf(h) / 100,
+            memoryMiB: h.memoryMiB ?? null,
+          })),
         };
       }),
       cpuSlots: slots.total("cpu"),
@@ -455,6 +506,7 @@ class AgentImpl implements Agent {
 
   kill(): void {
     this.#loop?.killAll();
+    this.#warm?.killAll();
   }
 
   #shuttingDown: Promise<void> | undefined;
@@ -466,6 +518,7 @@ class AgentImpl implements Agent {
       await this.#loop?.stopClaiming().catch(() => {});
       await this.#loop?.settled().catch(() => {});
       this.#telemetry?.close();
+      await this.#metrics?.close();
       await this.#control?.close().catch(() => {});
       await this.#advert?.close();
       await this.#sampler?.close();
@@ -474,6 +527,7 @@ class AgentImpl implements Agent {
         await nc.drain().catch(() => nc.close());
       }
       await this.#statusLoop.catch(() => {});
+      await this.#warm?.close();
       if (this.#socketDir) rmSync(this.#socketDir, { recursive: true, force: true });
       this.exitReason ??= "closed";
       if (this.#life.state !== "failed")

@@ -67,3 +67,5 @@ export type { Transitions } from "./state-machine.js";
 export { StateMachine } from "./state-machine.js";
 export type { StopRequest, TrialResult } from "./trial-runner.js";
 export { PYTHON_HELPER_DIR, resolveExecutable, whyCannotRun } from "./trial-runner.js";
+export type { WarmProcess, WarmSource } from "./warm-pool.js";
+export { WarmPool, warmPoolFor } from "./warm-pool.js";

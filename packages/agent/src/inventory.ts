@@ -3,7 +3,7 @@ import type { GpuInfo, HostInfo, Logger } from "@rung/protocol";
 import si from "systeminformation";
 import { NoResourcesError, UnknownGpuError } from "./errors.js";
 import { fakeGpuInfos } from "./fake-gpus.js";
-import { queryGpuInventory } from "./nvidia-smi.js";
+import { expandMig, queryGpuInventory, queryMigListing, queryMigModes } from "./nvidia-smi.js";
 
 /**
  * What this machine offers, found once at start: host facts from systeminformation (it knows the CPU
@@ -61,14 +61,29 @@ export async function discoverGpus(o: DiscoverGpusOptions): Promise<GpuDiscovery
   } else {
     const r = await queryGpuInventory(o.nvidiaSmi);
     if (r.ok) {
+      // GPUs in MIG mode are offered as their instances (`--gpus` still names the physical GPUs).
+      const listing = r.gpus.length > 0 ? await queryMigListing(o.nvidiaSmi) : [];
+      const migEnabled = r.gpus.length > 0 ? await queryMigModes(o.nvidiaSmi) : new Set<number>();
       gpus = r.gpus;
+      if (o.only) {
+        const available = gpus.map((g) => g.index);
+        for (const i of o.only) if (!available.includes(i)) throw new UnknownGpuError(i, available);
+        gpus = gpus.filter((g) => o.only?.includes(g.index));
+      }
+      for (const g of gpus)
+        if (migEnabled.has(g.index) && !listing.some((m) => m.parent === g.index))
+          o.log.warn(
+            { gpu: g.index },
+            `GPU ${g.index} is in MIG mode with no instances: not offered (create instances with "nvidia-smi mig -cgi … -C", or turn MIG off)`,
+          );
+      gpus = expandMig(gpus, listing, migEnabled);
       if (gpus.length === 0) problem = `${o.nvidiaSmi} lists no GPU`;
     } else {
       gpus = [];
       problem = r.missing ? `${o.nvidiaSmi} not found` : r.error.message;
     }
   }
-  if (o.only) {
+  if (o.only && fake) {
     const available = gpus.map((g) => g.index);
     for (const i of o.only) if (!available.includes(i)) throw new UnknownGpuError(i, available);
     gpus = gpus.filter((g) => o.only?.includes(g.index));

@@ -1,6 +1,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
-import type { GpuInfo, GpuSample, Logger } from "@rung/protocol";
+import { type GpuInfo, type GpuSample, type Logger, migIndex } from "@rung/protocol";
+import type { GpuProcess } from "./claiming/placement.js";
 import { NvidiaSmiError } from "./errors.js";
 
 /**
@@ -83,6 +84,150 @@ export function parseTelemetryLine(line: string): GpuReading | undefined {
     temperatureC: r(7),
     smClockMHz: r(8),
   };
+}
+
+export const COMPUTE_APPS_FIELDS = ["pid", "used_memory", "gpu_uuid"] as const;
+
+/** Parses `--query-compute-apps=pid,used_memory,gpu_uuid --format=csv,noheader,nounits`; other lines are skipped. */
+export function parseComputeApps(stdout: string): GpuProcess[] {
+  const out: GpuProcess[] = [];
+  for (const line of stdout.split("\n")) {
+    const f = splitCsv(line);
+    if (f.length !== COMPUTE_APPS_FIELDS.length || !/^\d+$/.test(f[0] as string)) continue;
+    // A process whose memory the driver cannot attribute (some MIG setups) prints [N/A]: it counts as 0.
+    out.push({ pid: Number(f[0]), usedMiB: parseReading(f[1] as string) ?? 0, gpuUuid: f[2] as string });
+  }
+  return out;
+}
+
+/** The GPU processes now; null when nvidia-smi cannot say (placement then trusts declarations only). */
+export function queryComputeApps(path: string, timeoutMs = 5000): Promise<GpuProcess[] | null> {
+  return new Promise((resolve) => {
+    execFile(
+      path,
+      [`--query-compute-apps=${COMPUTE_APPS_FIELDS.join(",")}`, "--format=csv,noheader,nounits"],
+      { timeout: timeoutMs, maxBuffer: 1024 * 1024 },
+      (err, stdout) => resolve(err ? null : parseComputeApps(String(stdout))),
+    );
+  });
+}
+
+/** One MIG instance as `nvidia-smi -L` lists it under its GPU. */
+export interface MigListing {
+  parent: number;
+  device: number;
+  profile: string;
+  uuid: string;
+}
+
+/**
+ * Parses `nvidia-smi -L`: `GPU 0: NAME (UUID: GPU-…)` lines, each followed by its MIG devices when
+ * MIG is on, `  MIG 1g.10gb     Device  0: (UUID: MIG-…)`.
+ */
+export function parseMigListing(stdout: string): MigListing[] {
+  const out: MigListing[] = [];
+  let parent: number | null = null;
+  for (const line of stdout.split("\n")) {
+    const gpu = /^GPU (\d+): /.exec(line);
+    if (gpu) {
+      parent = Number(gpu[1]);
+      continue;
+    }
+    const mig = /^\s+MIG\s+(\S+)\s+Device\s+(\d+):\s+\(UUID:\s+(MIG-[^)\s]+)\)/.exec(line);
+    if (mig && parent !== null) out.push({ parent, device: Number(mig[2]), profile: mig[1] as string, uuid: mig[3] as string });
+  }
+  return out;
+}
+
+/**
+ * What a MIG profile's name promises, as a share of the device: `1g.10gb` is 9.75 GiB usable, not 10
+ * (the driver keeps the rest), and `nvidia-smi` has no per-instance memory query that works without
+ * privileges everywhere, so an instance is taken to have 97.5 % of its profile's figure.
+ */
+export const MIG_MEMORY_SHARE = 0.975;
+
+/**
+ * The compute slices and memory of a MIG profile: a GPU instance (`3g.40gb`) or a compute instance
+ * inside one (`1c.3g.40gb`: 1 of the instance's 3 slices; the 40 GB are the GPU instance's, shared by
+ * its compute instances). Null for a name it does not know.
+ */
+export function migProfile(profile: string): { slices: number; memoryMiB: number } | null {
+  const p = /(?:^|\.)(\d+)g\.(\d+)gb/i.exec(profile);
+  if (!p) return null;
+  const c = /^(\d+)c\./i.exec(profile);
+  return {
+    slices: Number(c?.[1] ?? p[1]),
+    memoryMiB: Math.floor(Number(p[2]) * 1024 * MIG_MEMORY_SHARE),
+  };
+}
+
+/**
+ * A GPU split into MIG instances is offered as its instances: each with its `MIG-…` UUID (what
+ * CUDA_VISIBLE_DEVICES takes), its memory and compute share from its profile (`3g.40gb`: 3 of the
+ * GPU's 7 compute slices — 4 on an A30 — and 97.5 % of 40 GB, see MIG_MEMORY_SHARE), and the index
+ * `migIndex(parent, device)`. A GPU in MIG mode without instances (`migEnabled`, from
+ * `queryMigModes`) has nothing a CUDA process can use: it is not offered at all.
+ */
+export function expandMig(
+  gpus: readonly GpuInfo[],
+  listing: readonly MigListing[],
+  migEnabled: ReadonlySet<number> = new Set(),
+): GpuInfo[] {
+  const out: GpuInfo[] = [];
+  for (const g of gpus) {
+    const instances = listing.filter((m) => m.parent === g.index).sort((a, b) => a.device - b.device);
+    if (instances.length === 0) {
+      if (!migEnabled.has(g.index)) out.push(g);
+      continue;
+    }
+    const slices = /\bA30\b/.test(g.name) ? 4 : 7;
+    for (const m of instances) {
+      const p = migProfile(m.profile);
+      out.push({
+        index: migIndex(g.index, m.device),
+        uuid: m.uuid,
+        name: `${g.name} MIG ${m.profile}`,
+        memoryTotalMiB: p?.memoryMiB ?? 0,
+        driver: g.driver,
+        fake: g.fake,
+        mig: { parent: g.index, profile: m.profile, computeShare: p ? Math.min(1, p.slices / slices) : 0 },
+      });
+    }
+  }
+  return out;
+}
+
+/**
+ * The GPUs whose MIG mode is on now (`--query-gpu=index,mig.mode.current`): one in MIG mode with no
+ * instances listed must not be offered as a whole GPU. Empty when the query fails (a driver or GPU
+ * without MIG prints `[N/A]`, an old one rejects the field).
+ */
+export function queryMigModes(path: string, timeoutMs = 15_000): Promise<Set<number>> {
+  return new Promise((resolve) => {
+    execFile(
+      path,
+      ["--query-gpu=index,mig.mode.current", "--format=csv,noheader,nounits"],
+      { timeout: timeoutMs, maxBuffer: 1024 * 1024 },
+      (err, stdout) => {
+        const on = new Set<number>();
+        if (!err)
+          for (const line of String(stdout).split("\n")) {
+            const [index, mode] = splitCsv(line);
+            if (index !== undefined && /^\d+$/.test(index) && mode?.trim() === "Enabled") on.add(Number(index));
+          }
+        resolve(on);
+      },
+    );
+  });
+}
+
+/** `nvidia-smi -L`'s MIG devices; none when it fails (a driver without MIG). */
+export function queryMigListing(path: string, timeoutMs = 15_000): Promise<MigListing[]> {
+  return new Promise((resolve) => {
+    execFile(path, ["-L"], { timeout: timeoutMs, maxBuffer: 1024 * 1024 }, (err, stdout) =>
+      resolve(err ? [] : parseMigListing(String(stdout))),
+    );
+  });
 }
 
 export type InventoryResult = { ok: true; gpus: GpuInfo[] } | { ok: false; missing: boolean; error: Error };

@@ -12,6 +12,8 @@ import {
   validToken,
 } from "@rung/protocol";
 import { AgentOptionsError } from "./errors.js";
+import { parseMetricsAddress } from "./metrics.js";
+import type { WarmOptions } from "./warm-pool.js";
 
 /** How the agent's own logger writes (`--log-format`): see {@link AgentOptions.logFormat}. */
 export const LogFormat = { auto: "auto", json: "json", pretty: "pretty" } as const satisfies Record<
@@ -108,6 +110,18 @@ export interface AgentOptions {
    * or `auto` — pretty when stderr is a terminal, JSON when it is piped or a file. Default `auto`.
    */
   logFormat?: LogFormat | string;
+  /**
+   * Serve this box's GPUs and counters in the Prometheus text format on `/metrics`: a port (on
+   * loopback) or `HOST:PORT` (`0.0.0.0:9400` for every interface) (`--metrics-port`). Default none (null).
+   */
+  metricsPort?: number | string | null;
+  /**
+   * Warm starts (warm-pool.ts): Python trials whose command is `<python> script.py …` are handed to an
+   * interpreter of `python` started ahead of time with `preload` imported (`--warm-python`,
+   * `--warm-preload torch,sklearn`); `spares` interpreters wait per working directory (default one per
+   * trial slot plus one, at most 8). Default off (null): every trial starts its own process.
+   */
+  warm?: { python: string; preload?: string | readonly string[]; spares?: number | string } | null;
 }
 
 export interface CompiledAgentOptions {
@@ -142,6 +156,9 @@ export interface CompiledAgentOptions {
   readonly resources: ResourceOptions;
   readonly logger: Logger | undefined;
   readonly logFormat: LogFormat;
+  readonly metrics: { readonly host: string; readonly port: number } | null;
+  /** Warm starts; null when off. */
+  readonly warm: WarmOptions | null;
 }
 
 /** The hostname as a valid agent name: anything outside `[A-Za-z0-9_-]` becomes `-`. */
@@ -291,8 +308,32 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
     resources: { ...o.resources, ...(replicas === undefined ? {} : { replicas }) },
     logger: o.logger,
     logFormat: logFormat as LogFormat,
+    metrics: o.metricsPort === undefined || o.metricsPort === null ? null : parseMetricsAddress(o.metricsPort),
+    warm: compileWarm(o.warm),
     // Last, so that a mistake in any other flag is reported first.
     ...compileTrust(o),
+  };
+}
+
+/** `--warm-python`, `--warm-preload`: module names checked here, the interpreter when the agent starts. */
+function compileWarm(w: AgentOptions["warm"]): WarmOptions | null {
+  if (!w || !w.python?.trim()) {
+    if (w?.preload && (typeof w.preload === "string" ? w.preload.trim() : w.preload.length > 0))
+      throw new AgentOptionsError("--warm-preload", "needs --warm-python, the interpreter that imports them");
+    return null;
+  }
+  const list = typeof w.preload === "string" ? w.preload.split(",") : [...(w.preload ?? [])];
+  const preload = list.map((m) => m.trim()).filter((m) => m !== "");
+  for (const m of preload)
+    if (!/^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$/.test(m))
+      throw new AgentOptionsError(
+        "--warm-preload",
+        `expects Python module names like torch,sklearn; ${JSON.stringify(m)} is not one`,
+      );
+  return {
+    python: w.python.trim(),
+    preload,
+    spares: w.spares === undefined ? null : count("--warm-spares", w.spares, 64, 1),
   };
 }
 

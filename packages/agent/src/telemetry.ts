@@ -1,10 +1,10 @@
 import { cpus, freemem, totalmem } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { encode, type GpuInfo, type GpuSample, type Logger, SCHEMA_VERSION, type Subjects, type Telemetry } from "@rung/protocol";
-import { fakeReading } from "./fake-gpus.js";
+import { type FakeLoad, fakeReading } from "./fake-gpus.js";
 import type { GpuReading, NvidiaSmiSampler } from "./nvidia-smi.js";
 import { TrialCpuMeter } from "./process-cpu.js";
-import type { Slots } from "./slots.js";
+import { type SlotHolder, type Slots, shareOf } from "./slots.js";
 
 /**
  * One GPU message per interval (all GPUs of the agent in one msgpack message, each tagged with the
@@ -75,7 +75,7 @@ export class TelemetryPublisher {
     return o.gpus.map((g) => {
       const holder = o.slots.holderOfGpu(g.index);
       const reading = o.fake
-        ? fakeReading(g, { running: holder !== undefined, busyShare: holder?.busyShare ?? null })
+        ? fakeReading(g, fakeLoad(o.slots.holdersOfGpu(g.index)))
         : (o.sampler?.latest(g.index, now) ?? { index: g.index, uuid: g.uuid, memoryTotalMiB: g.memoryTotalMiB, ...NO_READING });
       this.#latest.set(g.index, reading);
       return { ...reading, study: holder?.study ?? null, trial: holder?.trial ?? null };
@@ -129,6 +129,18 @@ export class TelemetryPublisher {
     this.#gpuTimer = undefined;
     this.#hostTimer = undefined;
   }
+}
+
+/**
+ * A simulated GPU's load from the trials on it: each keeps its share of the GPU busy as much as it
+ * reported (5 % before its first report), added up and capped at 100 %. One whole-GPU trial: its own
+ * busy share, as before shares existed.
+ */
+function fakeLoad(holders: readonly SlotHolder[]): FakeLoad {
+  if (holders.length === 0) return { running: false, busyShare: null };
+  if (holders.every((h) => h.busyShare === null)) return { running: true, busyShare: null };
+  const busy = holders.reduce((s, h) => s + (h.busyShare ?? 0.05) * (shareOf(h) / 100), 0);
+  return { running: true, busyShare: Math.min(1, busy) };
 }
 
 /** CPU time over all cores since boot, from the kernel's counters (cheap: no process is spawned). */

@@ -9,6 +9,7 @@ import { TrialStartError } from "./errors.js";
 import { LogStream } from "./log-stream.js";
 import { ReportSocket } from "./report-socket.js";
 import { SecretMasker, secretValues } from "./secret-mask.js";
+import type { WarmSource } from "./warm-pool.js";
 
 /**
  * Runs one attempt of a trial in a pseudo-terminal — the trial sees a terminal, so progress bars and
@@ -47,8 +48,10 @@ export interface TrialRunOptions {
   order: WorkOrder;
   attempt: number;
   agent: string;
-  /** GPU indices for CUDA_VISIBLE_DEVICES; empty for a CPU trial. */
+  /** GPU indices the trial holds; empty for a CPU trial. */
   gpus: readonly number[];
+  /** What CUDA_VISIBLE_DEVICES lists for them (an index, or a MIG instance's UUID); default the indices. */
+  visibleDevices?: readonly string[];
   /** Absolute working directory, already checked to lie inside the agent's --workdir. */
   workdir: string;
   checkpointDir: string;
@@ -68,12 +71,16 @@ export interface TrialRunOptions {
   /** `checkpoint`: the report said its checkpoint files are written (`"checkpoint": true`). */
   onReport(metrics: Record<string, number>, checkpoint: boolean): void;
   onMalformedReport(why: string, line: string): void;
+  /** Warm starts (warm-pool.ts): a pre-started interpreter for this trial, if one fits. Default none. */
+  warm?: WarmSource | null;
 }
 
 const SIGNAL_NAMES = new Map<number, string>(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
 
 /** The environment of a trial: the agent's own, minus its `RUNG_*` settings, plus the study's and ours. */
-export function trialEnv(o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" | "checkpointDir" | "reportPath" | "resumeFrom">) {
+export function trialEnv(
+  o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" | "visibleDevices" | "checkpointDir" | "reportPath" | "resumeFrom">,
+) {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) {
     // The agent's RUNG_* variables (NATS URL, credentials file) are not the trial's business.
@@ -85,7 +92,7 @@ export function trialEnv(o: Pick<TrialRunOptions, "order" | "attempt" | "gpus" |
     // nvidia-smi numbers GPUs by PCI bus; CUDA by default numbers the fastest first. Make CUDA agree,
     // so the indices we hand out are the GPUs we measure.
     CUDA_DEVICE_ORDER: "PCI_BUS_ID",
-    CUDA_VISIBLE_DEVICES: o.gpus.join(","),
+    CUDA_VISIBLE_DEVICES: (o.visibleDevices ?? o.gpus.map(String)).join(","),
     RUNG_STUDY: o.order.study,
     RUNG_TRIAL: o.order.trial,
     RUNG_ATTEMPT: String(o.attempt),
@@ -211,24 +218,33 @@ export class TrialRun {
       const stop = signal.reason as StopRequest;
       return { status: "stopped", exitCode: null, signal: null, reason: stop.detail, logTail: [], started: false, stop };
     }
+    // A waiting interpreter becomes this trial (warm-pool.ts), or the trial starts its own process.
+    const warm = o.warm?.take({ program, argv: o.order.argv, cwd: o.workdir, env }) ?? null;
     let term: pty.IPty;
     try {
-      term = pty.spawn(program, o.order.argv.slice(1), {
-        name: "xterm-256color",
-        cols: 120,
-        rows: 40,
-        cwd: o.workdir,
-        env,
-        // Raw bytes: a chunk may end inside a UTF-8 sequence, and logs keep the bytes as they were.
-        encoding: null,
-      });
+      term = warm
+        ? warm.term
+        : pty.spawn(program, o.order.argv.slice(1), {
+            name: "xterm-256color",
+            cols: 120,
+            rows: 40,
+            cwd: o.workdir,
+            env,
+            // Raw bytes: a chunk may end inside a UTF-8 sequence, and logs keep the bytes as they were.
+            encoding: null,
+          });
     } catch (err) {
       await reports.close(0);
       return cannotStart(logs, masker.maskText((err as Error).message));
     }
     const pid = term.pid;
     this.#pid = pid;
-    const exited = new Promise<{ exitCode: number; signal?: number }>((r) => term.onExit(r));
+    const exited = warm ? warm.exited : new Promise<{ exitCode: number; signal?: number }>((r) => term.onExit(r));
+    if (warm) {
+      logs.write(Buffer.from(`[rung] warm start: interpreter ${pid} had ${warm.preload.join(", ") || "nothing"} imported\r\n`));
+      const early = masker.push(warm.preamble);
+      if (early.length > 0) logs.write(early);
+    }
     term.onData((d) => {
       const out = masker.push(d as unknown as Buffer);
       if (out.length === 0 || logs.write(out)) return;
@@ -236,6 +252,8 @@ export class TrialRun {
       term.pause();
       void logs.fileDrained().then(() => term.resume());
     });
+    // Its environment (RUNG_*, CUDA_VISIBLE_DEVICES) is set before any of the trial's code runs.
+    warm?.start({ argv: o.order.argv.slice(1), env, cwd: o.workdir });
     o.onStarted(pid);
 
     let killTimer: NodeJS.Timeout | undefined;
@@ -269,7 +287,19 @@ export class TrialRun {
     if (!sig && exitCode === 0)
       return { status: "completed", exitCode, signal: null, reason: "exit code 0", logTail: [], started: true, stop: null };
     const reason = sig ? `killed by ${sig}` : `exit code ${exitCode}`;
-    return { status: "failed", exitCode, signal: sig, reason, logTail: logs.tail(), started: true, stop: null };
+    const tail = logs.tail();
+    const oom = outOfMemoryLine(tail);
+    if (oom !== null)
+      return {
+        status: "oom",
+        exitCode,
+        signal: sig,
+        reason: `out of GPU memory (${reason}): ${oom}`,
+        logTail: tail,
+        started: true,
+        stop: null,
+      };
+    return { status: "failed", exitCode, signal: sig, reason, logTail: tail, started: true, stop: null };
   }
 
   /** Checks what can be checked before spawning; returns the program's path. */
@@ -288,6 +318,24 @@ export class TrialRun {
     }
     return program;
   }
+}
+
+/**
+ * What CUDA's allocator (through PyTorch, or any CUDA program) prints when memory runs out, and what
+ * the Python helper prints for a `MemoryError` it reports as such.
+ */
+// PyTorch and CUDA; cuBLAS and cuDNN failing to allocate their workspace; TensorFlow and JAX/XLA
+// (`ResourceExhaustedError: OOM when allocating tensor`, `RESOURCE_EXHAUSTED: Out of memory`).
+const OOM_PATTERN =
+  /CUDA out of memory|torch\.cuda\.OutOfMemoryError|CUDA error: out of memory|CUDA_ERROR_OUT_OF_MEMORY|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|RESOURCE_EXHAUSTED: Out of memory|OOM when allocating tensor|\[rung\] out of GPU memory/;
+
+/** The last output line that says the trial ran out of GPU memory, trimmed; null when none does. */
+export function outOfMemoryLine(lines: readonly string[]): string | null {
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const line = lines[i] as string;
+    if (OOM_PATTERN.test(line)) return line.trim().slice(0, 300);
+  }
+  return null;
 }
 
 /** The result of a trial that never started: the sentence goes into its log as well. */

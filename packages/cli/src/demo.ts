@@ -35,7 +35,7 @@ export interface DemoOptions {
   /** Use this NATS instead of starting an embedded one. */
   nats?: string;
   prefix?: string;
-  /** Study spec. Default configs/digits-asha.yaml of the checkout. */
+  /** Study spec. Default configs/digits.yaml of the checkout (the recommended configuration). */
   spec?: string;
   /** Root the spec's workdir is relative to. Default the checkout. */
   workdir?: string;
@@ -67,7 +67,7 @@ function realGpusPresent(): boolean {
  * process it starts is stopped before it returns, also when `signal` aborts.
  */
 export async function runDemo(o: DemoOptions): Promise<DemoResult> {
-  const specPath = o.spec ?? join(REPO_ROOT, "configs", "digits-asha.yaml");
+  const specPath = o.spec ?? join(REPO_ROOT, "configs", "digits.yaml");
   if (!existsSync(specPath)) {
     throw new Error(
       `the demo study ${specPath} is missing — run "rung demo" from a Rung checkout, or pass --spec FILE --workdir DIR`,

@@ -9,6 +9,7 @@ import { registerReplay } from "./commands/replay.js";
 import { registerServer } from "./commands/server.js";
 import { registerStudy } from "./commands/study.js";
 import { registerTail } from "./commands/tail.js";
+import { registerUi } from "./commands/ui.js";
 
 export function buildProgram(): Command {
   const program = new Command("rung")
@@ -25,5 +26,6 @@ export function buildProgram(): Command {
   registerReplay(program);
   registerTail(program);
   registerLogs(program);
+  registerUi(program);
   return program;
 }

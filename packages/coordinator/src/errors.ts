@@ -99,7 +99,7 @@ export class StudySpecChangedError extends Error {
     readonly what = "the spec differs from the one the study was started with",
   ) {
     super(
-      `study ${study} already exists and ${what} — only search.samples may grow (rung study run SPEC --samples N); give a changed study a new name, or remove the old one with "rung study delete ${study}"`,
+      `study ${study} already exists and ${what} — only search.samples (rung study run SPEC --samples N) and the budget may grow; give a changed study a new name, or remove the old one with "rung study delete ${study}"`,
     );
   }
 }

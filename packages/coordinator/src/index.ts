@@ -2,6 +2,7 @@
 // layers.test.ts):
 //   common/     seeded RNG, percentiles, zod issue formatting             (pure)
 //   scheduling/ Scheduler interface, ASHA/Hyperband, median, FIFO, replay (pure)
+//   search/     TPE/BOHB sampler, beside scheduling/                      (pure)
 //   study/      spec, search space, state fold, stopping policy, decider  (pure)
 //   telemetry/  telemetry join, bottleneck diagnosis, report data         (pure)
 //   views/      text rendering: progress, leaderboard, report, tail lines (pure)
@@ -32,10 +33,12 @@ export type {
   FollowOptions,
   LoadedStudy,
   LoadStudyReportOptions,
+  MeshWatchOptions,
   ReadTelemetryOptions,
   RunStudyOptions,
   StudyResult,
   StudyStatusJson,
+  StudyWatchOptions,
   TailOptions,
   TailOutput,
   TailStats,
@@ -56,7 +59,10 @@ export {
   loadStudy,
   loadStudyHistory,
   loadStudyReport,
+  loadStudySpec,
+  loadTrialPage,
   MeshAdverts,
+  MeshWatch,
   parseTrialRef,
   readAdverts,
   readStudyEvents,
@@ -65,6 +71,7 @@ export {
   runStudy,
   runTail,
   StudyCoordinator,
+  StudyWatch,
   stopStudy,
   streamTrialOutput,
   studyStateWord,
@@ -74,6 +81,8 @@ export {
 export type {
   AshaOptions,
   AshaSnapshot,
+  CurveOptions,
+  CurveStoppingOptions,
   EarlyStoppingOptions,
   FifoOptions,
   MedianOptions,
@@ -87,6 +96,8 @@ export type {
 export {
   Asha,
   bracketProbabilities,
+  CURVE_DEFAULTS,
+  CurveStopping,
   checkSchedulerOptions,
   compileSchedulerOptions,
   createScheduler,
@@ -95,6 +106,7 @@ export {
   MedianStoppingRule,
   MetricMode,
   PromotionAsha,
+  predictAt,
   Replayer,
   replayLines,
   rungCount,
@@ -102,6 +114,8 @@ export {
   SCHEDULER_DEFAULTS,
   SchedulerType,
 } from "./scheduling/index.js";
+export type { ModelSamplerOptions, Observation, SampledValue, SpaceParam } from "./search/index.js";
+export { bohbBudget, MODEL_SAMPLER_DEFAULTS, scoreCandidates, suggest, suggestParams } from "./search/index.js";
 export type {
   AttemptRecord,
   AttemptStatus,
@@ -109,6 +123,8 @@ export type {
   EarlyStoppingSpec,
   HistoryRow,
   Metrics,
+  PackingLevel,
+  PackingSpec,
   ParamKind,
   ParamSpec,
   ParamValue,
@@ -151,11 +167,14 @@ export {
   loadSpec,
   MAX_TRIALS,
   missingMetricReason,
+  PACKING_DEFAULTS,
+  packingSummary,
   parseParam,
   parseSpec,
   planStudy,
   REDACTED,
   RESERVED_PLACEHOLDERS,
+  redrawSampledTrials,
   replayStudy,
   rungFunnel,
   SearchAlgorithm,
@@ -207,9 +226,25 @@ export {
   REPORT_VERSION,
   Severity,
 } from "./telemetry/index.js";
-export type { StudyMeta, TailConnectionEvent, TailFilter, TailViewOptions } from "./views/index.js";
+export type {
+  CurvePoint,
+  MeshPageData,
+  MeshPageGpu,
+  ParamAxisKind,
+  StudyMeta,
+  StudyPageData,
+  StudyPageSummary,
+  StudyPageTrial,
+  TailConnectionEvent,
+  TailFilter,
+  TailViewOptions,
+  TrialPageAttempt,
+  TrialPageData,
+  TrialPageEvent,
+} from "./views/index.js";
 export {
   bestText,
+  curvePoints,
   failuresText,
   groupFindings,
   historyCsv,
@@ -217,16 +252,21 @@ export {
   historyTable,
   leaderboardTable,
   lineageText,
+  meshPageData,
   movesText,
   noOutputText,
   progressLine,
   renderReportMarkdown,
   renderReportText,
+  STUDY_PAGE_VERSION,
   savingsText,
   schedulerSettingsText,
   studyMetaFromSpec,
+  studyPageSummary,
   studyPlanText,
   studyReplayText,
   TailFormat,
   TailView,
+  terminalText,
+  trialPageData,
 } from "./views/index.js";

@@ -119,6 +119,18 @@ export {
 } from "./order-signing.js";
 export type { MeshUser, RolePermissionOptions, SubjectPermissions } from "./permissions.js";
 export { defaultAccountName, Role, renderAuthConfig, rolePermissions } from "./permissions.js";
+export {
+  classNeeds,
+  FULL_SHARE,
+  fractionalPoolName,
+  isFractionalGpus,
+  migIndex,
+  orderPool,
+  parseMemoryMiB,
+  SHARE_CLASSES,
+  shareClass,
+  sharePercent,
+} from "./placement.js";
 export type {
   CompiledResourceOptions,
   MeshResources,

@@ -16,7 +16,18 @@ const ts = z.number().int().nonnegative();
 const anyNumber = z.custom<number>((x) => typeof x === "number", { message: "must be a number" });
 const paramValue = z.union([z.string(), z.number(), z.boolean()]);
 
-export const TrialStatus = { completed: "completed", stopped: "stopped", failed: "failed", preempted: "preempted" } as const;
+/**
+ * `oom`: the trial ran out of GPU memory (CUDA's out-of-memory error in its output): not a bad
+ * configuration but a placement that was too tight — the coordinator retries it alone on a GPU,
+ * without using a retry.
+ */
+export const TrialStatus = {
+  completed: "completed",
+  stopped: "stopped",
+  failed: "failed",
+  preempted: "preempted",
+  oom: "oom",
+} as const;
 export type TrialStatus = (typeof TrialStatus)[keyof typeof TrialStatus];
 
 /**
@@ -50,6 +61,11 @@ export const RejectReason = {
   replayed: "replayed",
   commandNotAllowed: "command-not-allowed",
   cannotRun: "cannot-run",
+  /**
+   * The order waited on an agent for GPU memory (placement) through its last delivery and was ended
+   * there. Neither the order's fault nor a refusal: the coordinator queues a fresh order.
+   */
+  noRoom: "no-room",
 } as const;
 export type RejectReason = (typeof RejectReason)[keyof typeof RejectReason];
 
@@ -80,6 +96,12 @@ export const GpuInfoSchema = z.object({
   memoryTotalMiB: z.number().nonnegative(),
   driver: z.string(),
   fake: z.boolean().default(false),
+  /**
+   * A MIG instance rather than a whole GPU: its parent GPU's nvidia-smi index, its profile
+   * (`1g.10gb`) and its share of the parent's compute slices. Its `uuid` is the `MIG-…` one that
+   * CUDA_VISIBLE_DEVICES takes, its `index` is `100 × (parent + 1) + device` (placement.ts).
+   */
+  mig: z.object({ parent: z.number().int().nonnegative(), profile: z.string(), computeShare: z.number() }).optional(),
 });
 export type GpuInfo = z.infer<typeof GpuInfoSchema>;
 
@@ -107,6 +129,14 @@ export const AgentAdvertSchema = z.object({
       memoryUsedMiB: anyNumber.nullable().default(null),
       study: z.string().nullable().default(null),
       trial: z.string().nullable().default(null),
+      /**
+       * Share of the GPU held by trials, 0..1 (a whole-GPU trial holds 1), and each trial placed on
+       * it with its share and declared memory. Optional: adverts of older agents lack them.
+       */
+      shareInUse: z.number().min(0).max(1).optional(),
+      placed: z
+        .array(z.object({ study: z.string(), trial: z.string(), share: z.number(), memoryMiB: z.number().nullable() }))
+        .optional(),
     }),
   ),
   /** CPU-only slots (machines without a GPU, `--cpu-slots`). */
@@ -148,7 +178,15 @@ export const WorkOrderSchema = z.object({
   /** Attempt number of this order's first delivery; a redelivery runs attempt + deliveries - 1. */
   attempt: z.number().int().positive(),
   pool: token,
-  resources: z.object({ gpus: z.number().int().nonnegative(), cpus: z.number().int().nonnegative().default(0) }),
+  /**
+   * `gpus`: a whole number of GPUs, or a share of one GPU (0.01–0.99, placement.ts); `gpuMemoryMiB`:
+   * the memory the trial declared it needs on that GPU, checked against what is free there now.
+   */
+  resources: z.object({
+    gpus: z.number().nonnegative(),
+    cpus: z.number().int().nonnegative().default(0),
+    gpuMemoryMiB: z.number().positive().optional(),
+  }),
   /** The exact argv to exec, parameters already substituted; never passed through a shell. */
   argv: z.array(z.string()).min(1),
   workdir: z.string(),
@@ -229,6 +267,13 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     type: z.literal("created"),
     params: z.record(z.string(), paramValue),
     bracket: z.number().int().nonnegative().nullable().default(null),
+    /**
+     * Parameters drawn by a model (search.algorithm tpe or bohb) rather than planned: which one, and the
+     * last event-stream sequence the coordinator had folded when it drew them (what a reader folds to
+     * draw them again).
+     */
+    sampledBy: z.enum(["tpe", "bohb"]).optional(),
+    basis: z.number().int().nonnegative().optional(),
   }),
   /** Coordinator: an order for this attempt was published. */
   z.object({
@@ -247,6 +292,19 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     exploitOf: token.optional(),
     /** The parameters this attempt runs with, when they are no longer the trial's first ones (PBT). */
     params: z.record(z.string(), paramValue).optional(),
+    /**
+     * `packing: auto` (coordinator study/packing.ts): the trials per GPU this order was sized for (its
+     * share is ⌊100 / perGpu⌋ %), the memory it declares, and the decision that chose them — recorded
+     * here because the telemetry it was decided from is not in the event stream. Absent without packing.
+     */
+    packing: z
+      .object({
+        perGpu: z.number().int().min(1).max(64),
+        gpuMemoryMiB: z.number().int().positive().nullable(),
+        step: z.enum(["observe", "hold", "raise", "back-off"]),
+        why: z.string().max(500),
+      })
+      .optional(),
   }),
   /** Agent: it holds the order and the GPUs. */
   z.object({
@@ -298,7 +356,7 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     type: z.literal("finished"),
     attempt: z.number().int().positive(),
     agent: token,
-    status: z.enum(["completed", "stopped", "failed", "preempted"]),
+    status: z.enum(["completed", "stopped", "failed", "preempted", "oom"]),
     exitCode: z.number().int().nullable(),
     signal: z.string().nullable(),
     reason: z.string(),
@@ -314,9 +372,9 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     detail: z.string(),
     sender: z.string().nullable().default(null),
     /**
-     * For a refusal of the agent's own (AGENT_SPECIFIC_REJECTIONS): whether the order went back to the
-     * queue for another agent (true), or was ended because that was its last delivery (false: the
-     * coordinator queues a fresh order). Absent from older agents.
+     * For a refusal of the agent's own (AGENT_SPECIFIC_REJECTIONS) and for `no-room`: whether the order
+     * went back to the queue for another agent (true), or was ended because that was its last delivery
+     * (false: the coordinator queues a fresh order). Absent from older agents.
      */
     handedBack: z.boolean().optional(),
     /** `claimProof` for this attempt and agent, when the order could be read (claims.ts). */
@@ -457,7 +515,8 @@ export const StudyRecordSchema = z.object({
    */
   secret: token.optional(),
   createdAt: ts,
-  state: z.enum(["running", "completed", "stopped", "failed"]),
+  /** `budget-spent`: the study's budget ran out; it ended with the best result it had. */
+  state: z.enum(["running", "completed", "stopped", "failed", "budget-spent"]),
   updatedAt: ts,
 });
 export type StudyRecord = z.infer<typeof StudyRecordSchema>;

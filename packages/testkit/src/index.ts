@@ -1,8 +1,9 @@
 // @rung/testkit: real servers, processes and fakes for tests. Test-only; nothing in the product imports
 // it. The vitest fixtures live apart, in @rung/testkit/vitest, so that this root never loads vitest.
 
-export type { FakeGpu, FakeNvidiaSmiState } from "./fake-nvidia-smi.js";
-export { FakeNvidiaSmi, fakeGpu } from "./fake-nvidia-smi.js";
+export { CHROMIUM, CHROMIUM_ARGS } from "./chromium.js";
+export type { FakeGpu, FakeMigInstance, FakeNvidiaSmiState } from "./fake-nvidia-smi.js";
+export { FakeNvidiaSmi, fakeGpu, fakeMigInstance } from "./fake-nvidia-smi.js";
 export type { LeakCheckOptions } from "./leaks.js";
 export { checkLeaks, LeakError } from "./leaks.js";
 export type { OpenMeshOptions, TestMesh } from "./mesh.js";

@@ -1,5 +1,12 @@
 import { isAbsolute, relative, resolve } from "node:path";
-import { isAgentSpecificRejection, NONCE_WINDOW_MS, type RejectReason, verifyOrder, type WorkOrder } from "@rung/protocol";
+import {
+  isAgentSpecificRejection,
+  NONCE_WINDOW_MS,
+  orderPool,
+  type RejectReason,
+  verifyOrder,
+  type WorkOrder,
+} from "@rung/protocol";
 import type { CompiledAgentOptions } from "../options.js";
 import type { Pool } from "./pools.js";
 
@@ -122,8 +129,9 @@ export function checkOrder(input: Omit<AdmissionInput, "deliveryCount" | "isRunn
   if (order.pool !== pool.name)
     return { reason: "malformed", detail: `an order for pool ${order.pool} arrived on pool ${pool.name}` };
   const gpus = order.resources.gpus;
-  if (pool.kind === "gpu" ? gpus !== pool.k : gpus !== 0)
-    return { reason: "malformed", detail: `an order for ${gpus} GPU(s) arrived on pool ${pool.name}` };
+  const fits =
+    pool.shareClass !== undefined ? orderPool(order.resources) === pool.name : pool.kind === "gpu" ? gpus === pool.k : gpus === 0;
+  if (!fits) return { reason: "malformed", detail: `an order for ${gpus} GPU(s) arrived on pool ${pool.name}` };
   if (o.allowCommand.length > 0) {
     const command = order.argv.join(" ");
     // A prefix matches whole arguments: "python train.py" allows "python train.py --lr 1", not "python train.pyc".

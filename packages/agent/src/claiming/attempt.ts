@@ -5,6 +5,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type AgentEventType,
   agentIdTag,
+  type CheckpointIndex,
   type CheckpointRef,
   type Control,
   claimProof,
@@ -26,6 +27,7 @@ import { forgetGroup, recordGroup } from "../orphans.js";
 import type { SlotHolder } from "../slots.js";
 import { StateMachine, type Transitions } from "../state-machine.js";
 import { type StopRequest, type TrialResult, TrialRun } from "../trial-runner.js";
+import { warmPoolFor } from "../warm-pool.js";
 import { attemptKey } from "./admission.js";
 import type { ClaimLoopCounters } from "./counters.js";
 import type { Pool } from "./pools.js";
@@ -128,6 +130,8 @@ export interface AttemptContext {
   isConnected(): boolean;
   /** True once the connection is closed for good: publishes stop retrying. */
   isClosed(): boolean;
+  /** The CUDA_VISIBLE_DEVICES entry of a GPU: its index, or a MIG instance's UUID. Default: the index. */
+  visibleDevice?(index: number): string;
   /** A fresh path for the report socket of a trial about to start. */
   nextReportPath(): string;
 }
@@ -225,13 +229,16 @@ export class Attempt {
     let finishedSent = false;
     try {
       if (this.state === AttemptState.claimed) this.#life.transition(AttemptState.starting);
+      // The stop key and the checkpoint index, read together (neither read throws): one round trip
+      // before the trial starts instead of two.
+      const index = this.#ctx.checkpoints ? this.#ctx.control.readCheckpoints(study, trial) : Promise.resolve(null);
       const decided = await this.#ctx.control.read(study, trial);
       if (decided && decided.study === study && decided.trial === trial) this.#noteStop(stopRequestFrom(decided));
       // The proof that this agent was handed the order: readers make it the attempt's claimant.
       const proof = claimProof({ nonce: this.order.nonce, study, trial, attempt: this.number, agent: this.#ctx.options.name });
       void this.#publish("claimed", { gpus: this.#gpus, proof });
       this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
-      const result = await this.#execute();
+      const result = await this.#execute(index);
       // The last checkpoint (one saved on SIGTERM, before a preemption) is stored before the attempt ends.
       await withTimeout(this.#snapshots, Math.max(60_000, this.#ctx.options.stopGraceMs)).catch(() => {
         this.log.warn("a checkpoint was still being stored when the attempt ended; it is left out");
@@ -335,18 +342,19 @@ export class Attempt {
     return this.#events.push(event as TrialEvent);
   }
 
-  async #execute(): Promise<TrialResult> {
+  async #execute(index: Promise<CheckpointIndex | null>): Promise<TrialResult> {
     const ctx = this.#ctx;
     const o = ctx.options;
     const { study, trial } = this.order;
     const groups = join(o.stateDir, "groups");
     const checkpointDir = join(o.stateDir, "checkpoints", studyScope(study, this.order.studyId), trial);
-    const restored = await this.#restore(checkpointDir);
+    const restored = await this.#restore(checkpointDir, index);
     const run = new TrialRun({
       order: this.order,
       attempt: this.number,
       agent: o.name,
       gpus: this.#gpus,
+      visibleDevices: this.#gpus.map((i) => ctx.visibleDevice?.(i) ?? String(i)),
       workdir: resolve(o.workdir, this.order.workdir),
       // Keyed by the study's incarnation: a study deleted and run again never finds the old one's files.
       checkpointDir,
@@ -359,7 +367,10 @@ export class Attempt {
       log: this.log,
       stopGraceMs: o.stopGraceMs,
       isClosed: ctx.isClosed,
+      warm: warmPoolFor(o),
       onStarted: (pid) => {
+        // Its process group's GPU memory is its own from now on (claiming/placement.ts).
+        this.holder.pid = pid;
         this.log.info({ pid }, "trial started");
         recordGroup(groups, { pgid: pid, study, trial, attempt: this.number });
         void this.#publish("started", {
@@ -406,11 +417,12 @@ export class Attempt {
    */
   async #restore(
     dir: string,
+    indexRead: Promise<CheckpointIndex | null>,
   ): Promise<{ ref: CheckpointRef | null; lines: string[]; skipped: { t: number; object: string; why: string }[] }> {
     const store = this.#ctx.checkpoints;
-    const { study, trial, timeAttr } = this.order;
+    const { study, timeAttr } = this.order;
     const scope = studyScope(study, this.order.studyId);
-    const index = store ? await this.#ctx.control.readCheckpoints(study, trial) : null;
+    const index = await indexRead;
     // Only this incarnation's snapshots: an index left by a deleted study of the same name is not ours.
     const refs = (index?.refs ?? []).filter((r) => parseCheckpointObject(r.object)?.scope === scope);
     const lines: string[] = [];

@@ -6,6 +6,7 @@ import {
   type BadMessageCounter,
   type Control,
   claimProof,
+  classNeeds,
   decode,
   ensureWorkConsumer,
   isAgentSpecificRejection,
@@ -14,6 +15,7 @@ import {
   type MeshNames,
   OrderIdentitySchema,
   type RejectReason,
+  sharePercent,
   TrialEvents,
   type WorkOrder,
   WorkOrderSchema,
@@ -27,11 +29,20 @@ import { whyCannotRun } from "../trial-runner.js";
 import { admitOrder, type Rejection, SECURITY_REASONS } from "./admission.js";
 import { Attempt, type AttemptContext } from "./attempt.js";
 import { type ClaimLoopCounters, newClaimLoopCounters } from "./counters.js";
-import { type Pool, pickPool, poolsFor, poolsThatFit } from "./pools.js";
+import { chooseGpu, type GpuProcess, type GpuRoom, gpuRooms, type Placement } from "./placement.js";
+import { idlePool, type Pool, pickPool, poolsFor, poolsThatFit } from "./pools.js";
 import { type RefusalEntry, Refusals, refusalDelayMs, refusalPauseMs } from "./refusals.js";
 import { type MessageId, messageIdOf, type ReplayLedger, type SharedNonces } from "./replay-ledger.js";
 import { sleep, withTimeout } from "./timers.js";
 import { safely } from "./work-message.js";
+
+/** How long a pool whose order did not fit memory waits here for room, at most (see #withMemoryRoom). */
+const MEMORY_GATE_MS = 30_000;
+
+/** Pools whose orders placement.ts places: shares of a GPU, and a single whole GPU. */
+function placed(pool: Pool): boolean {
+  return pool.kind === "gpu" && pool.k === 1;
+}
 
 /**
  * THE CLAIM LOOP
@@ -42,8 +53,9 @@ import { safely } from "./work-message.js";
  *
  *   waiting ──(a slot is freed)──▶ pulling
  *   pulling: among the pools whose k slots are free together right now (no partial gangs), pick one
- *            that holds orders, the largest gang first (else the next in turn); ask for ONE message,
- *            waiting at most a second; none → pick again; no pool fits → waiting.
+ *            that holds orders, the largest gang first (else the next in turn among the pools in
+ *            use: orders of it run somewhere, or this agent's last order came from it); ask for ONE
+ *            message, waiting at most a second; none → pick again; no pool fits → waiting.
  *   received: decode, admit and take the k slots synchronously — nothing else can run between the
  *            pull and the taking, so an order is only ever held with its slots. An order that no agent
  *            could run (malformed, bad signature, expired, replayed, command not allowed) is terminated
@@ -66,6 +78,15 @@ import { safely } from "./work-message.js";
  * and the program (which must exist here: `whyCannotRun`). A refusal on security grounds is logged at
  * warn with `security` and the claimed signer, and goes out as a `rejected` event that names both; the
  * process never starts. With `--insecure` only expiry and the local checks apply.
+ *
+ * A share of a GPU (`gpu1of<d>` pools) and a single whole GPU are placed by placement.ts: just before
+ * a share pull the loop reads the GPU processes now (`nvidia-smi --query-compute-apps`; before a
+ * `gpu1` pull only while its orders declare memory), and on receipt it picks the GPU whose share and
+ * memory fit (best fit). An order whose memory fits no GPU
+ * here now is handed back (`nak`, 1 s) without an event, and its pool is not pulled here again until
+ * a GPU with the share free has that much memory free (at most 30 s), so waiting for room spends few
+ * deliveries; on its last delivery it is ended with a `no-room` event instead, and the coordinator
+ * queues a fresh order. One that declares more memory than any GPU here has is refused (`cannot-run`).
  *
  * Besides pulling, the loop only dispatches: stop decisions, drain with requeue and forced shutdown go
  * to every attempt it holds; an attempt that has ended gives its slots back here.
@@ -97,6 +118,17 @@ export interface ClaimLoopOptions {
   repairMesh(why: string): Promise<void>;
   /** Called after a first refusal of an order (the advert lists it). */
   onRefusal(): void;
+  /**
+   * What placement reads: the GPUs (index, UUID, memory), their processes now, and a process's
+   * group. Absent: GPUs are placed by share only.
+   */
+  placement?: {
+    gpus: readonly { index: number; uuid: string; memoryTotalMiB: number }[];
+    processes(): Promise<readonly GpuProcess[] | null>;
+    groupOf(pid: number): number | null;
+  };
+  /** The CUDA_VISIBLE_DEVICES entry of a GPU (its index, or a MIG instance's UUID). */
+  visibleDevice?(index: number): string;
 }
 
 export class ClaimLoop {
@@ -117,10 +149,12 @@ export class ClaimLoop {
   #pullErrors = 0;
   /** A pull failed: check (and create again) the work stream and the consumers before the next. */
   #broken = false;
+  /** The pool this agent's last order came from: where to wait when no pool holds work (#choose). */
+  #lastPool: string | null = null;
 
   constructor(options: ClaimLoopOptions) {
     this.#o = options;
-    this.#pools = poolsFor(options.slots.total("gpu"), options.slots.total("cpu"));
+    this.#pools = poolsFor(options.slots.maxGang, options.slots.total("cpu"), { shares: options.slots.total("gpu") > 0 });
     this.#attemptContext = {
       nc: options.nc,
       js: options.js,
@@ -132,6 +166,7 @@ export class ClaimLoop {
       log: options.log,
       isConnected: options.isConnected,
       isClosed: options.isClosed,
+      ...(options.visibleDevice ? { visibleDevice: options.visibleDevice } : {}),
       nextReportPath: () => {
         this.#socketSeq += 1;
         return join(options.socketDir, `${this.#socketSeq}.sock`);
@@ -203,23 +238,40 @@ export class ClaimLoop {
     const signal = this.#stopClaiming.signal;
     let turn = 0;
     while (!signal.aborted) {
-      const fits = poolsThatFit(this.#pools, (kind) => this.#o.slots.free(kind));
+      const fits = poolsThatFit(
+        this.#pools,
+        (kind, k) => this.#o.slots.free(kind, k),
+        () => this.#o.slots.maxFreeShare(),
+      );
       if (fits.length === 0) {
         await this.#o.slots.freed(signal);
         continue;
       }
       const now = Date.now();
-      const open = fits.filter((p) => (this.#pausedUntil.get(p.name) ?? 0) <= now);
+      const unpaused = fits.filter((p) => (this.#pausedUntil.get(p.name) ?? 0) <= now);
+      const open = await this.#withMemoryRoom(unpaused);
+      if (open.length === 0 && unpaused.length > 0) {
+        // Every pool with work that fits by share waits for memory: look again in a second.
+        await sleep(1000, signal);
+        continue;
+      }
       if (open.length === 0) {
         const until = Math.min(...fits.map((p) => this.#pausedUntil.get(p.name) ?? now));
         await sleep(Math.max(50, Math.min(1000, until - now)), signal);
         continue;
       }
-      let pool = open[turn++ % open.length] as Pool;
+      const round = turn++;
+      let pool = open[round % open.length] as Pool;
       let msg: JsMsg | null = null;
       try {
         if (this.#broken) await this.#repair();
-        pool = await this.#choose(open, pool);
+        pool = await this.#choose(open, round);
+        // Placed by the memory the GPUs' processes hold now: read just before a share pull. A whole GPU
+        // needs it only for an order that declares memory (an out-of-memory retry, say), which is rare:
+        // read before a `gpu1` pull only while the last order from it declared some, so plain whole-GPU
+        // dispatch waits on no nvidia-smi (#receive hands back one that finds the reading stale).
+        if (pool.shareClass !== undefined) await this.#readProcesses(250);
+        else if (placed(pool) && this.#wholeWithMemory) await this.#readProcesses(2000);
         msg = await this.#pull(pool);
         if (this.#pullErrors > 0) this.#o.log.info({ pool: pool.name }, "pulling work again");
         this.#pullErrors = 0;
@@ -249,18 +301,21 @@ export class ClaimLoop {
 
   /**
    * With several pools to serve, waiting a second on each empty one in turn would leave an order in
-   * the last pool waiting for seconds. So ask each consumer how many orders it holds (one cheap request
-   * each, in parallel) and let `pickPool` choose. No work anywhere: `fallback`.
+   * the last pool waiting for seconds. So ask each consumer how many orders it holds and how many run
+   * (one cheap request each, in parallel) and let `pickPool` choose. No work anywhere: wait on a pool
+   * in use (`idlePool`), where a study's next order will go.
    */
-  async #choose(fits: Pool[], fallback: Pool): Promise<Pool> {
-    if (fits.length === 1) return fallback;
-    const pending = await Promise.all(
+  async #choose(fits: Pool[], turn: number): Promise<Pool> {
+    if (fits.length === 1) return fits[0] as Pool;
+    const infos = await Promise.all(
       fits.map(async (p) => {
         const c = this.#consumers.get(p.name);
-        return c ? (await c.info(false)).num_pending : 0;
+        return c ? await c.info(false) : null;
       }),
     );
-    return pickPool(fits, pending, fallback);
+    const pending = infos.map((i) => i?.num_pending ?? 0);
+    const inUse = infos.map((i, k) => (i?.num_ack_pending ?? 0) > 0 || fits[k]?.name === this.#lastPool);
+    return pickPool(fits, pending, idlePool(fits, inUse, turn));
   }
 
   async #pull(pool: Pool): Promise<JsMsg | null> {
@@ -317,19 +372,121 @@ export class ClaimLoop {
     // On disk before anything starts, so a restarted agent still knows this nonce. Before the slots
     // too: if the write fails, nothing is held (a redelivery of this same message is no replay).
     this.#o.replay?.ledger.record(order.nonce, id, order.expiresAt);
-    const holder: SlotHolder = { study: order.study, trial: order.trial, attempt, busyShare: null };
-    const ids = this.#o.slots.take(pool.kind, pool.k, holder);
+    const holder: SlotHolder = {
+      study: order.study,
+      trial: order.trial,
+      attempt,
+      busyShare: null,
+      share: sharePercent(order.resources.gpus),
+      memoryMiB: order.resources.gpuMemoryMiB ?? null,
+      pid: null,
+    };
+    let prefer: number | undefined;
+    if (pool.shareClass === undefined && placed(pool)) {
+      this.#wholeWithMemory = holder.memoryMiB !== null;
+      if (this.#wholeWithMemory && this.#o.placement && Date.now() - this.#processesAt > 2000) {
+        // Its memory is checked against what the GPUs' processes use now, and the last reading is old:
+        // back to the queue at once; the gate reads them again before this pool is pulled next.
+        this.#memoryGate.set(pool.name, { mib: holder.memoryMiB ?? 0, until: Date.now() + MEMORY_GATE_MS });
+        if (msg.info.deliveryCount < this.#o.options.maxDeliver) {
+          safely(() => msg.nak());
+          this.counters.ordersReturned += 1;
+          return;
+        }
+      }
+    }
+    if (placed(pool)) {
+      const where = this.#place(holder);
+      if (!where.ok) {
+        const want = holder.memoryMiB ?? 0;
+        const largest = Math.max(0, ...(this.#o.placement?.gpus ?? []).map((g) => g.memoryTotalMiB));
+        if (largest > 0 && want > largest) {
+          // It can never fit here: refused as this agent's own (an agent with bigger GPUs may take it).
+          const detail = `it declares gpu_memory ${want} MiB and the largest GPU here has ${largest} MiB`;
+          this.#refuse(msg, pool, order, { reason: "cannot-run", detail, attempt });
+          return;
+        }
+        // Not now: back to the queue, and this pool is not pulled here until a GPU with the share free
+        // also has that much memory free (#withMemoryRoom), so waiting spends few deliveries — but each
+        // hand-back spends one. On its last one a nak would leave the order in the stream for ever,
+        // never delivered: end it and say so (`no-room`), and the coordinator queues a fresh order.
+        this.#memoryGate.set(pool.name, { mib: want, until: Date.now() + MEMORY_GATE_MS });
+        const deliveries = msg.info.deliveryCount;
+        if (deliveries >= this.#o.options.maxDeliver) {
+          const detail = `${where.why}; it waited for GPU memory through its last delivery (${deliveries} of at most ${this.#o.options.maxDeliver}), so it is not handed back`;
+          this.#reject(() => safely(() => msg.term()), order, "no-room", detail, order.signer ?? null, attempt, false);
+          return;
+        }
+        safely(() => msg.nak(1000));
+        this.counters.ordersReturned += 1;
+        this.#o.log.info({ study: order.study, trial: order.trial, pool: pool.name }, `handed an order back: ${where.why}`);
+        return;
+      }
+      this.#memoryGate.delete(pool.name);
+      prefer = where.index;
+    }
+    const ids =
+      pool.shareClass !== undefined && prefer !== undefined
+        ? this.#o.slots.takeShare(prefer, holder)
+        : this.#o.slots.take(pool.kind, pool.k, holder, prefer);
     if (!ids) {
-      msg.nak();
+      // poolsThatFit said the slots were free: should not happen, but a nak at once would bring the
+      // order straight back here in a tight loop.
+      safely(() => msg.nak(1000));
       this.counters.ordersReturned += 1;
       return;
     }
     this.counters.ordersClaimed += 1;
+    this.#lastPool = pool.name;
     const a = new Attempt(this.#attemptContext, { order, number: attempt, msg, pool, ids, holder });
     const entry = { attempt: a, done: Promise.resolve() };
     this.#attempts.set(a.key, entry);
     this.#o.onActivity();
     entry.done = this.#admitInMesh(a, id).then((admitted) => (admitted ? this.#runAttempt(a) : undefined));
+  }
+
+  /** The GPU processes read last (placement.ts), and when; null before or when they cannot be read. */
+  #processes: readonly GpuProcess[] | null = null;
+  #processesAt = 0;
+  /** The last order from `gpu1` declared GPU memory: read the processes before pulling there again. */
+  #wholeWithMemory = false;
+  /** Pools whose last order did not fit any GPU's free memory: what it needed, and until when to wait. */
+  readonly #memoryGate = new Map<string, { mib: number; until: number }>();
+
+  async #readProcesses(maxAgeMs: number): Promise<void> {
+    if (!this.#o.placement || Date.now() - this.#processesAt < maxAgeMs) return;
+    this.#processes = await this.#o.placement.processes();
+    this.#processesAt = Date.now();
+  }
+
+  /**
+   * The pools that may be pulled from now as far as memory goes: a pool whose last order was handed
+   * back for memory waits until a GPU with its share free has that memory free (or for at most
+   * MEMORY_GATE_MS, in case the order went to another agent).
+   */
+  async #withMemoryRoom(pools: Pool[]): Promise<Pool[]> {
+    const now = Date.now();
+    const gated = pools.filter((p) => (this.#memoryGate.get(p.name)?.until ?? 0) > now);
+    if (gated.length === 0) return pools;
+    await this.#readProcesses(1000);
+    const rooms = this.#rooms();
+    return pools.filter((p) => {
+      const gate = this.#memoryGate.get(p.name);
+      if (!gate || gate.until <= now) return true;
+      const share = p.shareClass !== undefined ? classNeeds(p.shareClass) : 100;
+      return rooms.some((r) => r.freeShare >= share && (r.freeMemoryMiB === null || r.freeMemoryMiB >= gate.mib));
+    });
+  }
+
+  #rooms(): GpuRoom[] {
+    const p = this.#o.placement;
+    const slots = this.#o.slots;
+    const gpus = p?.gpus ?? slots.gpuIndices.map((index) => ({ index, uuid: "", memoryTotalMiB: 0 }));
+    return gpuRooms({ slots, gpus, processes: this.#processes, groupOf: (pid) => p?.groupOf(pid) ?? null });
+  }
+
+  #place(holder: SlotHolder): Placement {
+    return chooseGpu(this.#rooms(), holder.share ?? 100, holder.memoryMiB ?? null);
   }
 
   /**
@@ -418,7 +575,7 @@ export class ClaimLoop {
   #forget(a: Attempt): void {
     a.end();
     this.#attempts.delete(a.key);
-    this.#o.slots.release(a.pool.kind, a.ids);
+    this.#o.slots.release(a.pool.kind, a.ids, a.holder);
     this.#o.onActivity();
   }
 

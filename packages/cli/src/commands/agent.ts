@@ -24,6 +24,10 @@ interface AgentFlags extends NatsFlags {
   insecure?: boolean;
   replicas?: string;
   logFormat: string;
+  metricsPort?: string;
+  warmPython?: string;
+  warmPreload?: string;
+  warmSpares?: string;
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -55,6 +59,11 @@ export function registerAgent(program: Command): void {
       "label for the advert (repeatable; env RUNG_LABELS, comma-separated)",
       collect,
       envList("RUNG_LABELS", ","),
+    )
+    .option(
+      "--metrics-port <[host:]port>",
+      "serve this box's GPU metrics for Prometheus on /metrics (a port: loopback only; 0.0.0.0:PORT for every interface; env RUNG_METRICS_PORT)",
+      process.env.RUNG_METRICS_PORT || undefined,
     )
     .option(
       "--price-per-gpu-hour <amount>",
@@ -102,6 +111,20 @@ export function registerAgent(program: Command): void {
       "run unsigned orders from anyone who can publish work (a private machine only; env RUNG_INSECURE=1)",
       process.env.RUNG_INSECURE === "1",
     )
+    .option(
+      "--warm-python <path>",
+      "warm starts: hand trials whose command is '<path> script.py …' to interpreters started ahead of time (env RUNG_WARM_PYTHON)",
+      process.env.RUNG_WARM_PYTHON || undefined,
+    )
+    .option(
+      "--warm-preload <modules>",
+      "modules those interpreters import before a trial arrives, e.g. torch,sklearn (env RUNG_WARM_PRELOAD)",
+      process.env.RUNG_WARM_PRELOAD || undefined,
+    )
+    .option(
+      "--warm-spares <n>",
+      "warm interpreters kept waiting per working directory (default: one per trial slot plus one, at most 8)",
+    )
     .option("--replicas <n>", "JetStream replicas for streams and buckets this agent creates (3 on a cluster)")
     .option(
       "--log-format <format>",
@@ -134,6 +157,8 @@ export function registerAgent(program: Command): void {
         idleExit: o.idleExit ?? null,
         onIdle: o.onIdle ?? null,
         logFormat: o.logFormat,
+        metricsPort: o.metricsPort ?? null,
+        warm: o.warmPython || o.warmPreload ? { python: o.warmPython ?? "", preload: o.warmPreload, spares: o.warmSpares } : null,
       });
       // SIGTERM is a box going away (a spot reclaim, a shutdown): its trials are preempted — they save a
       // last checkpoint and move to other agents. Ctrl-C lets them finish. --drain decides for both.

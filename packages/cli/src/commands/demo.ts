@@ -11,7 +11,7 @@ export function registerDemo(program: Command): void {
     .description("run the example study end to end on this machine: embedded nats-server, local agents, ASHA, leaderboard")
     .option("--nats <url>", "use this NATS instead of an embedded nats-server")
     .option("--prefix <name>", "mesh prefix", "rung")
-    .option("--spec <file>", "study spec (default configs/digits-asha.yaml)")
+    .option("--spec <file>", "study spec (default configs/digits.yaml, the recommended configuration)")
     .option("--workdir <dir>", "root the spec's workdir is relative to (default the checkout)")
     .option("--agents <n>", "local agents", "4")
     .option("--fake-gpus <n>", "simulated GPUs per agent, even where real ones exist")

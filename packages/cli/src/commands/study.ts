@@ -11,6 +11,7 @@ import {
   loadStudy,
   loadStudyReport,
   movesText,
+  packingSummary,
   renderReportMarkdown,
   renderReportText,
   runStudy,
@@ -31,6 +32,7 @@ import { type NatsFlags, natsOptionsFrom, withNatsOptions } from "../nats-option
 import { progressPrinter } from "../progress.js";
 import { sentenceLogger } from "../sentence-log.js";
 import { onShutdown } from "../signals.js";
+import { writeHtmlReport } from "../ui/report-file.js";
 import { registerStudyCheckpoint } from "./study-checkpoint.js";
 import { registerStudyHistory } from "./study-history.js";
 
@@ -96,6 +98,8 @@ export function registerStudy(program: Command): void {
         process.stdout.write(
           `\nstudy ${result.study} ${result.status}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`,
         );
+        const packing = packingSummary(spec.packing, result.state.trials.values());
+        if (packing !== null) process.stdout.write(`${packing}\n`);
         const failures = failuresText(studyFailures(result.state));
         if (failures) process.stdout.write(`\n${failures}\n`);
         if (result.status === "stopped") process.exitCode = ExitCode.stopped;
@@ -138,6 +142,8 @@ export function registerStudy(program: Command): void {
       process.stdout.write(
         `study ${name}: ${word} · ${loaded.planned} planned · ${c.running} running${c.paused ? ` · ${c.paused} paused` : ""} · ${c.queued} queued · ${c.completed} completed · ${c.stopped} stopped · ${c.failed} failed\n`,
       );
+      if (loaded.budget !== null) process.stdout.write(`${loaded.budget}\n`);
+      if (loaded.packing !== null) process.stdout.write(`${loaded.packing}\n`);
       if (word === "detached")
         process.stdout.write(
           `detached — no coordinator is attached, so nothing stops trials early, retries or queues new ones; run "rung study run SPEC" to resume\n`,
@@ -177,8 +183,7 @@ export function registerStudy(program: Command): void {
         const studies = await listStudies(nc, names);
         if (o.json)
           return json(studies.map((s) => ({ name: s.name, state: s.state, createdAt: new Date(s.createdAt).toISOString() })));
-        if (studies.length === 0)
-          process.stdout.write("no studies yet — start one with: rung study run configs/digits-asha.yaml\n");
+        if (studies.length === 0) process.stdout.write("no studies yet — start one with: rung study run configs/digits.yaml\n");
         for (const s of studies) process.stdout.write(`${s.name}\t${s.state}\t${new Date(s.createdAt).toISOString()}\n`);
       });
     },
@@ -217,9 +222,16 @@ export function registerStudy(program: Command): void {
       .command("report <name>")
       .description("leaderboard, rung funnel, GPU time and cost, and the bottlenecks found, worst first")
       .option("--json", "machine-readable output")
-      .option("--md", "Markdown, to paste into a pull request"),
-  ).action(async (name: string, o: NatsFlags & { json?: boolean; md?: boolean }) => {
+      .option("--md", "Markdown, to paste into a pull request")
+      .option("--html <file>", "the study page as one self-contained HTML file (plots included; opens from disk, no network)"),
+  ).action(async (name: string, o: NatsFlags & { json?: boolean; md?: boolean; html?: string }) => {
     await withMesh(o, "rung-report", async (nc, names) => {
+      if (o.html) {
+        const file = o.html;
+        await writeHtmlReport(nc, names, name, file);
+        process.stdout.write(`report of ${name} written to ${file}\n`);
+        return;
+      }
       const report = await loadStudyReport(nc, names, name);
       if (o.json) return json(report);
       process.stdout.write(o.md ? renderReportMarkdown(report) : renderReportText(report));

@@ -5,9 +5,11 @@ import {
   COORDINATOR,
   DecodeError,
   isAgentSpecificRejection,
+  isFractionalGpus,
   type Logger,
   type MeshNames,
-  poolName,
+  orderPool,
+  RejectReason,
   studyScope,
   type TrialEvent,
   TrialEvents,
@@ -17,11 +19,25 @@ import {
 } from "@rung/protocol";
 import type { Promotion } from "../scheduling/index.js";
 import {
+  budgetText,
+  budgetUse,
   DEFAULT_CHECKPOINTS,
   generateTrials,
   isCopyRejection,
+  MIN_ALONE_TRIALS,
   missingMetricReason,
+  type OomDevice,
+  oomDevice,
+  oomOutcome,
+  oomUsesRetry,
+  orderResources,
+  PackingLedger,
+  type PackingLevel,
+  PackingStep,
   type PlannedTrial,
+  packedResources,
+  packingShare,
+  runsAlone,
   type StopDecision,
   type StoredEvent,
   StudyDecider,
@@ -31,16 +47,19 @@ import {
   TERMINAL_PHASES,
   type TrialRecord,
   trialArgv,
+  trialParams,
 } from "../study/index.js";
 import { followStudyEvents } from "./event-reader.js";
 import { StudyLease } from "./lease.js";
 import { MeshAdverts } from "./mesh-adverts.js";
+import { PackingEvidence } from "./packing-evidence.js";
 import { type CompiledRunOptions, compileRunOptions, type RunStudyOptions } from "./run-options.js";
 import { StudyStore } from "./study-store.js";
 
 export interface StudyResult {
   study: string;
-  status: "completed" | "stopped";
+  /** `budget-spent`: the study's budget ran out (budget.ts); it ends with the best result it has. */
+  status: "completed" | "stopped" | "budget-spent";
   state: StudyState;
   planned: number;
   best: TrialRecord | undefined;
@@ -81,6 +100,31 @@ export class StudyCoordinator {
   #live = false;
   #serial: Promise<void> = Promise.resolve();
   #stopRequested = false;
+  /**
+   * The budget (budget.ts), only ever moving forward: `open`; `full` — one more attempt of the mean
+   * cost so far would pass a limit: nothing new is dispatched, paused and never-started trials end,
+   * running ones run on; `spent` — a limit is reached: running trials also end at their next report.
+   */
+  #budget: "open" | "full" | "spent" = "open";
+  /** Trials given a `budget` stop key (no decision event records it, so `t.stop` stays null). */
+  readonly #budgetStopped = new Set<string>();
+  /**
+   * The device each trial last ran out of memory on, from its agent's advert: its retry alone asks
+   * for at least that much memory (gpu-placement.ts). Unknown after a restart once the advert is
+   * gone: the retry then asks for a whole GPU of any size.
+   */
+  readonly #oomDevices = new Map<string, OomDevice>();
+  /**
+   * `packing: auto` (study/packing.ts): the levels folded from the `queued` events (the ledger: what a
+   * restart reads back) and the live evidence from telemetry it decides the next order's level from.
+   */
+  readonly #packing: PackingLedger | null;
+  #packingEvidence: PackingEvidence | null = null;
+  #packingRefresh: Promise<void> | null = null;
+  #packingReadAt = 0;
+  #packingWarned = false;
+  /** Each agent's advertised price per GPU-hour, kept after its advert is gone (budget.ts). */
+  readonly #prices = new Map<string, number | null>();
   #finish!: (r: StudyResult) => void;
   #fail!: (err: unknown) => void;
   readonly #finished: Promise<StudyResult>;
@@ -100,6 +144,7 @@ export class StudyCoordinator {
     });
     this.planned = generateTrials(this.spec);
     this.#decider = new StudyDecider(this.spec);
+    this.#packing = this.spec.packing === null ? null : new PackingLedger(this.spec.packing);
     this.#finished = new Promise((resolve, reject) => {
       this.#finish = resolve;
       this.#fail = reject;
@@ -116,11 +161,15 @@ export class StudyCoordinator {
     const onAbort = () => detach.abort();
     o.signal?.addEventListener("abort", onAbort, { once: true });
     this.#mesh = new MeshAdverts(res.agents, o.advertStaleMs, () => this.#kick(), this.drops);
-    const tick = setInterval(() => this.#kick(), 1000);
+    const tick = setInterval(() => {
+      this.#refreshPacking();
+      this.#kick();
+    }, 1000);
     try {
       const recorded = await this.#store.recordStudy(this.spec);
       this.#scope = studyScope(this.spec.name, recorded.studyId);
       this.#studyId = recorded.studyId;
+      if (this.#packing) this.#packingEvidence = new PackingEvidence(o.nc, this.names, this.spec.name, this.drops);
       if (recorded.extendedFrom !== null)
         this.log.info(
           { from: recorded.extendedFrom, to: this.spec.search.samples },
@@ -154,6 +203,7 @@ export class StudyCoordinator {
       detach.abort();
       this.#mesh.stop();
       await this.#serial.catch(() => {});
+      await this.#packingRefresh;
       await lease.release();
       // Counted per kind all along (warned once each); the totals go in the log once, at the end,
       // where an operator (and the chaos suite) can compare them with what was injected.
@@ -209,7 +259,8 @@ export class StudyCoordinator {
     this.#progress();
   }
 
-  async #handle({ event: ev, from }: StoredEvent): Promise<void> {
+  async #handle({ event: ev, from, seq }: StoredEvent): Promise<void> {
+    this.#basis = Math.max(this.#basis, seq);
     const stray = this.#stray(ev);
     if (stray === "copy") return;
     if (stray) {
@@ -231,8 +282,24 @@ export class StudyCoordinator {
       return;
     }
     const t = this.state.trial(ev.trial);
+    if (this.#packing && ev.type === "queued" && ev.packing)
+      this.#packing.onQueued(ev.trial, ev.attempt, ev.packing, runsAlone(t));
+    if (this.#packing && ev.type === "report")
+      this.#packing.onReport(ev.trial, ev.attempt, ev.ts, ev.metrics[this.spec.scheduler.timeAttr]);
     const stop = this.#decider.onEvent(ev);
     if (stop) await this.#onStop(stop);
+    // The budget is spent: a running trial ends at its next report.
+    if (
+      ev.type === "report" &&
+      this.#budget === "spent" &&
+      this.#live &&
+      t.stop === null &&
+      !this.#budgetStopped.has(t.trial) &&
+      !TERMINAL_PHASES.has(t.phase)
+    ) {
+      this.#budgetStopped.add(t.trial);
+      await this.#store.writeStop(t.trial, "user-stop", "budget", null);
+    }
     if (ev.type === "finished") await this.#onFinished(t, ev);
     if (ev.type === "checkpoint") await this.#onCheckpoint(t);
     if (ev.type === "rejected" && isCopyRejection(ev.reason)) {
@@ -257,6 +324,16 @@ export class StudyCoordinator {
           this.log.info({ trial: ev.trial }, `${ev.trial}: its order ran out of deliveries while refused; queueing a fresh one`);
           await this.#queue(t.trial, nextAttempt(t));
         }
+      }
+    } else if (ev.type === "rejected" && ev.reason === RejectReason.noRoom) {
+      // It waited on an agent for GPU memory until its deliveries ran out (the agent ended it): a fresh
+      // order takes its place; no retry used, no refusal counted.
+      if (!TERMINAL_PHASES.has(t.phase) && !t.attempts.some((a) => a.status === "claimed" || a.status === "running")) {
+        this.log.info(
+          { trial: ev.trial, agent: ev.agent },
+          `${ev.trial}: its order waited for GPU memory through its last delivery; queueing a fresh one`,
+        );
+        await this.#queue(t.trial, nextAttempt(t));
       }
     } else if (ev.type === "rejected" && !TERMINAL_PHASES.has(t.phase)) {
       await this.#end(t, "failed", `rejected by agent ${ev.agent}: ${ev.reason}: ${ev.detail}`);
@@ -365,6 +442,20 @@ export class StudyCoordinator {
       );
       return;
     }
+    const oom =
+      ev.status === "oom" && t.stop === null
+        ? oomOutcome(this.#attemptResources(t, ev.attempt), t, ev, this.#noteOomDevice(t, ev.attempt, ev.agent))
+        : null;
+    if (oom !== null && oom.kind !== "failure") {
+      // Out of GPU memory on a share is a placement too tight, not a bad configuration, until it
+      // happens alone (gpu-placement.ts); on whole GPUs it is an ordinary failure, below.
+      if (this.#stopRequested) await this.#end(t, "cancelled", `study stopped; last attempt ran out of GPU memory`);
+      else if (oom.kind === "alone") {
+        this.log.warn({ trial: t.trial, attempt: ev.attempt, agent: ev.agent }, oom.why);
+        await this.#queue(t.trial, nextAttempt(t));
+      } else await this.#end(t, "failed", oom.reason);
+      return;
+    }
     if (ev.status === "stopped") {
       if (ev.reason.startsWith("claim-lost")) return; // the order went to another agent, which runs it on
       if (ev.reason.startsWith("timeout")) {
@@ -372,6 +463,8 @@ export class StudyCoordinator {
         return;
       }
       if (t.stop !== null) await this.#end(t, "stopped", stopReason(t, this.spec.scheduler.timeAttr));
+      else if (ev.reason === "user-stop by budget")
+        await this.#end(t, "stopped", `the study's budget is spent (at ${this.spec.scheduler.timeAttr} ${t.lastT ?? "?"})`);
       else await this.#end(t, this.#stopRequested ? "cancelled" : "stopped", ev.reason);
       return;
     }
@@ -388,6 +481,7 @@ export class StudyCoordinator {
       (a) =>
         (a.claimedAt !== null || a.startedAt !== null) &&
         a.status !== "preempted" &&
+        (a.status !== "oom" || oomUsesRetry(packedResources(this.spec.resources, a.packing))) &&
         !a.contested &&
         !(a.reason ?? "").startsWith("scheduler-pause"),
     ).length;
@@ -471,6 +565,8 @@ export class StudyCoordinator {
   }
 
   #plannedIndex = new Map<string, PlannedTrial>();
+  /** The last event-stream sequence folded: what a model-drawn trial's parameters were drawn from. */
+  #basis = 0;
 
   #plannedTrial(id: string): PlannedTrial | undefined {
     if (this.#plannedIndex.size === 0) for (const p of this.planned) this.#plannedIndex.set(p.trial, p);
@@ -482,8 +578,17 @@ export class StudyCoordinator {
     attempt: number,
     next: { promotedTo?: number; exploitOf?: string; params?: Record<string, string | number | boolean> } = {},
   ): Promise<void> {
+    // `packing: auto`: the level this order is sized at goes in its event (packing.ts).
+    const packing = this.#packing?.decide(this.#packingEvidence?.alone ?? null, this.spec.resources.gpuMemoryMiB) ?? null;
     // The order's nonce goes in the event too: what claims of this order are proven by (claims.ts).
-    const ev = TrialEvents.queued({ study: this.spec.name, trial, attempt, nonce: randomBytes(12).toString("hex"), ...next });
+    const ev = TrialEvents.queued({
+      study: this.spec.name,
+      trial,
+      attempt,
+      nonce: randomBytes(12).toString("hex"),
+      ...next,
+      ...(packing === null ? {} : { packing: { ...packing } }),
+    });
     // Re-deciding a retry during catch-up: it was queued before the restart, and the catch-up
     // re-publishes the order afterwards only if no agent claimed it.
     if (this.#store.isPublished(this.#store.eventId(ev))) return;
@@ -493,6 +598,7 @@ export class StudyCoordinator {
     // (Only a promotion: an exploit changes the population's ranking, which the decider must see at the
     // event's place in the stream, as a replay does.)
     if (next.promotedTo !== undefined) this.#decider.onEvent(ev);
+    if (packing !== null) this.#notePacking(trial, attempt, packing);
     await this.#store.publishEvent(ev);
     await this.#publishOrder(trial, attempt, false);
   }
@@ -500,8 +606,14 @@ export class StudyCoordinator {
   async #publishOrder(trial: string, attempt: number, republish: boolean): Promise<void> {
     const planned = this.#plannedTrial(trial);
     if (!planned) throw new Error(`trial ${trial} is in the event stream but not in the spec's search space`);
-    const gpus = this.spec.resources.gpus;
-    const pool = gpus > 0 ? poolName("gpu", gpus) : poolName("cpu", Math.max(1, this.spec.resources.cpus));
+    // A share of a GPU (gpu_memory with it), or — after it ran out of memory sharing one — a whole GPU.
+    // Under `packing: auto`, the share and memory of the level its `queued` event carries.
+    const resources = orderResources(
+      this.#attemptResources(this.state.trials.get(trial), attempt),
+      runsAlone(this.state.trials.get(trial)),
+      this.#oomDevices.get(trial) ?? null,
+    );
+    const pool = orderPool(resources);
     const now = Date.now();
     let order: WorkOrder = {
       v: 1,
@@ -510,7 +622,7 @@ export class StudyCoordinator {
       trial,
       attempt,
       pool,
-      resources: { gpus, cpus: this.spec.resources.cpus },
+      resources,
       // The trial's parameters now: its first ones, or those of its last exploit (PBT).
       argv: trialArgv(this.spec, { ...planned, params: { ...(this.state.trials.get(trial)?.params ?? planned.params) } }),
       workdir: this.spec.workdir,
@@ -549,9 +661,10 @@ export class StudyCoordinator {
     this.#warnIfNoAgentFits();
     const max = this.spec.maxConcurrent ?? Number.POSITIVE_INFINITY;
     for (;;) {
+      if (await this.#budgetFull()) break;
       // A paused trial holds no GPU: it does not count against max_concurrent.
       if (this.state.inFlight().filter((t) => !this.#waiting(t)).length >= max) break;
-      if (this.state.waitingOrders() >= this.#mesh.freePlaces(this.spec.resources.gpus)) break;
+      if (this.state.waitingOrders() >= this.#mesh.freePlaces(this.#nextShare())) break;
       // Promotion-based ASHA's get_job: a promotion first, else a new trial.
       const promotion = this.#decider.nextPromotion((trial) => this.#waiting(this.state.trial(trial)));
       if (promotion) {
@@ -564,10 +677,17 @@ export class StudyCoordinator {
         break;
       }
       const { bracket } = this.#decider.addTrial(next.trial);
-      const ev = TrialEvents.created({ study: this.spec.name, trial: next.trial, params: { ...next.params }, bracket });
+      const { params, sampledBy } = trialParams(this.spec, next, this.planned.indexOf(next), this.state);
+      const ev = TrialEvents.created({
+        study: this.spec.name,
+        trial: next.trial,
+        params,
+        bracket,
+        ...(sampledBy !== null ? { sampledBy, basis: this.#basis } : {}),
+      });
       this.state.apply(ev, COORDINATOR);
       await this.#store.publishEvent(ev);
-      this.log.debug({ trial: next.trial, params: next.params, bracket }, "dispatching trial");
+      this.log.debug({ trial: next.trial, params, bracket, sampledBy }, "dispatching trial");
       await this.#queue(next.trial, 1);
     }
     this.#maybeFinish();
@@ -700,7 +820,7 @@ export class StudyCoordinator {
     if (TERMINAL_PHASES.has(t.phase) || t.refusals.length === 0) return;
     if (t.attempts.some((a) => a.status === "claimed" || a.status === "running")) return;
     const refusers = new Map(t.refusals.map((r) => [r.agent, r] as const));
-    const capable = this.#mesh.agentsFitting(this.spec.resources.gpus);
+    const capable = this.#mesh.agentsFitting(this.#nextShare());
     const everyLive = capable.length > 0 && capable.every((a) => refusers.has(a));
     if (!everyLive && refusers.size < MAX_REFUSING_AGENTS) return;
     const reasons = [...refusers.values()].map((r) => `${r.agent} (${r.reason}: ${r.detail})`).join("; ");
@@ -712,22 +832,85 @@ export class StudyCoordinator {
     );
   }
 
+  /** The share of a GPU the next order asks for: the spec's, or under `packing: auto` its current level's. */
+  #nextShare(): number {
+    if (!this.#packing) return this.spec.resources.gpus;
+    return packingShare(this.#packing.current?.perGpu ?? 1);
+  }
+
+  /** What an attempt's order asked for: the spec's resources, or its `packing` level's share and memory. */
+  #attemptResources(t: TrialRecord | undefined, attempt: number): StudySpec["resources"] {
+    return packedResources(this.spec.resources, t?.attempts.find((a) => a.attempt === attempt)?.packing ?? null);
+  }
+
+  /** Logs a packing decision that changed something (a level, or the first verdict after observing). */
+  #notePacking(trial: string, attempt: number, level: PackingLevel): void {
+    const changes = this.#packing?.changes ?? [];
+    const before = changes.length;
+    this.#packing?.onQueued(trial, attempt, level, runsAlone(this.state.trials.get(trial)));
+    if (changes.length === before) return;
+    const n = level.perGpu;
+    const what =
+      level.step === PackingStep.raise
+        ? `packing: ${n} trials per GPU from ${trial} on`
+        : level.step === PackingStep.backOff
+          ? `packing: backed off to ${n} per GPU at ${trial}`
+          : `packing: ${n} trial${n === 1 ? "" : "s"} per GPU`;
+    this.log.info({ trial, perGpu: n, gpuMemoryMiB: level.gpuMemoryMiB, step: level.step }, `${what} (${level.why})`);
+  }
+
+  /**
+   * Reads the telemetry that `packing: auto` decides from, in the background (never in the event
+   * path): while the study has not packed yet, or trials run alone whose samples it has not seen.
+   */
+  #refreshPacking(): void {
+    const ev = this.#packingEvidence;
+    if (!ev || !this.#live || this.#packingRefresh !== null) return;
+    const cur = this.#packing?.current?.perGpu ?? 1;
+    if (cur > 1 && ev.alone !== null) return;
+    // Every second while observing; every 10 s once it has its evidence (more trials alone refine it).
+    const now = Date.now();
+    if (ev.alone !== null && ev.alone.trials >= MIN_ALONE_TRIALS && now - this.#packingReadAt < 10_000) return;
+    this.#packingReadAt = now;
+    this.#packingRefresh = ev
+      .refresh(this.state, (t) => t.attempts.every((a) => a.startedAt === null || (a.packing?.perGpu ?? 1) === 1))
+      .catch((err) => {
+        // Said once: the level holds meanwhile, and the next read may succeed.
+        this.log[this.#packingWarned ? "debug" : "warn"](
+          { err: (err as Error).message },
+          "cannot read telemetry for packing; trying again",
+        );
+        this.#packingWarned = true;
+      })
+      .finally(() => {
+        this.#packingRefresh = null;
+      });
+  }
+
   #warnedNoFit = false;
   #warnIfNoAgentFits(): void {
-    const gpus = this.spec.resources.gpus;
+    const gpus = this.#nextShare();
     const sizes = this.#mesh.sizes();
-    if (gpus === 0 || sizes.length === 0) return;
+    if (gpus === 0 || !sizes.some((n) => n > 0)) return;
     const largest = Math.max(...sizes);
-    if (largest >= gpus) {
+    // A share needs an agent that places shares (its advert says `shareInUse`); older agents do not.
+    const fits = isFractionalGpus(gpus) ? this.#mesh.agentsFitting(gpus).length > 0 : largest >= gpus;
+    if (fits) {
       this.#warnedNoFit = false;
       return;
     }
     if (this.#warnedNoFit) return;
     this.#warnedNoFit = true;
-    this.log.warn(
-      { gpus, largest },
-      `no agent has ${gpus} GPUs; the largest has ${largest}: trials wait until a big enough agent joins (or lower resources.gpus)`,
-    );
+    if (isFractionalGpus(gpus))
+      this.log.warn(
+        { gpus },
+        `no live agent can run a share of a GPU (resources.gpus: ${gpus}): they are too old to place shares, so trials wait — upgrade them, or set resources.gpus: 1`,
+      );
+    else
+      this.log.warn(
+        { gpus, largest },
+        `no agent has ${gpus} GPUs; the largest has ${largest}${this.#mesh.live().some((a) => a.gpus.some((g) => g.mig !== undefined)) ? " (MIG instances do not join a gang)" : ""}: trials wait until a big enough agent joins (or lower resources.gpus)`,
+      );
   }
 
   #stoppedAll = false;
@@ -748,11 +931,17 @@ export class StudyCoordinator {
 
   #maybeFinish(): void {
     const created = [...this.state.trials.values()].filter((t) => t.createdAt !== null);
-    const allCreated = this.#stopRequested || created.length >= this.planned.length;
+    const allCreated = this.#stopRequested || this.#budget !== "open" || created.length >= this.planned.length;
     if (!allCreated || created.some((t) => !TERMINAL_PHASES.has(t.phase))) return;
     this.#finish({
       study: this.spec.name,
-      status: this.#stopRequested ? "stopped" : "completed",
+      status: this.#stopRequested
+        ? "stopped"
+        : this.#budget !== "open" &&
+            (created.length < this.planned.length ||
+              created.some((t) => (t.endReason ?? "").startsWith("the study's budget is spent")))
+          ? "budget-spent"
+          : "completed",
       state: this.state,
       planned: this.planned.length,
       best: this.state.best(),
@@ -772,7 +961,60 @@ export class StudyCoordinator {
       busyGpus: totals.busyGpus,
       waitingForAgents: totals.agents === 0,
       done: false,
+      ...(this.spec.budget === null ? {} : { budget: this.#budgetLine() }),
     });
+  }
+
+  #noteOomDevice(t: TrialRecord, attempt: number, agent: string): OomDevice | null {
+    const held = t.attempts.find((a) => a.attempt === attempt)?.gpus ?? [];
+    const device = oomDevice(agent, held, this.#mesh.adverts.get(agent)?.gpus);
+    if (device) this.#oomDevices.set(t.trial, device);
+    return device;
+  }
+
+  #priceOf(agent: string): number | null {
+    const advert = this.#mesh.adverts.get(agent);
+    if (advert) this.#prices.set(agent, advert.pricePerGpuHour);
+    return this.#prices.get(agent) ?? null;
+  }
+
+  #budgetLine(): string {
+    const use = budgetUse(this.spec, this.state, Date.now(), (a) => this.#priceOf(a));
+    return use === null ? "" : budgetText(use);
+  }
+
+  /**
+   * Whether the budget forbids another trial (budget.ts), moving `#budget` on: once `full`, nothing new
+   * is dispatched and paused or never-started trials end; once `spent`, running ones end at their next
+   * report. The study then ends `budget-spent`.
+   */
+  async #budgetFull(): Promise<boolean> {
+    if (this.#budget === "spent") return true;
+    const use = budgetUse(this.spec, this.state, Date.now(), (a) => this.#priceOf(a));
+    if (use === null || !use.full) return false;
+    if (this.#budget === "open") {
+      this.#budget = "full";
+      if (!use.spent)
+        this.log.warn(
+          { gpuHours: use.gpuHours, cost: use.cost },
+          `${budgetText(use)}: one more trial would pass it, so no new trials; running ones run on while it lasts`,
+        );
+      for (const t of this.state.inFlight()) {
+        if (this.#waiting(t))
+          await this.#end(t, "stopped", `the study's budget is spent (paused at ${this.spec.scheduler.timeAttr} ${t.pausedAt})`);
+        else if (t.attempts.every((a) => a.startedAt === null) && t.attempts.some((a) => a.status === "queued")) {
+          // Queued and never started: it has cost nothing, and will not start now.
+          this.#budgetStopped.add(t.trial);
+          await this.#store.writeStop(t.trial, "user-stop", "budget", null);
+          await this.#end(t, "cancelled", "the study's budget is spent before it started");
+        }
+      }
+    }
+    if (use.spent) {
+      this.#budget = "spent";
+      this.log.warn({ gpuHours: use.gpuHours, cost: use.cost }, `${budgetText(use)}: running trials end at their next report`);
+    }
+    return true;
   }
 }
 

@@ -6,6 +6,8 @@ export type { FollowOptions } from "./event-reader.js";
 export { followStudyEvents, readStudyEvents } from "./event-reader.js";
 export { StudyLease } from "./lease.js";
 export { MeshAdverts } from "./mesh-adverts.js";
+export type { MeshWatchOptions } from "./mesh-watch.js";
+export { MeshWatch } from "./mesh-watch.js";
 export type { CompiledRunOptions, RunStudyOptions } from "./run-options.js";
 export { compileRunOptions, RUN_DEFAULTS } from "./run-options.js";
 export type { DeleteStudyOptions, LoadedStudy, StudyStatusJson, TrialStatusJson } from "./study-admin.js";
@@ -20,6 +22,8 @@ export {
 } from "./study-admin.js";
 export { loadStudyHistory } from "./study-history.js";
 export { StudyStore } from "./study-store.js";
+export type { StudyWatchOptions } from "./study-watch.js";
+export { loadStudySpec, StudyWatch } from "./study-watch.js";
 export type { TailOptions, TailOutput, TailStats } from "./tail.js";
 export { runTail } from "./tail.js";
 export type { LoadStudyReportOptions, ReadTelemetryOptions } from "./telemetry-reader.js";
@@ -40,3 +44,4 @@ export {
   readTrialEvents,
   streamTrialOutput,
 } from "./trial-output.js";
+export { loadTrialPage } from "./trial-page.js";

@@ -1,5 +1,13 @@
 import type { KV } from "@nats-io/kv";
-import { type AgentAdvert, AgentAdvertSchema, type BadMessageCounter, decode } from "@rung/protocol";
+import {
+  type AgentAdvert,
+  AgentAdvertSchema,
+  type BadMessageCounter,
+  decode,
+  FULL_SHARE,
+  isFractionalGpus,
+  sharePercent,
+} from "@rung/protocol";
 
 /**
  * The coordinator's view of the agents: adverts from the agents bucket, kept current by a watch.
@@ -42,23 +50,45 @@ export class MeshAdverts {
     return [...this.adverts.values()].filter((a) => now - a.updatedAt < this.staleAfterMs && a.state === "running");
   }
 
-  /** Places for a trial needing `gpus` GPUs (or, with 0 GPUs, one CPU slot) across live agents. */
+  /**
+   * Places for a trial needing `gpus` GPUs (or, with 0 GPUs, one CPU slot) across live agents. A share
+   * of a GPU counts how many more such shares each GPU's free share holds (memory is the agent's to
+   * check); agents too old to advertise shares offer none.
+   */
   freePlaces(gpus: number, now = Date.now()): number {
     let n = 0;
-    for (const a of this.live(now)) n += gpus > 0 ? Math.floor(a.freeGpus / gpus) : a.freeCpuSlots;
+    if (isFractionalGpus(gpus)) {
+      const share = sharePercent(gpus);
+      for (const a of this.live(now))
+        for (const g of a.gpus)
+          if (g.shareInUse !== undefined) n += Math.floor((FULL_SHARE - Math.round(g.shareInUse * FULL_SHARE)) / share);
+      return n;
+    }
+    for (const a of this.live(now)) n += gpus > 1 ? Math.floor(wholeGpus(a).free / gpus) : gpus > 0 ? a.freeGpus : a.freeCpuSlots;
     return n;
   }
 
   /** Live agents big enough for a trial needing `gpus` GPUs (or, with 0 GPUs, one CPU slot), busy or not. */
   agentsFitting(gpus: number, now = Date.now()): string[] {
     return this.live(now)
-      .filter((a) => (gpus > 0 ? a.gpus.length >= gpus : a.cpuSlots > 0))
+      .filter((a) =>
+        isFractionalGpus(gpus)
+          ? a.gpus.some((g) => g.shareInUse !== undefined)
+          : gpus > 1
+            ? wholeGpus(a).total >= gpus
+            : gpus > 0
+              ? a.gpus.length > 0
+              : a.cpuSlots > 0,
+      )
       .map((a) => a.agent);
   }
 
-  /** GPUs of each live agent. */
+  /**
+   * The most GPUs a trial can have on each live agent: its whole GPUs (a MIG instance never joins a
+   * gang), or 1 when it has only MIG instances.
+   */
   sizes(now = Date.now()): number[] {
-    return this.live(now).map((a) => a.gpus.length);
+    return this.live(now).map((a) => (a.gpus.length > 0 ? Math.max(1, wholeGpus(a).total) : 0));
   }
 
   totals(now = Date.now()): { agents: number; gpus: number; busyGpus: number } {
@@ -71,4 +101,15 @@ export class MeshAdverts {
     }
     return { agents: live.length, gpus, busyGpus: busy };
   }
+}
+
+/**
+ * An advert's whole GPUs (not MIG instances: a gang of several GPUs takes whole ones only), and how
+ * many of them have nothing on them. An agent without MIG instances: its GPUs and `freeGpus`.
+ */
+function wholeGpus(a: AgentAdvert): { total: number; free: number } {
+  if (!a.gpus.some((g) => g.mig !== undefined)) return { total: a.gpus.length, free: a.freeGpus };
+  const whole = a.gpus.filter((g) => g.mig === undefined);
+  const idle = whole.filter((g) => (g.shareInUse === undefined ? g.trial === null : g.shareInUse === 0));
+  return { total: whole.length, free: idle.length };
 }

@@ -1,6 +1,7 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
+  AgentAdvertSchema,
   bucketKeys,
   type Control,
   decode,
@@ -16,7 +17,17 @@ import {
   StudyRecordSchema,
 } from "@rung/protocol";
 import { StudyNotFoundError, StudyRunningError } from "../errors.js";
-import { compileSpec, generateTrials, type StudySpec, StudyState, TERMINAL_PHASES, type TrialRecord } from "../study/index.js";
+import {
+  budgetText,
+  budgetUse,
+  compileSpec,
+  generateTrials,
+  packingSummary,
+  type StudySpec,
+  StudyState,
+  TERMINAL_PHASES,
+  type TrialRecord,
+} from "../study/index.js";
 import { readStudyEvents } from "./event-reader.js";
 
 /**
@@ -31,6 +42,10 @@ export interface LoadedStudy {
   planned: number;
   /** The coordinator holding the study's lease now, or null when none is attached. */
   coordinator: { holder: string; host: string; pid: number; expiresAt: number } | null;
+  /** Spent against the study's budget now (`budgetText`), at the live agents' prices; null without a budget. */
+  budget: string | null;
+  /** What `packing: auto` chose and why (`packingSummary`); null without packing. */
+  packing: string | null;
 }
 
 export async function loadStudy(nc: NatsConnection, names: MeshNames, study: string): Promise<LoadedStudy> {
@@ -53,7 +68,22 @@ export async function loadStudy(nc: NatsConnection, names: MeshNames, study: str
     lease?.ok && lease.value.expiresAt > Date.now()
       ? { holder: lease.value.holder, host: lease.value.host, pid: lease.value.pid, expiresAt: lease.value.expiresAt }
       : null;
-  return { record: r.value, spec, state, planned: generateTrials(spec).length, coordinator };
+  let budget: string | null = null;
+  if (spec.budget !== null) {
+    // Prices from the adverts of the agents that ran its attempts (an agent gone counts 0, and says so).
+    const prices = new Map<string, number | null>();
+    for (const t of state.trials.values())
+      for (const a of t.attempts) {
+        if (a.agent === null || prices.has(a.agent)) continue;
+        const ae = await res.agents.get(names.subjects.agentKey(a.agent)).catch(() => null);
+        const ad = ae && ae.operation === "PUT" ? decode(AgentAdvertSchema, ae.value, "advert") : null;
+        prices.set(a.agent, ad?.ok ? ad.value.pricePerGpuHour : null);
+      }
+    const use = budgetUse(spec, state, Date.now(), (agent) => prices.get(agent) ?? null);
+    budget = use === null ? null : budgetText(use);
+  }
+  const packing = packingSummary(spec.packing, state.trials.values());
+  return { record: r.value, spec, state, planned: generateTrials(spec).length, coordinator, budget, packing };
 }
 
 /**
@@ -230,6 +260,8 @@ export interface TrialStatusJson {
   stoppedBy: { by: string; t: number; rung: number | null } | null;
   agent: string | null;
   endReason: string | null;
+  /** GPU time its attempts held, in GPU-seconds (a running attempt up to now). */
+  gpuSeconds: number;
 }
 
 export interface StudyStatusJson {
@@ -241,6 +273,10 @@ export interface StudyStatusJson {
   counts: Record<string, number>;
   best: { trial: string; value: number; t: number | null; params: Record<string, string | number | boolean> } | null;
   trials: TrialStatusJson[];
+  /** Spent against the budget, as text; absent without one. */
+  budget?: string;
+  /** What `packing: auto` chose and why; absent without packing. */
+  packing?: string;
 }
 
 /** JSON numbers cannot be NaN: NaN becomes null in every `--json` output. */
@@ -261,6 +297,7 @@ export function trialStatusJson(t: TrialRecord): TrialStatusJson {
     stoppedBy: t.stop ? { by: t.stop.by, t: t.stop.t, rung: t.stop.rung } : null,
     agent: t.attempts.at(-1)?.agent ?? null,
     endReason: t.endReason ?? (StudyState.phaseOf(t) === "failed" ? (t.attempts.at(-1)?.reason ?? null) : null),
+    gpuSeconds: Math.round(t.attempts.reduce((sum, a) => sum + StudyState.attemptGpuSeconds(a, Date.now()), 0) * 10) / 10,
   };
 }
 
@@ -285,5 +322,7 @@ export function studyStatusJson(
     counts: { ...s.state.counts(true) },
     best: best ? { trial: best.trial, value: best.bestValue as number, t: num(best.bestT), params: best.params } : null,
     trials: [...s.state.trials.values()].filter((t) => t.createdAt !== null).map(trialStatusJson),
+    ...("budget" in s && typeof s.budget === "string" ? { budget: s.budget } : {}),
+    ...("packing" in s && typeof s.packing === "string" ? { packing: s.packing } : {}),
   };
 }

@@ -101,9 +101,9 @@ export class StudyStore {
 
   /**
    * Writes the study record on the first run. On a later run the spec must be the same one, or the same
-   * with more `search.samples` (the study is extended: the record takes the new spec). A study that was
-   * stopped or had ended is running again from here on: its trials that never ran are queued, nothing
-   * that finished runs again. Returns what the record said before.
+   * with more `search.samples` or a bigger `budget` (the study is extended: the record takes the new
+   * spec). A study that was stopped or had ended (`budget-spent` included) is running again from here
+   * on: its trials that never ran are queued, nothing that finished runs again. Returns what the record said before.
    */
   async recordStudy(
     spec: StudySpec,
@@ -115,7 +115,10 @@ export class StudyStore {
       const r = decode(StudyRecordSchema, e.value, "study record");
       if (r.ok) {
         const recordedSamples = recordedSampleCount(r.value.spec);
-        const how = specContinuation({ hash: r.value.specHash, samples: recordedSamples }, spec);
+        const how = specContinuation(
+          { hash: r.value.specHash, samples: recordedSamples, budget: recordedBudget(r.value.spec) },
+          spec,
+        );
         if (how !== "same" && how !== "extended") throw new StudySpecChangedError(spec.name, r.value.specHash, hash, how.changed);
         if (how === "extended" || r.value.state !== "running") {
           const next: StudyRecord =
@@ -128,7 +131,7 @@ export class StudyStore {
         this.#secret = r.value.secret ?? null;
         return {
           previous: r.value.state,
-          extendedFrom: how === "extended" ? recordedSamples : null,
+          extendedFrom: how === "extended" && spec.search.samples > recordedSamples ? recordedSamples : null,
           studyId: r.value.id ?? null,
         };
       }
@@ -250,6 +253,16 @@ export class StudyStore {
 }
 
 /** `search.samples` of a recorded spec (as written: snake_case input). */
+/** The recorded spec's budget (its `specToInput` form), compiled: null when it had none. */
+function recordedBudget(spec: Record<string, unknown>): StudySpec["budget"] {
+  const b = spec.budget as { gpu_hours?: unknown; cost?: unknown } | undefined;
+  if (b === undefined || b === null || typeof b !== "object") return null;
+  return {
+    gpuHours: typeof b.gpu_hours === "number" ? b.gpu_hours : null,
+    cost: typeof b.cost === "number" ? b.cost : null,
+  };
+}
+
 function recordedSampleCount(spec: Record<string, unknown>): number {
   const samples = (spec.search as { samples?: unknown } | undefined)?.samples;
   return typeof samples === "number" ? samples : 1; // the spec's default

@@ -2,6 +2,10 @@
 
 export type { AshaSnapshot } from "./asha.js";
 export { Asha } from "./asha.js";
+export type { CleanCurve, CurveFamily, CurvePoint, CurvePrediction, FamilyFit } from "./curve-fit.js";
+export { cleanCurve, normalCdf, predictAt } from "./curve-fit.js";
+export type { CurveStoppingOptions } from "./curve-stopping.js";
+export { CurveStopping } from "./curve-stopping.js";
 export type { EarlyStoppingOptions } from "./early-stopping.js";
 export { EarlyStopping } from "./early-stopping.js";
 export { createScheduler } from "./factory.js";
@@ -9,6 +13,7 @@ export { FifoScheduler } from "./fifo.js";
 export { MedianStoppingRule } from "./median.js";
 export type {
   AshaOptions,
+  CurveOptions,
   FifoOptions,
   MedianOptions,
   OptionProblem,
@@ -17,7 +22,14 @@ export type {
   SchedulerOptions,
   SchedulerOptionsInput,
 } from "./options.js";
-export { checkSchedulerOptions, compileSchedulerOptions, MetricMode, SCHEDULER_DEFAULTS, SchedulerType } from "./options.js";
+export {
+  CURVE_DEFAULTS,
+  checkSchedulerOptions,
+  compileSchedulerOptions,
+  MetricMode,
+  SCHEDULER_DEFAULTS,
+  SchedulerType,
+} from "./options.js";
 export type { Promotion } from "./promotion.js";
 export { PromotionAsha } from "./promotion.js";
 export type { ReplayOptions } from "./replay.js";

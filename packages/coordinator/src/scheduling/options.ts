@@ -16,6 +16,7 @@ export const SchedulerType = {
   hyperband: "hyperband",
   promotion: "promotion",
   pbt: "pbt",
+  curve: "curve",
   median: "median",
   fifo: "fifo",
 } as const;
@@ -67,6 +68,27 @@ export interface PbtOptions {
   readonly maxT: number;
 }
 
+/**
+ * Learning-curve stopping (curve-stopping.ts): at each rung of an ASHA ladder (grace·rf^k), a trial's
+ * curve is extrapolated to maxT (a fitted ensemble of parametric curves mixed with what the completed
+ * trials' curves did from the same point) and the trial stops when the chance that it ends better than
+ * the k-th best final value so far is below `probability`.
+ */
+export interface CurveOptions {
+  readonly type: "curve";
+  readonly mode: MetricMode;
+  /** The first decision point. > 0 and < maxT. Default 1. */
+  readonly gracePeriod: number;
+  /** Spacing of the decision points (grace·rf^k). > 1. Default 3. */
+  readonly reductionFactor: number;
+  /** The horizon the curve is extrapolated to, and where a trial ends. > 0. Default 100. */
+  readonly maxT: number;
+  /** Stop when P(ends better than the reference) is below this. In (0, 1). Default 0.01. */
+  readonly probability: number;
+  /** The reference is the k-th best final value. Integer >= 1. Default 1. */
+  readonly topK: number;
+}
+
 export interface MedianOptions {
   readonly type: "median";
   readonly mode: MetricMode;
@@ -86,7 +108,7 @@ export interface FifoOptions {
 }
 
 /** Compiled scheduler options: defaults applied, construction rules checked. */
-export type SchedulerOptions = AshaOptions | PromotionOptions | PbtOptions | MedianOptions | FifoOptions;
+export type SchedulerOptions = AshaOptions | PromotionOptions | PbtOptions | CurveOptions | MedianOptions | FifoOptions;
 
 /** What a caller (the CLI's `rung replay`, a test) passes; `compileSchedulerOptions` fills the rest. */
 export interface SchedulerOptionsInput {
@@ -103,6 +125,8 @@ export interface SchedulerOptionsInput {
   readonly perturbationInterval?: number | undefined;
   readonly quantileFraction?: number | undefined;
   readonly resampleProbability?: number | undefined;
+  readonly probability?: number | undefined;
+  readonly topK?: number | undefined;
 }
 
 export const SCHEDULER_DEFAULTS = {
@@ -116,11 +140,15 @@ export const SCHEDULER_DEFAULTS = {
   minSamplesRequired: 3,
 } as const;
 
+/** Learning-curve stopping's defaults (see docs/schedulers.md for how they were chosen). */
+export const CURVE_DEFAULTS = { probability: 0.01, topK: 1 } as const;
+
 const APPLIES: Record<SchedulerType, readonly (keyof SchedulerOptionsInput)[]> = {
   asha: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
   hyperband: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "brackets", "stopLastTrials"],
   promotion: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT"],
   pbt: ["scheduler", "mode", "perturbationInterval", "quantileFraction", "resampleProbability", "maxT"],
+  curve: ["scheduler", "mode", "gracePeriod", "reductionFactor", "maxT", "probability", "topK"],
   median: ["scheduler", "mode", "gracePeriod", "minSamplesRequired", "maxT"],
   fifo: ["scheduler", "mode", "maxT"],
 };
@@ -175,7 +203,7 @@ export function checkSchedulerOptions(
     if (finite(key, x) && !(x > 0)) bad(key, `must be > 0, got ${show(x)}`);
     return x;
   };
-  const integerAtLeast = (key: "brackets" | "minSamplesRequired", x: number, min: number) => {
+  const integerAtLeast = (key: "brackets" | "minSamplesRequired" | "topK", x: number, min: number) => {
     if (!Number.isSafeInteger(x) || x < min) bad(key, `must be an integer >= ${min}, got ${show(x)}`);
   };
 
@@ -228,7 +256,7 @@ export function checkSchedulerOptions(
     else if (maxTok && gracePeriod > maxT) bad("gracePeriod", `must be <= ${nameOf("maxT")} (${maxT}), got ${show(gracePeriod)}`);
     else graceOk = true;
   }
-  const reductionFactor = input.reductionFactor ?? SCHEDULER_DEFAULTS.reductionFactor;
+  const reductionFactor = input.reductionFactor ?? (type === "curve" ? 3 : SCHEDULER_DEFAULTS.reductionFactor);
   let rfOk = false;
   if (finite("reductionFactor", reductionFactor)) {
     if (!(reductionFactor > 1)) bad("reductionFactor", `must be > 1, got ${show(reductionFactor)}`);
@@ -236,6 +264,17 @@ export function checkSchedulerOptions(
   }
   if (type === "promotion")
     return { options: problems.length === 0 ? { type, mode, gracePeriod, reductionFactor, maxT } : null, problems };
+  if (type === "curve") {
+    const probability = input.probability ?? CURVE_DEFAULTS.probability;
+    if (finite("probability", probability) && !(probability > 0 && probability < 1))
+      bad("probability", `must be in (0, 1), got ${show(probability)}`);
+    const topK = input.topK ?? CURVE_DEFAULTS.topK;
+    integerAtLeast("topK", topK, 1);
+    return {
+      options: problems.length === 0 ? { type, mode, gracePeriod, reductionFactor, maxT, probability, topK } : null,
+      problems,
+    };
+  }
   const stopLastTrials = input.stopLastTrials ?? SCHEDULER_DEFAULTS.stopLastTrials;
   if (typeof stopLastTrials !== "boolean") bad("stopLastTrials", `must be true or false, got ${show(stopLastTrials)}`);
   let brackets = input.brackets;

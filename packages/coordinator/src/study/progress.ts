@@ -10,4 +10,6 @@ export interface StudyProgress {
   busyGpus: number;
   waitingForAgents: boolean;
   done: boolean;
+  /** Spent against the study's budget (`budgetText`); absent without a budget. */
+  budget?: string;
 }

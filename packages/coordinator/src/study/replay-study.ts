@@ -46,7 +46,7 @@ export type StudyReplayOptions = SchedulerOptionsInput & {
 /**
  * The settings `rung replay --study NAME [settings]` replays with: the study's own scheduler, metric,
  * time attribute and seed, with the settings given on top. Naming another scheduler type starts from
- * that type's defaults instead (the study's grace period means nothing to FIFO).
+ * that type's defaults and the study's max_t (the study's grace period means nothing to FIFO).
  */
 export function studyReplayOptions(
   spec: StudySpec,
@@ -54,13 +54,17 @@ export function studyReplayOptions(
 ): StudyReplayOptions {
   const s = spec.scheduler;
   const type = given.scheduler ?? s.type;
-  let own: SchedulerOptionsInput = {};
+  // The study's horizon means the same to every scheduler; its other settings only to its own type.
+  let own: SchedulerOptionsInput = "maxT" in s && s.maxT !== null && type !== "fifo" && type !== "median" ? { maxT: s.maxT } : {};
   if (type === s.type) {
     if (s.type === "asha" || s.type === "hyperband") {
       const { gracePeriod, reductionFactor, maxT, brackets, stopLastTrials } = s;
       own = { gracePeriod, reductionFactor, maxT, brackets, stopLastTrials };
     } else if (s.type === "median") {
       own = { gracePeriod: s.gracePeriod, minSamplesRequired: s.minSamplesRequired, maxT: s.maxT };
+    } else if (s.type === "curve") {
+      const { gracePeriod, reductionFactor, maxT, probability, topK } = s;
+      own = { gracePeriod, reductionFactor, maxT, probability, topK };
     } else {
       own = { maxT: s.maxT };
     }

@@ -27,7 +27,7 @@ export type ParamSpec =
 
 export type ParamKind = ParamSpec["kind"];
 
-export const SearchAlgorithm = { grid: "grid", random: "random" } as const;
+export const SearchAlgorithm = { grid: "grid", random: "random", tpe: "tpe", bohb: "bohb" } as const;
 export type SearchAlgorithm = (typeof SearchAlgorithm)[keyof typeof SearchAlgorithm];
 
 /**
@@ -35,12 +35,17 @@ export type SearchAlgorithm = (typeof SearchAlgorithm)[keyof typeof SearchAlgori
  * - `random`: `samples` random draws; each draw is repeated for every point of the grid axes.
  * - `grid`: every combination of the `grid` and `choice` axes, `samples` times over (continuous
  *   distributions are refused: they cannot be enumerated).
+ * - `tpe` / `bohb`: `samples` trials; the first `startupTrials` are the random draws, each later one is
+ *   drawn by the model (search/tpe.ts) from the study's results when the coordinator creates it
+ *   (study/sampling.ts). Their planned parameters here are the random draws a model falls back to.
  */
 export interface SearchSpec {
   readonly algorithm: SearchAlgorithm;
   readonly samples: number;
   readonly seed: number;
   readonly space: Readonly<Record<string, ParamSpec>>;
+  /** tpe / bohb: random draws before the model is used. */
+  readonly startupTrials?: number;
 }
 
 /** A trial to run: its id (`t0001`, …) and its parameters, keys in sorted order. */

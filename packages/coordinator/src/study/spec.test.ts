@@ -14,6 +14,7 @@ import {
   specToInput,
   trialArgv,
 } from "../index.js";
+import { specContinuation } from "./spec.js";
 
 const EXAMPLE = `
 name: digits-asha                       # token rules from protocol (validToken)
@@ -115,7 +116,7 @@ describe("parseSpec", () => {
       stopLastTrials: true,
     });
     expect(spec.earlyStopping).toEqual({ monitor: "val_loss", mode: "min", patience: 3, minDelta: 0 });
-    expect(spec.resources).toEqual({ gpus: 1, cpus: 0 });
+    expect(spec.resources).toEqual({ gpus: 1, cpus: 0, gpuMemoryMiB: null });
     expect(spec.maxConcurrent).toBe(8);
     expect(spec.retries).toBe(2);
     expect(generateTrials(spec)).toHaveLength(54);
@@ -129,7 +130,7 @@ describe("parseSpec", () => {
     expect(spec.search).toMatchObject({ algorithm: "random", samples: 1, seed: 0 });
     expect(spec.scheduler).toMatchObject({ timeAttr: "epoch", gracePeriod: 1, brackets: 1, stopLastTrials: true });
     expect(spec.earlyStopping).toBeNull();
-    expect(spec.resources).toEqual({ gpus: 1, cpus: 0 });
+    expect(spec.resources).toEqual({ gpus: 1, cpus: 0, gpuMemoryMiB: null });
     expect(spec.maxConcurrent).toBeNull();
     expect(spec.retries).toBe(2);
   });
@@ -189,7 +190,7 @@ describe("spec errors name the field path and what is allowed", () => {
       {
         path: "colour",
         message:
-          "unknown key; allowed here: name, command, workdir, env, secret_env, metric, search, scheduler, diverged, early_stopping, resources, max_concurrent, retries, report_timeout, trial_timeout, checkpoints",
+          "unknown key; allowed here: name, command, workdir, env, secret_env, metric, search, scheduler, diverged, early_stopping, resources, packing, max_concurrent, retries, report_timeout, trial_timeout, budget, checkpoints",
       },
     ]);
     const e = tweak((s) => (s.scheduler.reduction = 3));
@@ -215,7 +216,7 @@ describe("spec errors name the field path and what is allowed", () => {
   it("wrong types and enumerations", () => {
     expect(tweak((s) => (s.metric.mode = "maxx")).message).toContain('metric.mode: must be one of max, min, got "maxx"');
     expect(tweak((s) => (s.scheduler.type = "ashaa")).message).toContain(
-      'scheduler.type: must be one of asha, hyperband, promotion, pbt, median, fifo, got "ashaa"',
+      'scheduler.type: must be one of asha, hyperband, promotion, pbt, curve, median, fifo, got "ashaa"',
     );
     expect(tweak((s) => (s.search.algorithm = "bayes")).message).toContain("search.algorithm: must be one of grid, random");
     expect(tweak((s) => (s.scheduler.max_t = "27")).message).toContain('scheduler.max_t: must be a number, got "27"');
@@ -289,6 +290,63 @@ describe("spec errors name the field path and what is allowed", () => {
     const e = tweak((s) => (s.search.algorithm = "grid"));
     expect(e.message).toBe(
       "search.space.lr: loguniform needs search.algorithm: random; a grid search takes grid, choice or plain values",
+    );
+  });
+
+  it("tpe and bohb: startup_trials only for them, choice instead of grid, bohb needs rungs", () => {
+    const tpe = compileSpec({ ...base(), search: { ...base().search, algorithm: "tpe", samples: 30 } });
+    expect(tpe.search).toMatchObject({ algorithm: "tpe", startupTrials: 10 });
+    expect(compileSpec(JSON.parse(JSON.stringify(specToInput(tpe))))).toEqual(tpe);
+    expect(
+      compileSpec({ ...base(), search: { ...base().search, algorithm: "bohb", startup_trials: 4 } }).search.startupTrials,
+    ).toBe(4);
+    expect("startupTrials" in compileSpec(base()).search).toBe(false);
+    expect(tweak((s) => (s.search.startup_trials = 5)).message).toBe(
+      "search.startup_trials: applies to search.algorithm tpe or bohb (the random draws before the model is used), not random",
+    );
+    expect(
+      tweak((s) => {
+        s.search.algorithm = "tpe";
+        s.search.space.opt = { grid: ["sgd", "adam"] };
+      }).message,
+    ).toBe('search.space.opt: grid is not sampled by tpe: write { choice: ["sgd","adam"] } and the model picks among the values');
+    expect(
+      tweak((s) => {
+        s.search.algorithm = "bohb";
+        s.scheduler = { type: "fifo", max_t: 9 };
+      }).message,
+    ).toBe(
+      "search.algorithm: bohb learns from the results at the scheduler's rungs, and the fifo scheduler has none; use scheduler type asha, hyperband, promotion or curve, or search.algorithm: tpe",
+    );
+    expect(
+      tweak((s) => {
+        s.search.algorithm = "tpe";
+        s.scheduler = { type: "pbt", max_t: 9, hyperparam_mutations: ["lr"] };
+      }).message,
+    ).toBe(
+      "search.algorithm: tpe learns which parameters give which results, and pbt changes a trial's parameters while it trains; use search.algorithm: random with pbt",
+    );
+  });
+
+  it("scheduler curve: defaults, its own options and their rules", () => {
+    const spec = compileSpec({ ...base(), scheduler: { type: "curve", max_t: 27 } });
+    expect(spec.scheduler).toMatchObject({
+      type: "curve",
+      gracePeriod: 1,
+      reductionFactor: 3,
+      maxT: 27,
+      probability: 0.01,
+      topK: 1,
+    });
+    expect(compileSpec(JSON.parse(JSON.stringify(specToInput(spec))))).toEqual(spec);
+    expect(tweak((s) => (s.scheduler = { type: "curve", max_t: 27, probability: 1 })).message).toBe(
+      "scheduler.probability: must be in (0, 1), got 1",
+    );
+    expect(tweak((s) => (s.scheduler = { type: "curve", max_t: 27, top_k: 0 })).message).toBe(
+      "scheduler.top_k: must be an integer >= 1, got 0",
+    );
+    expect(tweak((s) => (s.scheduler = { type: "asha", max_t: 27, probability: 0.1 })).message).toContain(
+      "scheduler.probability: unknown key; allowed here: type, time_attr, max_t, grace_period, reduction_factor",
     );
   });
 
@@ -377,6 +435,53 @@ describe("specHash and specToInput", () => {
     const explicit = compileSpec({ ...base(), workdir: ".", retries: 2, resources: { gpus: 1, cpus: 0 } });
     expect(specHash(explicit)).toBe(specHash(compileSpec(base())));
     expect(specHash(a)).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it("keeps the hash a study was recorded with before budget and gpu_memory existed", () => {
+    // Computed with the code of commit 9a5ccea: a spec without budget or gpu_memory must hash the same,
+    // or `rung study run` refuses to resume every study recorded before them.
+    expect(specHash(parseSpec(EXAMPLE))).toBe("1c12fd1a09d2b5812146470d3d4d6cfc65bc8f2fdd099ed13086edcf8fd658e4");
+    const limited = compileSpec({
+      name: "s1",
+      command: "python train.py --lr {lr}",
+      metric: { name: "loss", mode: "min" },
+      search: { samples: 4, space: { lr: { loguniform: [0.001, 0.1] } } },
+      scheduler: { type: "asha", max_t: 9 },
+      resources: { gpus: 2, cpus: 4 },
+      report_timeout: "10m",
+      checkpoints: { keep: 3 },
+    });
+    expect(specHash(limited)).toBe("9f13d141ae0a1b8435118aed9e41248b0fc608459f217c34a4233d6eccf2eb9a");
+    const withMemory = compileSpec({ ...base(), resources: { gpus: 0.5, gpu_memory: "10GiB" } });
+    expect(specHash(withMemory)).not.toBe(specHash(compileSpec({ ...base(), resources: { gpus: 0.5 } })));
+  });
+
+  it("continues a study whose samples or budget grew, and no other change", () => {
+    const budgeted = (b: Doc | undefined, samples = 2) =>
+      compileSpec({ ...base(), search: { ...base().search, samples }, ...(b ? { budget: b } : {}) });
+    const was = budgeted({ gpu_hours: 1, cost: 5 });
+    const stored = { hash: specHash(was), samples: 2, budget: was.budget };
+    expect(specContinuation(stored, was)).toBe("same");
+    expect(specContinuation(stored, budgeted({ gpu_hours: 2, cost: 5 }))).toBe("extended");
+    expect(specContinuation(stored, budgeted({ gpu_hours: 2, cost: 5 }, 4))).toBe("extended");
+    expect(specContinuation(stored, budgeted({ gpu_hours: 1 }))).toBe("extended"); // the cost limit dropped
+    expect(specContinuation(stored, budgeted(undefined))).toBe("extended");
+    expect(specContinuation(stored, budgeted({ gpu_hours: 0.5, cost: 5 }))).toEqual({
+      changed: "budget.gpu_hours can only grow (the study has 1, the spec asks for 0.5)",
+    });
+    const none = budgeted(undefined);
+    const storedNone = { hash: specHash(none), samples: 2, budget: null };
+    expect(specContinuation(storedNone, budgeted({ cost: 5 }))).toEqual({
+      changed:
+        "budget.cost can only grow, and the study was started without it; drop it, or delete the study to start again with it",
+    });
+    // Without the stored budget a changed budget is a changed spec.
+    expect(specContinuation({ hash: stored.hash, samples: 2 }, budgeted({ gpu_hours: 2, cost: 5 }))).toEqual({
+      changed: "the spec differs from the one the study was started with",
+    });
+    expect(specContinuation(stored, { ...budgeted({ gpu_hours: 2, cost: 5 }), retries: 5 })).toEqual({
+      changed: "the spec differs from the one the study was started with",
+    });
   });
 
   it("changes when anything that matters changes", () => {

@@ -4,6 +4,7 @@ import {
   CommandTemplateError,
   InvalidTokenError,
   parseDuration,
+  parseMemoryMiB,
   placeholders,
   renderArgv,
   splitCommand,
@@ -16,6 +17,7 @@ import type { SpecProblem } from "../errors.js";
 import { SpecError } from "../errors.js";
 import type {
   AshaOptions,
+  CurveOptions,
   FifoOptions,
   MedianOptions,
   MetricMode,
@@ -25,6 +27,7 @@ import type {
   SchedulerOptionsInput,
 } from "../scheduling/index.js";
 import { checkSchedulerOptions } from "../scheduling/index.js";
+import { PACKING_DEFAULTS, type PackingSpec } from "./packing.js";
 import type { ParamSpec, ParamValue, PlannedTrial, SearchSpec } from "./search-space.js";
 import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-space.js";
 
@@ -39,10 +42,12 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
  *   env (default {})             -> env               values stringified (OMP_NUM_THREADS: 1 -> "1")
  *   secret_env (default [])      -> secretEnv         names whose values are never logged or shown
  *   metric {name, mode}          -> metric
- *   search {algorithm (random), samples (1), seed (0), space}
- *                                -> search {algorithm, samples, seed, space: ParamSpec per key}
+ *   search {algorithm (random | grid | tpe | bohb), samples (1), seed (0), startup_trials (10, tpe
+ *           and bohb only), space}
+ *                                -> search {algorithm, samples, seed, startupTrials, space: ParamSpec
+ *                                   per key}; tpe and bohb refuse grid (they sample choice)
  *   scheduler {type, time_attr ("epoch"), grace_period, reduction_factor, max_t, brackets,
- *              stop_last_trials, min_samples_required}
+ *              stop_last_trials, min_samples_required, probability, top_k (curve)}
  *                                -> scheduler {type, timeAttr, gracePeriod, reductionFactor, maxT,
  *                                   brackets, stopLastTrials, minSamplesRequired} (per type; see
  *                                   scheduler-options.ts for defaults and rules); no
@@ -50,7 +55,15 @@ import { countTrials, MAX_TRIALS, paramToInput, parseParam } from "./search-spac
  *   early_stopping {monitor (metric.name), mode (metric.mode when monitoring the metric), patience,
  *                   min_delta (0)}  (optional)
  *                                -> earlyStopping {monitor, mode, patience, minDelta} | null
- *   resources {gpus (1), cpus (0)} -> resources       gpus: 0 means a CPU slot
+ *   resources {gpus (1), cpus (0), gpu_memory (none)}
+ *                                -> resources       gpus: 0 means a CPU slot; 0.01–0.99 a share of one
+ *                                                   GPU (placement.ts); gpu_memory "10GiB" -> gpuMemoryMiB
+ *   packing (none) | auto | {mode: auto, target_busy (0.8), memory_margin (0.2), max_per_gpu (8),
+ *           slowdown (0.25)}
+ *                                -> packing          PackingSpec | null: the coordinator picks the trials
+ *                                                   per GPU itself (packing.ts); needs resources.gpus 1
+ *   budget {gpu_hours, cost}  (optional; at least one)
+ *                                -> budget           {gpuHours, cost} | null (budget.ts)
  *   max_concurrent (unlimited)   -> maxConcurrent     number | null
  *   retries (2)                  -> retries           attempts after the first, for crashed trials
  *   report_timeout (none)        -> reportTimeoutMs   "10m": an attempt silent for longer fails the trial
@@ -73,6 +86,7 @@ export type SchedulerSpec =
   | (Omit<AshaOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<PromotionOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<PbtOptions, "mode"> & { readonly timeAttr: string; readonly mutations: readonly string[] })
+  | (Omit<CurveOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<MedianOptions, "mode"> & { readonly timeAttr: string })
   | (Omit<FifoOptions, "mode"> & { readonly timeAttr: string });
 
@@ -93,7 +107,11 @@ export interface StudySpec {
   readonly search: SearchSpec;
   readonly scheduler: SchedulerSpec;
   readonly earlyStopping: EarlyStoppingSpec | null;
-  readonly resources: { readonly gpus: number; readonly cpus: number };
+  readonly resources: { readonly gpus: number; readonly cpus: number; readonly gpuMemoryMiB: number | null };
+  /** `packing: auto` (packing.ts): the coordinator picks the share each order asks for; null: the spec's resources. */
+  readonly packing: PackingSpec | null;
+  /** What the study may spend (budget.ts); null: no limit. */
+  readonly budget: { readonly gpuHours: number | null; readonly cost: number | null } | null;
   readonly maxConcurrent: number | null;
   readonly retries: number;
   /** No report (nor start) from a running attempt for this long fails the trial. null: no limit. */
@@ -113,6 +131,8 @@ export const DEFAULT_CHECKPOINTS = { keep: 2, keepBest: 3 } as const;
 export const RESERVED_PLACEHOLDERS = ["max_t", "trial", "study"] as const;
 export const DEFAULT_TIME_ATTR = "epoch";
 export const DEFAULT_RETRIES = 2;
+/** Random draws before TPE / BOHB use their model (Optuna's n_startup_trials). */
+export const DEFAULT_STARTUP_TRIALS = 10;
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 const PARAM_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
@@ -140,8 +160,9 @@ const SpecInputSchema = strictObject({
   secret_env: z.array(z.string()).optional(),
   metric: strictObject({ name: z.string().min(1), mode }),
   search: strictObject({
-    algorithm: z.enum(["grid", "random"]).optional(),
+    algorithm: z.enum(["grid", "random", "tpe", "bohb"]).optional(),
     samples: z.number().int().min(1).optional(),
+    startup_trials: z.number().int().min(1).optional(),
     seed: z.number().int().optional(),
     space: z.record(z.string(), z.unknown()),
   }),
@@ -165,6 +186,14 @@ const SpecInputSchema = strictObject({
         hyperparam_mutations: z.array(z.string()).min(1),
       }),
       strictObject({
+        type: z.literal("curve"),
+        ...schedulerCommon,
+        grace_period: num.optional(),
+        reduction_factor: num.optional(),
+        probability: num.optional(),
+        top_k: num.optional(),
+      }),
+      strictObject({
         type: z.literal("median"),
         ...schedulerCommon,
         grace_period: num.optional(),
@@ -181,13 +210,27 @@ const SpecInputSchema = strictObject({
     min_delta: z.number().min(0).optional(),
   }).optional(),
   resources: strictObject({
-    gpus: z.number().int().min(0).optional(),
+    gpus: z.number().min(0).optional(),
     cpus: z.number().int().min(0).optional(),
+    gpu_memory: z.union([z.string(), z.number()]).optional(),
   }).optional(),
+  packing: z
+    .union([
+      z.literal("auto"),
+      strictObject({
+        mode: z.literal("auto"),
+        target_busy: num.optional(),
+        memory_margin: num.optional(),
+        max_per_gpu: z.number().int().optional(),
+        slowdown: num.optional(),
+      }),
+    ])
+    .optional(),
   max_concurrent: z.number().int().min(1).nullable().optional(),
   retries: z.number().int().min(0).optional(),
   report_timeout: z.union([z.string(), z.number()]).optional(),
   trial_timeout: z.union([z.string(), z.number()]).optional(),
+  budget: strictObject({ gpu_hours: num.optional(), cost: num.optional() }).optional(),
   checkpoints: strictObject({
     keep: z.number().int().min(1).optional(),
     keep_best: z.number().int().min(0).optional(),
@@ -209,6 +252,8 @@ const SNAKE: Record<keyof SchedulerOptionsInput, string> = {
   perturbationInterval: "perturbation_interval",
   quantileFraction: "quantile_fraction",
   resampleProbability: "resample_probability",
+  probability: "probability",
+  topK: "top_k",
 };
 
 /**
@@ -311,9 +356,30 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
       bad(path, `${param.kind} needs search.algorithm: random; a grid search takes grid, choice or plain values`);
       continue;
     }
+    if ((algorithm === "tpe" || algorithm === "bohb") && param.kind === "grid") {
+      bad(
+        path,
+        `grid is not sampled by ${algorithm}: write { choice: ${JSON.stringify(param.values)} } and the model picks among the values`,
+      );
+      continue;
+    }
     space[key] = param;
   }
-  const search: SearchSpec = { algorithm, samples: raw.search.samples ?? 1, seed: raw.search.seed ?? 0, space };
+  if (raw.search.startup_trials !== undefined && algorithm !== "tpe" && algorithm !== "bohb")
+    bad(
+      "search.startup_trials",
+      `applies to search.algorithm tpe or bohb (the random draws before the model is used), not ${algorithm}`,
+    );
+  const search: SearchSpec = {
+    algorithm,
+    samples: raw.search.samples ?? 1,
+    seed: raw.search.seed ?? 0,
+    space,
+    // Only for the model-based algorithms: a random or grid study's compiled spec (and hash) is as before.
+    ...(algorithm === "tpe" || algorithm === "bohb"
+      ? { startupTrials: raw.search.startup_trials ?? DEFAULT_STARTUP_TRIALS }
+      : {}),
+  };
 
   // metric
   const metric = { name: raw.metric.name, mode: raw.metric.mode };
@@ -333,6 +399,8 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     ...("perturbation_interval" in s ? { perturbationInterval: s.perturbation_interval } : {}),
     ...("quantile_fraction" in s ? { quantileFraction: s.quantile_fraction } : {}),
     ...("resample_probability" in s ? { resampleProbability: s.resample_probability } : {}),
+    ...("probability" in s ? { probability: s.probability } : {}),
+    ...("top_k" in s ? { topK: s.top_k } : {}),
   };
   const checked = checkSchedulerOptions(schedulerInput, (o) => SNAKE[o]);
   for (const p of checked.problems) bad(p.option === "mode" ? "metric.mode" : `scheduler.${SNAKE[p.option]}`, p.message);
@@ -354,6 +422,16 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
       scheduler = { ...scheduler, mutations: [...s.hyperparam_mutations] } as SchedulerSpec;
     }
   }
+  if ((algorithm === "tpe" || algorithm === "bohb") && s.type === "pbt")
+    bad(
+      "search.algorithm",
+      `${algorithm} learns which parameters give which results, and pbt changes a trial's parameters while it trains; use search.algorithm: random with pbt`,
+    );
+  else if (algorithm === "bohb" && !["asha", "hyperband", "promotion", "curve"].includes(s.type))
+    bad(
+      "search.algorithm",
+      `bohb learns from the results at the scheduler's rungs, and the ${s.type} scheduler has none; use scheduler type asha, hyperband, promotion or curve, or search.algorithm: tpe`,
+    );
 
   // early stopping
   let earlyStopping: EarlyStoppingSpec | null = null;
@@ -406,6 +484,10 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
   const reportTimeoutMs = limit("report_timeout");
   const trialTimeoutMs = limit("trial_timeout");
 
+  const resources = compileResources(raw.resources, bad);
+  const budget = compileBudget(raw.budget, bad);
+  const packing = compilePacking(raw.packing, resources, bad);
+
   if (problems.length > 0 || scheduler === null) throw new SpecError(problems, { file });
   return {
     name: raw.name,
@@ -417,7 +499,9 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
     search,
     scheduler,
     earlyStopping,
-    resources: { gpus: raw.resources?.gpus ?? 1, cpus: raw.resources?.cpus ?? 0 },
+    resources,
+    packing,
+    budget,
     maxConcurrent: raw.max_concurrent ?? null,
     retries: raw.retries ?? DEFAULT_RETRIES,
     reportTimeoutMs,
@@ -431,6 +515,85 @@ export function compileSpec(input: unknown, options?: { file?: string | null }):
             keepBest: raw.checkpoints.keep_best ?? DEFAULT_CHECKPOINTS.keepBest,
           },
   };
+}
+
+/**
+ * `resources`: whole GPUs as before; a share of one GPU (0.01–0.99, whole percent: shares on a GPU
+ * must add up exactly); `gpu_memory` a size with a unit, only with GPUs.
+ */
+function compileResources(
+  raw: { gpus?: number; cpus?: number; gpu_memory?: string | number } | undefined,
+  bad: (path: string, message: string) => void,
+): StudySpec["resources"] {
+  const gpus = raw?.gpus ?? 1;
+  if (gpus > 1 && !Number.isInteger(gpus))
+    bad("resources.gpus", `more than one GPU must be a whole number, got ${gpus}; use a share below 1 (such as 0.5) or 1, 2, …`);
+  else if (gpus > 0 && gpus < 1 && (gpus < 0.01 || Math.abs(gpus * 100 - Math.round(gpus * 100)) > 1e-9))
+    bad("resources.gpus", `a share of one GPU is 0.01 to 0.99 in steps of 0.01, got ${gpus}; write for example 0.25 or 0.33`);
+  let gpuMemoryMiB: number | null = null;
+  if (raw?.gpu_memory !== undefined) {
+    const v = raw.gpu_memory;
+    gpuMemoryMiB = typeof v === "string" ? parseMemoryMiB(v) : null;
+    if (gpuMemoryMiB === null)
+      bad("resources.gpu_memory", `must be a size with a unit such as "10GiB" or "512MiB", got ${JSON.stringify(v)}`);
+    else if (gpus === 0)
+      bad("resources.gpu_memory", "is set but resources.gpus is 0; set gpus (for example 0.25) or drop gpu_memory");
+  }
+  return { gpus, cpus: raw?.cpus ?? 0, gpuMemoryMiB };
+}
+
+/**
+ * `packing: auto` or `{ mode: auto, … }` (packing.ts): defaults applied, bounds checked. It sizes each
+ * trial's share of one GPU itself, so the spec asks for one whole GPU (the observing trials run alone).
+ */
+function compilePacking(
+  raw:
+    | "auto"
+    | { mode: "auto"; target_busy?: number; memory_margin?: number; max_per_gpu?: number; slowdown?: number }
+    | undefined,
+  resources: StudySpec["resources"],
+  bad: (path: string, message: string) => void,
+): PackingSpec | null {
+  if (raw === undefined) return null;
+  const o = raw === "auto" ? { mode: "auto" as const } : raw;
+  const p: PackingSpec = {
+    mode: "auto",
+    targetBusy: o.target_busy ?? PACKING_DEFAULTS.targetBusy,
+    memoryMargin: o.memory_margin ?? PACKING_DEFAULTS.memoryMargin,
+    maxPerGpu: o.max_per_gpu ?? PACKING_DEFAULTS.maxPerGpu,
+    slowdown: o.slowdown ?? PACKING_DEFAULTS.slowdown,
+  };
+  if (!(p.targetBusy > 0 && p.targetBusy <= 1))
+    bad("packing.target_busy", `is the GPU busy share to stay under, above 0 and at most 1 (such as 0.8), got ${p.targetBusy}`);
+  if (!(p.memoryMargin >= 0 && p.memoryMargin <= 4))
+    bad("packing.memory_margin", `is the share added to the peak memory seen, 0 to 4 (such as 0.2), got ${p.memoryMargin}`);
+  if (!(p.maxPerGpu >= 1 && p.maxPerGpu <= 16))
+    bad("packing.max_per_gpu", `must be a whole number of trials from 1 to 16, got ${p.maxPerGpu}`);
+  if (!(p.slowdown > 0 && p.slowdown <= 10))
+    bad("packing.slowdown", `is how much slower packed epochs may be than alone ones, above 0 (such as 0.25), got ${p.slowdown}`);
+  if (resources.gpus !== 1)
+    bad(
+      "resources.gpus",
+      `is ${resources.gpus}, but packing: auto picks each trial's share of one GPU itself; set resources.gpus to 1 (or leave it out), or drop packing`,
+    );
+  return p;
+}
+
+/** `budget: { gpu_hours: 10 }` and/or `{ cost: 25 }` (in the agents' price unit): positive numbers. */
+function compileBudget(
+  raw: { gpu_hours?: number; cost?: number } | undefined,
+  bad: (path: string, message: string) => void,
+): StudySpec["budget"] {
+  if (raw === undefined) return null;
+  const gpuHours = raw.gpu_hours ?? null;
+  const cost = raw.cost ?? null;
+  if (gpuHours === null && cost === null)
+    bad("budget", "names no limit; set gpu_hours (such as 10) or cost (such as 25), or drop budget");
+  if (gpuHours !== null && !(gpuHours > 0 && Number.isFinite(gpuHours)))
+    bad("budget.gpu_hours", `must be a number of GPU-hours above 0, got ${gpuHours}`);
+  if (cost !== null && !(cost > 0 && Number.isFinite(cost)))
+    bad("budget.cost", `must be an amount above 0 (priced from the agents' --price-per-gpu-hour), got ${cost}`);
+  return { gpuHours, cost };
 }
 
 function durationMs(text: string): number | null {
@@ -500,6 +663,14 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
     });
   } else if (s.type === "promotion") {
     Object.assign(scheduler, { grace_period: s.gracePeriod, reduction_factor: s.reductionFactor, max_t: s.maxT });
+  } else if (s.type === "curve") {
+    Object.assign(scheduler, {
+      grace_period: s.gracePeriod,
+      reduction_factor: s.reductionFactor,
+      max_t: s.maxT,
+      probability: s.probability,
+      top_k: s.topK,
+    });
   } else if (s.type === "pbt") {
     Object.assign(scheduler, {
       perturbation_interval: s.perturbationInterval,
@@ -524,10 +695,36 @@ export function specToInput(spec: StudySpec): Record<string, unknown> {
       algorithm: spec.search.algorithm,
       samples: spec.search.samples,
       seed: spec.search.seed,
+      ...(spec.search.algorithm === "tpe" || spec.search.algorithm === "bohb"
+        ? { startup_trials: spec.search.startupTrials ?? DEFAULT_STARTUP_TRIALS }
+        : {}),
       space: Object.fromEntries(Object.entries(spec.search.space).map(([k, p]) => [k, paramToInput(p)])),
     },
     scheduler,
-    resources: { ...spec.resources },
+    resources: {
+      gpus: spec.resources.gpus,
+      cpus: spec.resources.cpus,
+      ...(spec.resources.gpuMemoryMiB === null ? {} : { gpu_memory: `${spec.resources.gpuMemoryMiB}MiB` }),
+    },
+    ...(spec.packing === null
+      ? {}
+      : {
+          packing: {
+            mode: spec.packing.mode,
+            target_busy: spec.packing.targetBusy,
+            memory_margin: spec.packing.memoryMargin,
+            max_per_gpu: spec.packing.maxPerGpu,
+            slowdown: spec.packing.slowdown,
+          },
+        }),
+    ...(spec.budget === null
+      ? {}
+      : {
+          budget: {
+            ...(spec.budget.gpuHours === null ? {} : { gpu_hours: spec.budget.gpuHours }),
+            ...(spec.budget.cost === null ? {} : { cost: spec.budget.cost }),
+          },
+        }),
     retries: spec.retries,
   };
   if (spec.earlyStopping !== null) {
@@ -577,37 +774,60 @@ export function canonicalJson(value: unknown): string {
  */
 export function specHash(spec: StudySpec): string {
   // Limits that are not set stay out of the hash, so a study recorded before they existed keeps its hash.
-  const { reportTimeoutMs, trialTimeoutMs, checkpoints, diverged, ...rest } = spec;
+  const { reportTimeoutMs, trialTimeoutMs, checkpoints, diverged, budget, resources, packing, ...rest } = spec;
+  const { gpuMemoryMiB, ...wholeResources } = resources;
   return createHash("sha256")
     .update(
       canonicalJson({
         ...rest,
+        resources: gpuMemoryMiB === null ? wholeResources : resources,
         reportTimeoutMs: reportTimeoutMs ?? undefined,
         trialTimeoutMs: trialTimeoutMs ?? undefined,
         checkpoints: checkpoints ?? undefined,
         diverged: diverged ?? undefined,
+        budget: budget ?? undefined,
+        packing: packing ?? undefined,
       }),
     )
     .digest("hex");
 }
 
 /**
- * How `next` may continue a recorded study (its stored spec hash and sample count): "same" spec,
- * "extended" (only `search.samples` grew: the trials already planned keep their ids and parameters, new
- * ones follow), or what changed, as a sentence.
+ * How `next` may continue a recorded study (its stored spec hash, sample count and budget): "same"
+ * spec, "extended" (only `search.samples` and/or the `budget` grew: the trials already planned keep
+ * their ids and parameters, new ones follow — so a `budget-spent` study given a bigger budget runs on),
+ * or what changed, as a sentence. `stored.budget` absent: the budget must be the same as well.
  */
 export function specContinuation(
-  stored: { readonly hash: string; readonly samples: number },
+  stored: { readonly hash: string; readonly samples: number; readonly budget?: StudySpec["budget"] },
   next: StudySpec,
 ): "same" | "extended" | { readonly changed: string } {
   if (specHash(next) === stored.hash) return "same";
-  const asStored: StudySpec = { ...next, search: { ...next.search, samples: stored.samples } };
+  const storedBudget = stored.budget === undefined ? next.budget : stored.budget;
+  const asStored: StudySpec = { ...next, search: { ...next.search, samples: stored.samples }, budget: storedBudget };
   if (specHash(asStored) !== stored.hash) return { changed: "the spec differs from the one the study was started with" };
   if (next.search.samples < stored.samples)
     return {
       changed: `search.samples can only grow (the study has ${stored.samples}, the spec asks for ${next.search.samples})`,
     };
-  return "extended";
+  const lowered = budgetLowered(storedBudget, next.budget);
+  return lowered === null ? "extended" : { changed: lowered };
+}
+
+/** Why `next` is not the stored budget or a bigger one (each limit kept, raised or dropped), or null. */
+function budgetLowered(stored: StudySpec["budget"], next: StudySpec["budget"]): string | null {
+  if (next === null) return null;
+  const limits = [
+    ["gpu_hours", stored?.gpuHours ?? null, next.gpuHours],
+    ["cost", stored?.cost ?? null, next.cost],
+  ] as const;
+  for (const [key, was, now] of limits) {
+    if (now === null) continue;
+    if (was === null)
+      return `budget.${key} can only grow, and the study was started without it; drop it, or delete the study to start again with it`;
+    if (now < was) return `budget.${key} can only grow (the study has ${was}, the spec asks for ${now})`;
+  }
+  return null;
 }
 
 /** The scheduler options of a spec (its scheduler section plus the metric's mode). */

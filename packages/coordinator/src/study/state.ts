@@ -10,6 +10,7 @@ import {
   TrialEventWriter,
 } from "@rung/protocol";
 import type { MetricMode } from "../scheduling/index.js";
+import type { PackingLevel } from "./packing.js";
 
 /**
  * A study's state as a pure fold of its events. The coordinator keeps one live; `rung study status`,
@@ -52,6 +53,7 @@ export const TERMINAL_PHASES: ReadonlySet<TrialPhase> = new Set(["completed", "s
  * handed it back to the queue, where another agent may take it (as the next attempt number).
  * `preempted`: its agent was shutting down (SIGTERM) and handed the order back after a last checkpoint;
  * it uses no retry.
+ * `oom`: it ran out of GPU memory; the next attempt runs alone on a GPU and it uses no retry.
  */
 export type AttemptStatus =
   | "queued"
@@ -63,7 +65,8 @@ export type AttemptStatus =
   | "lost"
   | "rejected"
   | "refused"
-  | "preempted";
+  | "preempted"
+  | "oom";
 
 /** An agent that could not run the trial's order, and why (`rejected` with an agent-specific reason). */
 export interface Refusal {
@@ -99,6 +102,8 @@ export interface AttemptRecord {
   resumedFrom: CheckpointRef | null;
   /** Two agents proved a claim of it: nothing of it counts, and the coordinator queues a fresh order. */
   contested: boolean;
+  /** `packing: auto`: the level its order was sized at (its `queued` event); null without packing. */
+  packing: PackingLevel | null;
 }
 
 /** A stored checkpoint of a trial, with when its `checkpoint` event was written. */
@@ -136,6 +141,12 @@ export interface TrialRecord {
   lastMetrics: Record<string, number>;
   lastT: number | null;
   lastValue: number | null;
+  /**
+   * The metric against the time attribute, t ascending: its latest trajectory. A report at a t at or
+   * before the last one (an attempt that started again without a checkpoint) rewrites the curve from
+   * there, so a value at each t is the latest one reported.
+   */
+  curve: { t: number; value: number }[];
   bestValue: number | null;
   bestT: number | null;
   /** Sum of reported data_wait_s / compute_s over the trial. */
@@ -243,6 +254,7 @@ export class StudyState {
         lastMetrics: {},
         lastT: null,
         lastValue: null,
+        curve: [],
         bestValue: null,
         bestT: null,
         dataWaitS: 0,
@@ -285,6 +297,7 @@ export class StudyState {
         finished: false,
         resumedFrom: null,
         contested: false,
+        packing: null,
       };
       t.attempts.push(a);
       t.attempts.sort((x, y) => x.attempt - y.attempt);
@@ -411,6 +424,7 @@ export class StudyState {
         const a = this.attempt(t, ev.attempt);
         a.queuedAt ??= ev.ts;
         a.nonce ??= ev.nonce ?? null;
+        a.packing ??= ev.packing ?? null;
         if (ev.promotedTo !== undefined && t.pausedAt !== null) {
           t.pausedAt = null;
           t.promotions.push(ev.promotedTo);
@@ -464,6 +478,12 @@ export class StudyState {
         const time = m[this.timeAttr];
         const value = m[this.metric];
         if (time !== undefined) t.lastT = time;
+        if (time !== undefined && value !== undefined && Number.isFinite(time)) {
+          let keep = t.curve.length;
+          while (keep > 0 && (t.curve[keep - 1] as { t: number }).t >= time) keep--;
+          t.curve.length = keep;
+          t.curve.push({ t: time, value });
+        }
         if (value !== undefined) {
           t.lastValue = value;
           if (better(this.mode, value, t.bestValue)) {

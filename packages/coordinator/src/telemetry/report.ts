@@ -2,8 +2,11 @@ import type { AgentAdvert, Telemetry, TrialEvent } from "@rung/protocol";
 import { rungMilestones } from "../scheduling/index.js";
 import type { StudySpec } from "../study/index.js";
 import {
+  budgetText,
+  budgetUse,
   failureSummary,
   type PhaseCounts,
+  packingSummary,
   rungFunnel,
   StudyState,
   studyFailures,
@@ -149,6 +152,10 @@ export interface StudyReport {
   readonly funnel: readonly { readonly milestone: number; readonly trials: number }[];
   readonly gpuTime: GpuTime;
   readonly cost: CostSummary;
+  /** Spent against the study's budget (`budgetText`); absent without a budget. */
+  readonly budget?: string;
+  /** What `packing: auto` chose and why (`packingSummary`); absent without packing. */
+  readonly packing?: string;
   readonly findings: readonly Finding[];
   readonly trials: readonly ReportTrial[];
   /** Every failed trial: the first line of its reason and the end of its log. */
@@ -302,6 +309,17 @@ function gpuTimeOf(state: StudyState, idleGpuS: number | null, now: number): Gpu
   };
 }
 
+function budgetOf(spec: StudySpec, state: StudyState, adverts: readonly AgentAdvert[], now: number): { budget?: string } {
+  const price = new Map(adverts.map((a) => [a.agent, a.pricePerGpuHour] as const));
+  const use = budgetUse(spec, state, now, (agent) => price.get(agent) ?? null);
+  return use === null ? {} : { budget: budgetText(use) };
+}
+
+function packingOf(spec: StudySpec, state: StudyState): { packing?: string } {
+  const text = packingSummary(spec.packing, state.trials.values());
+  return text === null ? {} : { packing: text };
+}
+
 function costOf(state: StudyState, agents: readonly AgentIdleStats[], adverts: readonly AgentAdvert[], now: number): CostSummary {
   const busy = new Map<string, number>();
   for (const t of state.trials.values())
@@ -413,6 +431,8 @@ export function buildStudyReport(
     funnel: rungFunnel(state, funnelMilestones(spec, state)),
     gpuTime: gpuTimeOf(state, idleGpuS, now),
     cost: costOf(state, joined.agents, adverts, now),
+    ...budgetOf(spec, state, adverts, now),
+    ...packingOf(spec, state),
     findings,
     trials,
     failures: studyFailures(state),

@@ -67,11 +67,18 @@ export function studyPlanText(plan: StudyPlan): string {
   const keys = Object.keys(spec.search.space).sort();
   const withBracket = plan.brackets !== null && plan.brackets.length > 1;
   const rows: string[][] = [["trial", ...(withBracket ? ["bracket"] : []), ...keys]];
-  for (const t of plan.trials.slice(0, MAX_ROWS)) {
-    rows.push([t.trial, ...(withBracket ? [String(t.bracket ?? "-")] : []), ...keys.map((k) => cell(t.params[k]))]);
+  // tpe / bohb: trials after the startup ones are drawn by the model when they are created.
+  const model = spec.search.algorithm === "tpe" || spec.search.algorithm === "bohb" ? spec.search.algorithm : null;
+  const startup = spec.search.startupTrials ?? 10;
+  for (const [i, t] of plan.trials.slice(0, Math.min(MAX_ROWS, model ? startup : MAX_ROWS)).entries()) {
+    rows.push([t.trial, ...(withBracket ? [String(plan.trials[i]?.bracket ?? "-")] : []), ...keys.map((k) => cell(t.params[k]))]);
   }
   out.push("", table(rows));
-  if (plan.trials.length > MAX_ROWS) out.push(`… and ${plan.trials.length - MAX_ROWS} more trials`);
+  if (model && plan.trials.length > startup)
+    out.push(
+      `${plan.trials[startup]?.trial} … ${plan.trials.at(-1)?.trial}: ${plan.trials.length - startup} trials drawn by ${model.toUpperCase()} from the results so far, each when it is created`,
+    );
+  else if (plan.trials.length > MAX_ROWS) out.push(`… and ${plan.trials.length - MAX_ROWS} more trials`);
 
   out.push("");
   if (s.type === "asha" || s.type === "hyperband" || s.type === "promotion") {

@@ -13,6 +13,14 @@ export function schedulerSettingsText(o: SchedulerOptions): string {
       `brackets ${o.brackets}`,
     );
     if (!o.stopLastTrials) parts.push("stop_last_trials false");
+  } else if (o.type === "curve") {
+    parts.push(
+      `grace_period ${fmt(o.gracePeriod)}`,
+      `reduction_factor ${fmt(o.reductionFactor)}`,
+      `max_t ${fmt(o.maxT)}`,
+      `probability ${fmt(o.probability)}`,
+      `top_k ${o.topK}`,
+    );
   } else {
     if (o.type === "median") parts.push(`grace_period ${fmt(o.gracePeriod)}`, `min_samples_required ${o.minSamplesRequired}`);
     if (o.maxT !== null) parts.push(`max_t ${fmt(o.maxT)}`);

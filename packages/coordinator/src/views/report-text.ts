@@ -179,6 +179,8 @@ export function renderReportMarkdown(r: StudyReport): string {
   const ck = checkpointText(r);
   if (ck) L.push(`**Checkpoints:** ${ck.replace(/^checkpoints: /, "")}.`, "");
   L.push(`**Cost:** ${costText(r)}.`);
+  if (r.budget !== undefined) L.push(`**Budget:** ${r.budget.replace(/^budget: /, "")}.`);
+  if (r.packing !== undefined) L.push(`**Packing:** ${r.packing.replace(/^packing: /, "")}.`);
   L.push("");
   L.push(
     `<sub>${coverageText(r)} · input-bound: GPU < ${r.thresholds.inputBoundMaxUtilization}% and data wait > ${Math.round(100 * r.thresholds.inputBoundMinDataWait)}% · generated ${r.generatedAt} by \`rung study report\`</sub>`,
@@ -235,5 +237,7 @@ export function renderReportText(r: StudyReport): string {
     );
   L.push(`  ${"total".padEnd(28)} ${`${hoursText(r.gpuTime.totalGpuS)} GPU-h`.padStart(12)}`);
   L.push(`cost: ${costText(r)}`);
+  if (r.budget !== undefined) L.push(r.budget);
+  if (r.packing !== undefined) L.push(r.packing);
   return `${L.join("\n")}\n`;
 }

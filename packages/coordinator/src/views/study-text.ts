@@ -27,6 +27,7 @@ export function progressLine(p: StudyProgress): string {
   if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
   parts.push(best ? `best ${p.state.metric} ${fmt(best.bestValue)} (${best.trial})` : "no result yet");
   parts.push(p.waitingForAgents ? "waiting for agents" : `GPUs ${p.busyGpus}/${p.gpus} busy`);
+  if (p.budget !== undefined) parts.push(p.budget);
   return parts.join(" · ");
 }
 
