@@ -253,27 +253,30 @@ describe("out of GPU memory", () => {
     }
   }, 90_000);
 
+  /** One trial that allocates 30,000 MiB on a 24,576 MiB GPU: it runs out of memory on every attempt. */
+  async function tooBig(url: string, prefix: string, procs: TestProcess[], name: string, extra: Record<string, unknown>) {
+    const smi = new FakeNvidiaSmi(mkdtempSync(join(tmpdir(), "rung-smi-")), [fakeGpu(0, { memoryTotalMiB: 24_576 })]);
+    procs.push(agentOn(url, prefix, smi));
+    const file = specFile({
+      name,
+      command: `${TRIAL} --memory 30000 --epochs {max_t} --quality {q}`,
+      env: smi.stateEnv,
+      search: { algorithm: "grid", space: { q: { grid: [0.5] } } },
+      scheduler: { type: "fifo", time_attr: "epoch", max_t: 2 },
+      ...extra,
+    });
+    const run = rung(["study", "run", file, "--nats", url, "--prefix", prefix]);
+    procs.push(run);
+    await run.exited;
+    return studyEvents(url, prefix, name);
+  }
+
   it("fails a trial that runs out of memory even alone on a device as big, naming it in one sentence", async ({
     nats,
     procs,
   }) => {
     const prefix = uniquePrefix();
-    const flags = ["--nats", nats.url, "--prefix", prefix];
-    const smi = new FakeNvidiaSmi(mkdtempSync(join(tmpdir(), "rung-smi-")), [fakeGpu(0, { memoryTotalMiB: 24_576 })]);
-    procs.push(agentOn(nats.url, prefix, smi));
-    const file = specFile({
-      name: "huge",
-      command: `${TRIAL} --memory 30000 --epochs {max_t} --quality {q}`,
-      env: smi.stateEnv,
-      search: { algorithm: "grid", space: { q: { grid: [0.5] } } },
-      scheduler: { type: "fifo", time_attr: "epoch", max_t: 2 },
-      resources: { gpus: 0.5 },
-      retries: 2,
-    });
-    const run = rung(["study", "run", file, ...flags]);
-    procs.push(run);
-    await run.exited;
-    const events = await studyEvents(nats.url, prefix, "huge");
+    const events = await tooBig(nats.url, prefix, procs, "huge", { resources: { gpus: 0.5 }, retries: 2 });
     const [end] = ended(events);
     expect(end?.status).toBe("failed");
     expect(end?.reason).toMatch(
@@ -281,30 +284,14 @@ describe("out of GPU memory", () => {
     );
     // Two attempts: sharing, then alone (no retry used); running out of memory alone is not retried.
     expect(events.filter((e) => e.type === "started")).toHaveLength(2);
-    const status = rung(["study", "status", "huge", ...flags]);
+    const status = rung(["study", "status", "huge", "--nats", nats.url, "--prefix", prefix]);
     procs.push(status);
     await status.exited;
     expect(status.out()).toMatch(/ran out of GPU memory even alone on GPU 0 of box/);
   }, 60_000);
 
   it("counts a whole GPU's out-of-memory exit as a failure that uses a retry, as before shares", async ({ nats, procs }) => {
-    const prefix = uniquePrefix();
-    const flags = ["--nats", nats.url, "--prefix", prefix];
-    const smi = new FakeNvidiaSmi(mkdtempSync(join(tmpdir(), "rung-smi-")), [fakeGpu(0, { memoryTotalMiB: 24_576 })]);
-    procs.push(agentOn(nats.url, prefix, smi));
-    const file = specFile({
-      name: "whole",
-      command: `${TRIAL} --memory 30000 --epochs {max_t} --quality {q}`,
-      env: smi.stateEnv,
-      search: { algorithm: "grid", space: { q: { grid: [0.5] } } },
-      scheduler: { type: "fifo", time_attr: "epoch", max_t: 2 },
-      resources: { gpus: 1 },
-      retries: 1,
-    });
-    const run = rung(["study", "run", file, ...flags]);
-    procs.push(run);
-    await run.exited;
-    const events = await studyEvents(nats.url, prefix, "whole");
+    const events = await tooBig(nats.url, uniquePrefix(), procs, "whole", { resources: { gpus: 1 }, retries: 1 });
     const [end] = ended(events);
     expect(end?.status).toBe("failed");
     expect(end?.reason).toMatch(

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { CHROMIUM, CHROMIUM_ARGS, REPO, rung, type TestProcess, waitForOutput } from "@rung/testkit";
+import { CHROMIUM, chromiumOptions, REPO, rung, type TestProcess, waitForOutput } from "@rung/testkit";
 import { type BrowserContext, chromium, type Page } from "playwright-core";
 
 /** Debian's Chromium, which ./setup installs; the browser tests skip, saying so, where it is missing. */
@@ -20,12 +20,7 @@ export interface Browser {
 /** Headless Chromium with a fresh profile and nothing of its own on the network. */
 export async function launchBrowser(): Promise<Browser> {
   const profile = mkdtempSync(join(tmpdir(), "rung-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    viewport: { width: 1280, height: 900 },
-    args: [...CHROMIUM_ARGS],
-  });
+  const context = await chromium.launchPersistentContext(profile, chromiumOptions({ width: 1280, height: 900 }));
   return {
     context,
     close: async () => {

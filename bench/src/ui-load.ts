@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { compileSpec, specHash, specToInput } from "@rung/coordinator";
 import { connectNats, encode, ensureResources, MeshNames, type StudyRecord, type TrialEvent } from "@rung/protocol";
-import { CHROMIUM, CHROMIUM_ARGS } from "@rung/testkit";
+import { CHROMIUM, chromiumOptions } from "@rung/testkit";
 import { chromium } from "playwright-core";
 import {
   type BenchContext,
@@ -144,12 +144,7 @@ async function studyPageLoad(ctx: BenchContext): Promise<BenchOutcome> {
     const body = await (await fetch(`${url}/api/study/wide`)).text();
     const firstApiMs = Date.now() - api0;
 
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1400, height: 900 },
-      args: [...CHROMIUM_ARGS],
-    });
+    const context = await chromium.launchPersistentContext(profile, chromiumOptions({ width: 1400, height: 900 }));
     const loads: number[] = [];
     const firstCurves: number[] = [];
     try {

@@ -1,6 +1,6 @@
 import { readFileSync, rmSync } from "node:fs";
 import { type AgentAdvert, connectNats, encode, ensureResources, MeshNames } from "@rung/protocol";
-import { CHROMIUM, CHROMIUM_ARGS } from "@rung/testkit";
+import { chromiumOptions } from "@rung/testkit";
 import { chromium } from "playwright-core";
 import {
   type BenchContext,
@@ -183,12 +183,7 @@ export async function uiUnderTelemetry(ctx: BenchContext): Promise<{ markdown: s
       1000,
     );
 
-    const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1400, height: 900 },
-      args: [...CHROMIUM_ARGS],
-    });
+    const context = await chromium.launchPersistentContext(profile, chromiumOptions({ width: 1400, height: 900 }));
     const answers: MeshAnswer[] = [];
     let measuring = false;
     let figures: UiTelemetryFigures;

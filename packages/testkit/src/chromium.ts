@@ -15,3 +15,8 @@ export const CHROMIUM_ARGS: readonly string[] = [
   "--disable-component-update",
   "--disable-sync",
 ];
+
+/** playwright-core's `launchPersistentContext` options for Debian's Chromium, headless, at this size. */
+export function chromiumOptions(viewport: { width: number; height: number }) {
+  return { executablePath: CHROMIUM, headless: true, viewport, args: [...CHROMIUM_ARGS] };
+}

@@ -1,7 +1,7 @@
 // @rung/testkit: real servers, processes and fakes for tests. Test-only; nothing in the product imports
 // it. The vitest fixtures live apart, in @rung/testkit/vitest, so that this root never loads vitest.
 
-export { CHROMIUM, CHROMIUM_ARGS } from "./chromium.js";
+export { CHROMIUM, CHROMIUM_ARGS, chromiumOptions } from "./chromium.js";
 export type { FakeGpu, FakeMigInstance, FakeNvidiaSmiState } from "./fake-nvidia-smi.js";
 export { FakeNvidiaSmi, fakeGpu, fakeMigInstance } from "./fake-nvidia-smi.js";
 export type { LeakCheckOptions } from "./leaks.js";

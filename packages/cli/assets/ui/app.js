@@ -616,10 +616,10 @@
           ),
           table(
             "where the GPU time went",
-            ["GPU-hours:", "completed", "stopped", "failed", "running", "idle", "total", "cost"],
+            ["", "completed", "stopped", "failed", "running", "idle", "total", "cost"],
             [
               [
-                "",
+                "GPU-hours",
                 gpuH(g.completedGpuS),
                 gpuH(g.stoppedGpuS),
                 gpuH(g.failedGpuS),
