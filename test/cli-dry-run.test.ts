@@ -1,7 +1,8 @@
+import { spawnSync } from "node:child_process";
 import { mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REPO, rung } from "@rung/testkit";
+import { REPO, RUNG_BIN, rung } from "@rung/testkit";
 import { it } from "@rung/testkit/vitest";
 import { describe, expect } from "vitest";
 
@@ -97,5 +98,21 @@ describe("rung study run --dry-run", () => {
     expect(b.out).toBe("");
     expect(b.err).toContain(`rung: ${bad}: scheduler.reduction_factor: must be > 1, got 1\n`);
     expect(b.err.split("\n").filter((l) => l.startsWith("rung:"))).toHaveLength(1);
+  });
+});
+
+describe("output into a pipe whose reader has gone", () => {
+  it("ends quietly with the broken pipe's status, not a crash (`rung study run SPEC --dry-run | true`)", () => {
+    // `true` exits without reading: rung's first write finds the pipe closed (EPIPE).
+    const r = spawnSync(
+      "bash",
+      [
+        "-c",
+        `"${process.execPath}" "${RUNG_BIN}" study run configs/digits.yaml --dry-run | true; echo "status \${PIPESTATUS[0]}"`,
+      ],
+      { cwd: REPO, encoding: "utf8" },
+    );
+    expect(r.stderr).not.toMatch(/Unhandled|EPIPE|at /);
+    expect(r.stdout.trim()).toMatch(/^status (0|141)$/);
   });
 });

@@ -151,6 +151,43 @@ describe("packing: auto", () => {
     expect(after.every((q) => (q.packing?.perGpu ?? 1) >= 2)).toBe(true);
   }, 120_000);
 
+  it("packs one-epoch attempts (promotion) of trials that use no GPU memory past two per GPU, and ends", async ({
+    nats,
+    procs,
+  }) => {
+    // Found on a real GPU: promotion-based ASHA runs most attempts for one epoch, which left packing
+    // with no epoch times to judge a level by (it stayed at two per GPU); and a trial whose GPU showed
+    // no memory of its own got orders asking for 0 MiB, which every reader refused, and the study waited.
+    const prefix = uniquePrefix();
+    const flags = ["--nats", nats.url, "--prefix", prefix];
+    const smi = new FakeNvidiaSmi(mkdtempSync(join(tmpdir(), "rung-smi-")), [fakeGpu(0), fakeGpu(1)]);
+    procs.push(agentOn(nats.url, prefix, smi));
+    const file = specFile({
+      name: "short",
+      command: `${TRIAL} --memory 0 --compute 0.05 --startup-ms 2500 --epochs {max_t} --epoch-ms 300 --quality {q}`,
+      env: smi.stateEnv,
+      search: { algorithm: "grid", space: { q: { grid: Array.from({ length: 16 }, (_, i) => (i + 1) / 20) } } },
+      // Every attempt reports once: the first at epoch 1 pauses, a promoted one resumes to epoch 2.
+      scheduler: { type: "promotion", time_attr: "epoch", grace_period: 1, reduction_factor: 2, max_t: 2 },
+      // What is tested is that each level is judged at all; the slowdown rule has its own tests, and a
+      // machine busy with other work may slow packed start-ups (the rule would rightly back off).
+      packing: { mode: "auto", slowdown: 10 },
+    });
+    const run = rung(["study", "run", file, ...flags]);
+    procs.push(run);
+    const code = await Promise.race([run.exited, new Promise<string>((r) => setTimeout(() => r("still running"), 90_000))]);
+    expect(code, run.out()).toBe(0);
+    const events = await studyEvents(nats.url, prefix, "short");
+    expect(events.filter((e) => e.type === "rejected")).toEqual([]);
+    const levels = queued(events).map((q) => q.packing?.perGpu ?? 0);
+    expect(Math.max(...levels)).toBeGreaterThanOrEqual(4);
+    const raised = queued(events).filter((q) => q.packing?.step === "raise");
+    expect(raised.length).toBeGreaterThan(0);
+    expect(raised.every((q) => q.packing?.gpuMemoryMiB === null)).toBe(true);
+    expect(raised.some((q) => /first reports/.test(q.packing?.why ?? ""))).toBe(true);
+    expect(concurrency(events).perGpu).toBeGreaterThanOrEqual(3);
+  }, 120_000);
+
   it("keeps trials that fill a GPU's compute at one per GPU, and says why", async ({ nats, procs }) => {
     const prefix = uniquePrefix();
     const flags = ["--nats", nats.url, "--prefix", prefix];

@@ -6,6 +6,7 @@ import { type BenchContext, type BenchOutcome, killStarted, machine, REPO, round
 import { digitsSearch } from "./digits-search.js";
 import { packingBench } from "./packing.js";
 import { preemptionLoss } from "./preemption.js";
+import { realGpu } from "./real-gpu.js";
 import { resultThroughput } from "./result-throughput.js";
 import { searchEfficiency } from "./search-efficiency.js";
 import { telemetryScale } from "./telemetry-scale.js";
@@ -30,6 +31,7 @@ const BENCHMARKS: readonly { name: string; title: string; run(ctx: BenchContext)
   { name: "digits-search", title: "8. The digits example under each search method", run: digitsSearch },
   { name: "warm-start", title: "9. Warm starts: order to first report", run: warmStart },
   { name: "packing", title: "10. Several trials per GPU", run: packingBench },
+  { name: "real-gpu", title: "11. The digits study on this machine's GPU, packed and not", run: realGpu },
 ];
 
 function usage(): never {

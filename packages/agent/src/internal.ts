@@ -52,7 +52,9 @@ export { FAKE_GPU_NAME, fakeGpuInfos, fakeReading } from "./fake-gpus.js";
 export { cleanLine } from "./log-stream.js";
 export type { GpuReading, InventoryResult } from "./nvidia-smi.js";
 export {
+  COMPUTE_APPS_FIELDS,
   INVENTORY_FIELDS,
+  parseComputeApps,
   parseInventory,
   parseReading,
   parseTelemetryLine,

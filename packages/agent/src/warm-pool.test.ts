@@ -1,4 +1,5 @@
-import { copyFileSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "@rung/protocol";
@@ -16,9 +17,9 @@ afterEach(async () => {
   for (const p of pools.splice(0)) await p.close();
 });
 
-function pool(preload: string[] = ["json"], spares = 2): WarmPool {
+function pool(preload: string[] = ["json"], spares = 2, python = PYTHON): WarmPool {
   const p = new WarmPool({
-    python: PYTHON,
+    python,
     preload,
     spares,
     slots: 1,
@@ -191,20 +192,86 @@ describe("warm pool", () => {
     expect(p.waiting).toBe(0);
   });
 
-  it("refuses to serve when the preload loaded the CUDA driver (a trial's CUDA_VISIBLE_DEVICES could not apply)", async () => {
-    // A stand-in for a module that initialises CUDA on import: it maps a library named libcuda.so.1.
-    copyFileSync(realpathSync("/lib/x86_64-linux-gnu/libm.so.6"), join(dir, "libcuda.so.1"));
-    writeFileSync(join(dir, "grabs_cuda.py"), `import ctypes, os\nctypes.CDLL(os.path.join("${dir}", "libcuda.so.1"))\n`);
-    const p = pool(["grabs_cuda"], 1);
+  /**
+   * A stand-in CUDA driver: a shared library named libcuda.so.1 with the two calls rung_warm.py's check
+   * relies on, behaving as the real driver does — cuDeviceGetCount answers CUDA_ERROR_NOT_INITIALIZED (3)
+   * until cuInit has run. Built with the g++ that ./setup installs.
+   */
+  function standInDriver(): string {
+    const src = join(dir, "libcuda.cc");
+    writeFileSync(
+      src,
+      'extern "C" {\nstatic int initialised = 0;\nint cuInit(unsigned int flags) { (void)flags; initialised = 1; return 0; }\n' +
+        "int cuDeviceGetCount(int *n) { if (!initialised) return 3; *n = 1; return 0; }\n}\n",
+    );
+    const lib = join(dir, "driver", "libcuda.so.1");
+    mkdirSync(join(dir, "driver"), { recursive: true });
+    execFileSync("g++", ["-shared", "-fPIC", "-o", lib, src]);
+    return lib;
+  }
+
+  async function refusal(preload: string): Promise<WarmPool> {
+    const p = pool([preload], 1);
     await p.start();
-    // grabs_cuda.py lies in the trials' directory: preload modules are found there, as a script's imports are.
+    // The preload module lies in the trials' directory: preload modules are found there, as a script's imports are.
     const req = { program: PYTHON, argv: [PYTHON, "trial.py"], cwd: dir, env: envOf("a", []) };
     expect(p.take(req)).toBeNull();
+    return p;
+  }
+
+  it("refuses to serve when the preload initialised the CUDA driver (a trial's CUDA_VISIBLE_DEVICES could not apply)", async () => {
+    const lib = standInDriver();
+    writeFileSync(join(dir, "inits_cuda.py"), `import ctypes\nctypes.CDLL("${lib}").cuInit(0)\n`);
+    const p = await refusal("inits_cuda");
     await until("the refusal", () => p.stats.failed === 1);
-    expect(p.take(req)).toBeNull();
-    expect(p.givenUp).toEqual([expect.stringContaining("loaded the CUDA driver")]);
+    expect(p.givenUp).toEqual([expect.stringContaining("initialised the CUDA driver")]);
     expect(p.ready).toBe(0);
     expect(p.stats.started).toBe(1);
+  });
+
+  it("serves when the preload only mapped the CUDA driver without initialising it (as importing PyTorch 2 does)", async () => {
+    const lib = standInDriver();
+    writeFileSync(join(dir, "maps_cuda.py"), `import ctypes\nctypes.CDLL("${lib}")\n`);
+    const p = await refusal("maps_cuda");
+    await until("a ready interpreter", () => p.ready === 1);
+    expect(p.stats.failed).toBe(0);
+    expect(p.givenUp).toEqual([]);
+  });
+
+  it("refuses to serve when a mapped driver library cannot be asked whether it was initialised", async () => {
+    // A library named libcuda.so.1 without the driver's calls: the check cannot tell, so it refuses.
+    copyFileSync(realpathSync("/lib/x86_64-linux-gnu/libm.so.6"), join(dir, "libcuda.so.1"));
+    writeFileSync(join(dir, "grabs_cuda.py"), `import ctypes, os\nctypes.CDLL(os.path.join("${dir}", "libcuda.so.1"))\n`);
+    const p = await refusal("grabs_cuda");
+    await until("the refusal", () => p.stats.failed === 1);
+    expect(p.givenUp).toEqual([expect.stringContaining("initialised the CUDA driver")]);
+  });
+
+  it("starts a virtual environment's python through its own path, so the preload and the trial see the environment's packages", async () => {
+    // A venv's python is a symlink to the system one: started through its target it would not find the
+    // environment (the packages of a machine's PyTorch often live in one).
+    const venv = join(dir, "venv");
+    execFileSync(PYTHON, ["-m", "venv", "--without-pip", venv]);
+    const python = join(venv, "bin", "python3");
+    const site = execFileSync(python, ["-c", "import site; print(site.getsitepackages()[0])"], { encoding: "utf8" }).trim();
+    mkdirSync(site, { recursive: true });
+    writeFileSync(join(site, "only_in_venv.py"), "WHERE = 'venv'\n");
+    writeFileSync(join(dir, "venv_trial.py"), "import sys, only_in_venv\nprint('prefix', sys.prefix, only_in_venv.WHERE)\n");
+    const p = pool(["only_in_venv"], 1, python);
+    await p.start();
+    const req = { program: python, argv: [python, "venv_trial.py"], cwd: dir, env: envOf("v", []) };
+    expect(p.take(req)).toBeNull();
+    let w: WarmProcess | null = null;
+    await until("a ready interpreter", () => {
+      w = p.take(req);
+      return w !== null;
+    });
+    expect(p.stats.failed).toBe(0);
+    const r = await run(w as unknown as WarmProcess, ["venv_trial.py"], envOf("v", []));
+    expect(r.exit.exitCode).toBe(0);
+    expect(r.text).toContain(`prefix ${venv} venv`);
+    // The system python is another environment, though the same file: its trials start cold.
+    expect(p.take({ ...req, program: PYTHON, argv: [PYTHON, "venv_trial.py"] })).toBeNull();
   });
 
   it("keeps nothing running after close", async () => {

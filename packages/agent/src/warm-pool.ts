@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { realpathSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type { Logger } from "@rung/protocol";
 import pty from "node-pty";
 import { AgentOptionsError } from "./errors.js";
@@ -16,7 +16,7 @@ import { PYTHON_HELPER_DIR, resolveExecutable } from "./trial-runner.js";
  * An interpreter is started exactly as a trial is — node-pty, its own pseudo-terminal, its own session
  * and process group — in the working directory of the trials it will serve and with the environment they
  * share (the trial's environment less `RUNG_*` and `CUDA_VISIBLE_DEVICES`; CUDA_VISIBLE_DEVICES is empty
- * while it imports, and rung_warm.py refuses to serve if the imports loaded the CUDA driver). Once the
+ * while it imports, and rung_warm.py refuses to serve if the imports initialised the CUDA driver). Once the
  * imports are done it says so on the agent's warm socket and waits. A trial whose command is
  * `<that python> script.py …`, in the same directory and with the same shared environment, is handed to a
  * waiting interpreter: argv, its full environment and directory go over the socket, and the interpreter
@@ -160,7 +160,10 @@ export class WarmPool implements WarmSource {
     const found = resolveExecutable(options.python, process.cwd(), process.env.PATH);
     if (!found)
       throw new AgentOptionsError("--warm-python", `${JSON.stringify(options.python)} is not an executable on this agent`);
-    this.#python = realpathSync(found);
+    // The path as given, symlinks kept: a virtual environment's python is a symlink to the system one,
+    // and only started through the link does it find the environment (pyvenv.cfg beside it) and its
+    // packages. Started through its target, its preload would import from the system's packages.
+    this.#python = resolve(found);
     // One per slot, plus one: a slot's next trial may come before its replacement has imported.
     this.#spares = Math.max(1, options.spares ?? Math.min(8, options.slots + 1));
   }
@@ -212,12 +215,8 @@ export class WarmPool implements WarmSource {
       }
       return null;
     };
-    let program: string;
-    try {
-      program = realpathSync(r.program);
-    } catch {
-      program = r.program;
-    }
+    // The same path, not the same file: two links to one interpreter are two environments.
+    const program = resolve(r.program);
     if (program !== this.#python)
       return cold(`its command does not start with the warm interpreter ${this.#o.python}`, `program:${program}`, {
         program: r.argv[0],
@@ -406,7 +405,7 @@ export class WarmPool implements WarmSource {
     it.set.failures += 1;
     const fatal =
       e.exitCode === EXIT_CUDA_LOADED
-        ? "importing the preload modules loaded the CUDA driver, so each trial's GPUs could not apply"
+        ? "importing the preload modules initialised the CUDA driver, so each trial's GPUs could not apply"
         : e.exitCode === EXIT_PRELOAD_FAILED
           ? `a preload module failed to import: ${tail}`
           : it.set.failures >= MAX_FAILURES

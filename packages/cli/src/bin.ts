@@ -2,6 +2,14 @@
 import { buildProgram } from "./program.js";
 
 const verbose = process.argv.includes("--verbose");
+
+// `rung study status NAME | head`: the reader went away, as a pipe's reader may. That ends the output,
+// not with a crash: exit quietly, as other command-line tools do (the exit status of a broken pipe).
+for (const stream of [process.stdout, process.stderr])
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code === "EPIPE") process.exit(141);
+    throw err;
+  });
 if (verbose && !process.env.RUNG_LOG_LEVEL) process.env.RUNG_LOG_LEVEL = "debug";
 
 buildProgram()

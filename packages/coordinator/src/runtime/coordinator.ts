@@ -284,6 +284,7 @@ export class StudyCoordinator {
     const t = this.state.trial(ev.trial);
     if (this.#packing && ev.type === "queued" && ev.packing)
       this.#packing.onQueued(ev.trial, ev.attempt, ev.packing, runsAlone(t));
+    if (this.#packing && ev.type === "started") this.#packing.onStarted(ev.trial, ev.attempt, ev.ts);
     if (this.#packing && ev.type === "report")
       this.#packing.onReport(ev.trial, ev.attempt, ev.ts, ev.metrics[this.spec.scheduler.timeAttr]);
     const stop = this.#decider.onEvent(ev);

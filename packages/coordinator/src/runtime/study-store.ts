@@ -15,8 +15,10 @@ import {
   type StudyRecord,
   StudyRecordSchema,
   type TrialEvent,
+  TrialEventSchema,
   trialEventMsgId,
   type WorkOrder,
+  WorkOrderSchema,
 } from "@rung/protocol";
 import { StudySpecChangedError } from "../errors.js";
 import { type StudySpec, specContinuation, specForRecord, specHash } from "../study/index.js";
@@ -201,7 +203,7 @@ export class StudyStore {
     const msgID = this.eventId(ev);
     if (this.#published.has(msgID)) return;
     this.#published.add(msgID);
-    const data = encode(ev);
+    const data = encode(checked(TrialEventSchema, ev, `the ${ev.type} event of ${ev.trial}`));
     await this.#retrying(`publish the ${ev.type} event of ${ev.trial}`, () =>
       this.#js.publish(this.#o.names.subjects.eventSubject(ev), data, { msgID }),
     );
@@ -209,7 +211,7 @@ export class StudyStore {
 
   /** Publishes a work order; `duplicate` is true when the server already had it (same message id). */
   async publishOrder(order: WorkOrder, msgID: string): Promise<{ duplicate: boolean }> {
-    const data = encode(order);
+    const data = encode(checked(WorkOrderSchema, order, `the order of ${order.trial} attempt ${order.attempt}`));
     const ack = await this.#retrying(`publish the order of ${order.trial} attempt ${order.attempt}`, () =>
       this.#js.publish(this.#o.names.subjects.work(order.pool), data, { msgID }),
     );
@@ -266,4 +268,22 @@ function recordedBudget(spec: Record<string, unknown>): StudySpec["budget"] {
 function recordedSampleCount(spec: Record<string, unknown>): number {
   const samples = (spec.search as { samples?: unknown } | undefined)?.samples;
   return typeof samples === "number" ? samples : 1; // the spec's default
+}
+
+/**
+ * What the coordinator publishes, checked against the schema every reader decodes with: a message that
+ * fails it would be dropped as malformed by every reader (and an order refused by every agent), and the
+ * study would wait for it forever. A coordinator bug ends the study with this sentence instead.
+ */
+function checked<T>(
+  schema: { safeParse(v: unknown): { success: boolean; error?: { issues: { path: PropertyKey[]; message: string }[] } } },
+  value: T,
+  what: string,
+): T {
+  const r = schema.safeParse(value);
+  if (r.success) return value;
+  const issue = r.error?.issues[0];
+  throw new Error(
+    `internal error: the coordinator made ${what} that no reader would accept (${issue ? `${issue.path.join(".")}: ${issue.message}` : "invalid"}); nothing was published — please report this with the study spec`,
+  );
 }

@@ -76,6 +76,35 @@ describe("decidePacking", () => {
     expect(next.why).toBe("peak 1.2 GiB of 80 GiB, busy 18 %; packed epochs 5 % slower");
   });
 
+  it("judges one-epoch attempts by their time to a first report when they have no epochs to compare", () => {
+    const starts = (alone: number[], packed: number[]) => ({ alone: [], packed: [], starts: { alone, packed } });
+    const waiting = decidePacking(input({ current: level(2), epochs: starts([9, 9, 10, 9], [9.5, 9]) }));
+    expect(waiting).toMatchObject({ perGpu: 2, step: "hold" });
+    const next = decidePacking(input({ current: level(2), epochs: starts([9, 9, 10, 9], [9.5, 9, 9.9, 9.2]) }));
+    expect(next).toMatchObject({ perGpu: 4, step: "raise" });
+    expect(next.why).toBe("peak 1.2 GiB of 80 GiB, busy 18 %; packed trials' first reports 4 % slower");
+    const slow = decidePacking(input({ current: level(4), epochs: starts([9, 9, 9, 9], [14, 13, 12, 15]) }));
+    expect(slow).toMatchObject({ perGpu: 2, step: "back-off" });
+    expect(slow.why).toBe("packed trials' first reports 50 % slower than alone, over the 25 % allowed");
+    // Epochs, where there are enough, come first.
+    const both = { alone: [1, 1, 1, 1], packed: [1, 1, 1, 1], starts: { alone: [9, 9, 9, 9], packed: [20, 20, 20, 20] } };
+    expect(decidePacking(input({ current: level(2), epochs: both }))).toMatchObject({ perGpu: 4, step: "raise" });
+  });
+
+  it("declares no memory for trials that used none alone (an order's memory is positive or absent)", () => {
+    // A trial that computes on the CPU, or a GPU that reports no per-process memory: peak 0 MiB.
+    const d = decidePacking(input({ alone: { ...SMALL, peakMemoryMiB: 0 } }));
+    expect(d).toMatchObject({ perGpu: 2, step: "raise", gpuMemoryMiB: null });
+    const on = decidePacking(
+      input({
+        alone: { ...SMALL, peakMemoryMiB: 0, busy: 0.05 },
+        current: { ...level(2), gpuMemoryMiB: null },
+        epochs: epochs([1, 1, 1, 1], [1, 1, 1, 1]),
+      }),
+    );
+    expect(on).toMatchObject({ perGpu: 4, gpuMemoryMiB: null });
+  });
+
   it("stops where the busy share would pass the target", () => {
     // 4 × 18 % = 72 % fits 80 %; 8 × 18 % = 144 % does not.
     const d = decidePacking(input({ current: level(4), epochs: epochs([1, 1, 1, 1], [1, 1, 1, 1]) }));
@@ -146,7 +175,7 @@ describe("PackingLedger", () => {
     l.onReport("t0002", 1, 3000, 2);
     l.onReport("t0002", 1, 3000, 2); // the same epoch again: no interval
     l.onReport("t0002", 1, 7000, 4); // two epochs in 4 s: 2 s each
-    expect(l.epochs()).toEqual({ alone: [1, 1, 1, 1], packed: [3, 2] });
+    expect(l.epochs()).toMatchObject({ alone: [1, 1, 1, 1], packed: [3, 2] });
     l.onQueued("t0003", 1, level(1, "back-off"));
     expect(l.ceiling).toBe(1);
     expect(l.epochs().packed).toEqual([]);
@@ -155,6 +184,28 @@ describe("PackingLedger", () => {
       ["t0002", 2, "raise"],
       ["t0003", 1, "back-off"],
     ]);
+  });
+
+  it("measures one-report attempts from their start to their first report, alone and packed since the level began", () => {
+    // Promotion-based ASHA: most attempts run one epoch and pause, so they have no epoch intervals.
+    const l = new PackingLedger(SPEC);
+    const attempt = (trial: string, lv: PackingLevel, started: number, first: number) => {
+      l.onQueued(trial, 1, lv);
+      l.onStarted(trial, 1, started);
+      l.onStarted(trial, 1, started + 500); // a copy of the event changes nothing
+      l.onReport(trial, 1, first, 1);
+      l.onReport(trial, 1, first + 100_000, 1); // the same epoch again: still its first report's time
+    };
+    attempt("t0001", level(1, "observe"), 0, 9000);
+    attempt("t0002", level(1, "observe"), 1000, 11_000);
+    attempt("t0003", level(2), 20_000, 29_500);
+    expect(l.epochs()).toEqual({ alone: [], packed: [], starts: { alone: [9, 10], packed: [9.5] } });
+    // An attempt that never started (its order was lost) or reported nothing adds nothing.
+    l.onQueued("t0004", 1, level(2));
+    l.onReport("t0004", 1, 40_000, 1);
+    expect(l.epochs().starts?.packed).toEqual([9.5]);
+    attempt("t0005", level(4), 50_000, 61_000);
+    expect(l.epochs().starts).toEqual({ alone: [9, 10], packed: [11] });
   });
 
   it("counts an attempt run alone after running out of memory as alone", () => {

@@ -25,6 +25,9 @@
  * between them (seconds per epoch); the interval up to an attempt's first report (start-up) is left
  * out. Alone epochs are those of attempts queued at level 1 (or run alone after running out of
  * memory); packed ones those of attempts queued at the current level since the study reached it.
+ * Where attempts are too short to have two reports (promotion-based ASHA runs most of them for one
+ * epoch), the slowdown is judged on the time from each attempt's start to its first report instead,
+ * alone against packed, once both have MIN_EPOCHS of those.
  */
 
 /** `packing` as compiled from the spec (defaults applied). */
@@ -82,8 +85,15 @@ export interface PackingInput {
   /** The highest level allowed after a back-off (else `spec.maxPerGpu`). */
   readonly ceiling: number;
   readonly alone: AloneEvidence | null;
-  /** Seconds per epoch: alone, and packed at the current level since the study reached it. */
-  readonly epochs: { readonly alone: readonly number[]; readonly packed: readonly number[] };
+  /**
+   * Seconds per epoch: alone, and packed at the current level since the study reached it; `starts`:
+   * seconds from an attempt's start to its first report, the same way.
+   */
+  readonly epochs: {
+    readonly alone: readonly number[];
+    readonly packed: readonly number[];
+    readonly starts?: { readonly alone: readonly number[]; readonly packed: readonly number[] };
+  };
 }
 
 /** 1, 2, 4, 8, … up to `max`, and `max` itself. */
@@ -112,6 +122,22 @@ export function packedSlowdown(epochs: PackingInput["epochs"]): number | null {
   return alone > 0 ? median(epochs.packed) / alone - 1 : null;
 }
 
+/** The slowdown and what it was measured on: epochs, or (attempts too short for epochs) first reports. */
+export interface Slowdown {
+  readonly value: number;
+  readonly of: "epochs" | "first reports";
+}
+
+/** Epochs when both sides have MIN_EPOCHS of them, else the start-to-first-report times; null until then. */
+export function packedSlowdownOf(epochs: PackingInput["epochs"]): Slowdown | null {
+  const e = packedSlowdown(epochs);
+  if (e !== null) return { value: e, of: "epochs" };
+  const s = epochs.starts;
+  if (!s || s.alone.length < MIN_EPOCHS || s.packed.length < MIN_EPOCHS) return null;
+  const alone = median(s.alone);
+  return alone > 0 ? { value: median(s.packed) / alone - 1, of: "first reports" } : null;
+}
+
 const pct = (x: number) => `${Math.round(x * 100)} %`;
 const gib = (mib: number) => `${(mib / 1024).toFixed(mib < 10 * 1024 ? 1 : 0)} GiB`;
 
@@ -120,8 +146,9 @@ export function aloneText(a: AloneEvidence): string {
   return `peak ${gib(a.peakMemoryMiB)} of ${gib(a.gpuMemoryMiB)}, busy ${pct(a.busy)}`;
 }
 
-function slowText(s: number): string {
-  return s >= 0 ? `packed epochs ${pct(s)} slower` : `packed epochs ${pct(-s)} faster`;
+function slowText(s: Slowdown): string {
+  const what = s.of === "epochs" ? "packed epochs" : "packed trials' first reports";
+  return s.value >= 0 ? `${what} ${pct(s.value)} slower` : `${what} ${pct(-s.value)} faster`;
 }
 
 /** The level the next order is sized at, and why. */
@@ -130,17 +157,25 @@ export function decidePacking(input: PackingInput): PackingLevel {
   const cur = current?.perGpu ?? 1;
   const ladder = packingLadder(spec.maxPerGpu);
   const below = [...ladder].reverse().find((n) => n < cur) ?? 1;
-  const slow = cur > 1 ? packedSlowdown(input.epochs) : null;
+  const slow = cur > 1 ? packedSlowdownOf(input.epochs) : null;
   const need = alone === null ? null : Math.max(Math.ceil(alone.peakMemoryMiB * (1 + spec.memoryMargin)), declaredMemoryMiB ?? 0);
   const level = (perGpu: number, step: PackingStep, why: string): PackingLevel => ({
     perGpu,
+    // A trial that used no GPU memory alone (it computes on the CPU, or its GPU reports none) declares
+    // none: an order's memory is a positive number or absent.
     gpuMemoryMiB:
-      perGpu > 1 && need !== null ? need : perGpu > 1 ? (current?.gpuMemoryMiB ?? declaredMemoryMiB) : declaredMemoryMiB,
+      perGpu > 1 && need !== null
+        ? need > 0
+          ? need
+          : null
+        : perGpu > 1
+          ? (current?.gpuMemoryMiB ?? declaredMemoryMiB)
+          : declaredMemoryMiB,
     step,
     why,
   });
 
-  if (slow !== null && slow > spec.slowdown)
+  if (slow !== null && slow.value > spec.slowdown)
     return level(below, PackingStep.backOff, `${slowText(slow)} than alone, over the ${pct(spec.slowdown)} allowed`);
   if (alone === null || alone.trials < MIN_ALONE_TRIALS || need === null) {
     const seen = alone?.trials ?? 0;
@@ -189,9 +224,14 @@ export class PackingLedger {
   /** When the current level began: only epochs of attempts queued since count as packed. */
   #levelSince = 0;
   #queued = 0;
-  readonly #attempts = new Map<string, { perGpu: number; order: number; lastTs: number | null; lastT: number | null }>();
+  readonly #attempts = new Map<
+    string,
+    { perGpu: number; order: number; startedTs: number | null; lastTs: number | null; lastT: number | null }
+  >();
   readonly #alone: number[] = [];
   readonly #packed = new Map<number, { order: number; s: number }[]>();
+  readonly #startsAlone: number[] = [];
+  readonly #startsPacked = new Map<number, { order: number; s: number }[]>();
   readonly changes: { trial: string; level: PackingLevel }[] = [];
 
   constructor(spec: PackingSpec) {
@@ -221,24 +261,34 @@ export class PackingLedger {
     if (prev === null || prev.perGpu !== level.perGpu || (prev.step === PackingStep.observe && level.step !== prev.step))
       this.changes.push({ trial, level });
     this.#current = level;
-    this.#attempts.set(key, { perGpu: alone ? 1 : level.perGpu, order: this.#queued, lastTs: null, lastT: null });
+    this.#attempts.set(key, {
+      perGpu: alone ? 1 : level.perGpu,
+      order: this.#queued,
+      startedTs: null,
+      lastTs: null,
+      lastT: null,
+    });
+  }
+
+  /** An attempt's process started (its `started` event). */
+  onStarted(trial: string, attempt: number, ts: number): void {
+    const a = this.#attempts.get(`${trial}#${attempt}`);
+    if (a && a.startedTs === null) a.startedTs = ts;
   }
 
   /** A report of an attempt: its time attribute `t` at `ts`. */
   onReport(trial: string, attempt: number, ts: number, t: number | undefined): void {
     const a = this.#attempts.get(`${trial}#${attempt}`);
     if (!a || t === undefined || !Number.isFinite(t)) return;
+    if (a.lastT === null && a.startedTs !== null && ts >= a.startedTs) {
+      const s = (ts - a.startedTs) / 1000;
+      if (a.perGpu === 1) this.#startsAlone.push(s);
+      else push(this.#startsPacked, a.perGpu, { order: a.order, s });
+    }
     if (a.lastTs !== null && a.lastT !== null && t > a.lastT && ts >= a.lastTs) {
       const s = (ts - a.lastTs) / 1000 / (t - a.lastT);
       if (a.perGpu === 1) this.#alone.push(s);
-      else {
-        let list = this.#packed.get(a.perGpu);
-        if (!list) {
-          list = [];
-          this.#packed.set(a.perGpu, list);
-        }
-        list.push({ order: a.order, s });
-      }
+      else push(this.#packed, a.perGpu, { order: a.order, s });
     }
     if (a.lastT === null || t > a.lastT) {
       a.lastTs = ts;
@@ -249,8 +299,13 @@ export class PackingLedger {
   /** Epoch times: alone, and packed at the current level since the study reached it. */
   epochs(): PackingInput["epochs"] {
     const cur = this.#current?.perGpu ?? 1;
-    const packed = cur > 1 ? (this.#packed.get(cur) ?? []).filter((e) => e.order >= this.#levelSince).map((e) => e.s) : [];
-    return { alone: [...this.#alone], packed };
+    const since = (m: Map<number, { order: number; s: number }[]>) =>
+      cur > 1 ? (m.get(cur) ?? []).filter((e) => e.order >= this.#levelSince).map((e) => e.s) : [];
+    return {
+      alone: [...this.#alone],
+      packed: since(this.#packed),
+      starts: { alone: [...this.#startsAlone], packed: since(this.#startsPacked) },
+    };
   }
 
   /** The next order's level. */
@@ -264,6 +319,12 @@ export class PackingLedger {
       epochs: this.epochs(),
     });
   }
+}
+
+function push(m: Map<number, { order: number; s: number }[]>, perGpu: number, e: { order: number; s: number }): void {
+  const list = m.get(perGpu);
+  if (list) list.push(e);
+  else m.set(perGpu, [e]);
 }
 
 /**
