@@ -101,6 +101,8 @@ interface Row {
   packing?: string;
   /** Attempts handed to a warm interpreter (their log's warm start line), on the warm agent. */
   warmAttempts?: number;
+  /** The agent's warnings, errors and warm-start lines (the last 30), for reading a run done elsewhere. */
+  agentLog: string[];
 }
 
 /** Attempt logs under an agent's state directory (`logs/<scope>/<trial>/<attempt>.log`) that say they started warm. */
@@ -272,7 +274,8 @@ export async function realGpu(ctx: BenchContext): Promise<BenchOutcome> {
         ? ["--warm-python", PYTHON, "--warm-preload", "torch,sklearn", "--warm-spares", "8", "--state-dir", join(dir, name)]
         : []),
     ];
-    const agents = startAgents(nats.url, prefix, [{ name: "gpu-box", extra }]);
+    // At info: the warm pool says there why a trial started cold (kept in the results below).
+    const agents = startAgents(nats.url, prefix, [{ name: "gpu-box", extra, env: { RUNG_LOG_LEVEL: "info" } }]);
     const agentPid = agents[0]?.pid ?? 0;
     try {
       const spec = join(dir, `${name}.json`);
@@ -341,6 +344,10 @@ export async function realGpu(ctx: BenchContext): Promise<BenchOutcome> {
         peakMemoryMiB: sampler.memory.length ? Math.max(...sampler.memory) : null,
         ...(packing ? { packing } : {}),
         ...(mode.warm ? { warmAttempts: warmStarted(join(dir, name)) } : {}),
+        agentLog: (agents[0]?.out() ?? "")
+          .split("\n")
+          .filter((l) => /warm|"level":[456]0/.test(l))
+          .slice(-30),
       };
       rows.push(row);
       ctx.log(

@@ -7,8 +7,8 @@ will serve, with the environment they share (RUNG_* and CUDA_VISIBLE_DEVICES lef
     RUNG_WARM_TOKEN    this interpreter's name on that socket
     RUNG_WARM_PRELOAD  comma-separated modules to import now (e.g. "torch,sklearn")
 
-It imports those modules, refuses to serve if that initialised the CUDA driver (the driver reads
-CUDA_VISIBLE_DEVICES once, in cuInit, and each trial must see only its own GPUs), says ready,
+It imports those modules, refuses to serve if that loaded the CUDA driver (the driver reads
+CUDA_VISIBLE_DEVICES once, when it starts, and each trial must see only its own GPUs), says ready,
 and blocks until the agent sends one JSON line:
 
     {"argv": ["train.py", "--lr", "0.01"], "env": {...}, "cwd": "/abs/dir"}
@@ -34,37 +34,13 @@ EXIT_PRELOAD_FAILED = 90
 EXIT_CUDA_LOADED = 91
 
 
-def _mapped_libcuda():
-    """The path of the CUDA driver library if it is mapped into this process (Linux: /proc/self/maps)."""
+def _cuda_driver_loaded():
+    """Whether the CUDA driver library is mapped into this process (Linux: /proc/self/maps)."""
     try:
         with open("/proc/self/maps") as f:
-            for line in f:
-                path = line.rstrip("\n").split(None, 5)[-1] if len(line.split()) >= 6 else ""
-                if "/libcuda.so" in path:
-                    return path
+            return any("/libcuda.so" in line for line in f)
     except OSError:
-        pass
-    return None
-
-
-def _cuda_driver_initialised():
-    """Whether the CUDA driver has been initialised in this process.
-
-    Loading the driver library is harmless: the driver reads CUDA_VISIBLE_DEVICES in cuInit, and recent
-    PyTorch builds map libcuda when torch is imported without calling it. So a mapped library is asked,
-    without initialising it, whether cuInit has run: cuDeviceGetCount answers CUDA_ERROR_NOT_INITIALIZED
-    (3) before cuInit. A library that cannot be asked counts as initialised: refusing is the safe side.
-    """
-    path = _mapped_libcuda()
-    if path is None:
         return False
-    try:
-        import ctypes
-
-        count = ctypes.c_int(0)
-        return ctypes.CDLL(path).cuDeviceGetCount(ctypes.byref(count)) != 3
-    except Exception:
-        return True
 
 
 def _read_line(sock):
@@ -130,8 +106,8 @@ def main():
             cuda_initialised = bool(torch.cuda.is_initialized())
         except Exception:
             pass
-    if cuda_initialised or _cuda_driver_initialised():
-        sys.stderr.write("[rung] warm start: the preload initialised the CUDA driver, so a trial's CUDA_VISIBLE_DEVICES could not apply\n")
+    if cuda_initialised or _cuda_driver_loaded():
+        sys.stderr.write("[rung] warm start: the preload loaded the CUDA driver, so a trial's CUDA_VISIBLE_DEVICES could not apply\n")
         sys.stderr.flush()
         os._exit(EXIT_CUDA_LOADED)
 

@@ -1,7 +1,7 @@
 import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { realpathSync, rmSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import type { Logger } from "@rung/protocol";
 import pty from "node-pty";
 import { AgentOptionsError } from "./errors.js";
@@ -16,7 +16,7 @@ import { PYTHON_HELPER_DIR, resolveExecutable } from "./trial-runner.js";
  * An interpreter is started exactly as a trial is — node-pty, its own pseudo-terminal, its own session
  * and process group — in the working directory of the trials it will serve and with the environment they
  * share (the trial's environment less `RUNG_*` and `CUDA_VISIBLE_DEVICES`; CUDA_VISIBLE_DEVICES is empty
- * while it imports, and rung_warm.py refuses to serve if the imports initialised the CUDA driver). Once the
+ * while it imports, and rung_warm.py refuses to serve if the imports loaded the CUDA driver). Once the
  * imports are done it says so on the agent's warm socket and waits. A trial whose command is
  * `<that python> script.py …`, in the same directory and with the same shared environment, is handed to a
  * waiting interpreter: argv, its full environment and directory go over the socket, and the interpreter
@@ -66,6 +66,24 @@ export const MAX_SETS = 2;
 /** An interpreter set that failed this often before serving a trial is given up. */
 const MAX_FAILURES = 3;
 const PREAMBLE_LIMIT = 64 * 1024;
+
+/**
+ * Which interpreter in which environment a path starts: the file it resolves to, and the directory the
+ * link itself lies in, both with symlinks resolved. A venv's `bin/python` and `bin/python3` (links to one
+ * file, in one environment) are the same; the venv's python and the system one (the same file, two
+ * environments — a venv is found from the link's directory) are not; `/bin/python3` and
+ * `/usr/bin/python3` on a system whose /bin is a link to /usr/bin are the same.
+ */
+export function interpreterIdentity(path: string): string {
+  const real = (p: string) => {
+    try {
+      return realpathSync(p);
+    } catch {
+      return p;
+    }
+  };
+  return `${real(dirname(path))}\0${real(path)}`;
+}
 
 /** The per-trial part of a trial's environment: set when the interpreter becomes the trial. */
 export function isPerTrialEnv(name: string): boolean {
@@ -153,6 +171,7 @@ export class WarmPool implements WarmSource {
   #closing: Promise<void> | undefined;
   /** Counters for tests and the bench. */
   readonly stats = { started: 0, taken: 0, cold: 0, failed: 0 };
+  readonly #identity: string;
 
   /** Throws AgentOptionsError when `python` is not an executable on this box. */
   constructor(options: WarmPoolOptions) {
@@ -160,10 +179,11 @@ export class WarmPool implements WarmSource {
     const found = resolveExecutable(options.python, process.cwd(), process.env.PATH);
     if (!found)
       throw new AgentOptionsError("--warm-python", `${JSON.stringify(options.python)} is not an executable on this agent`);
-    // The path as given, symlinks kept: a virtual environment's python is a symlink to the system one,
-    // and only started through the link does it find the environment (pyvenv.cfg beside it) and its
-    // packages. Started through its target, its preload would import from the system's packages.
+    // Started through the path as given, symlinks kept: a virtual environment's python is a symlink to
+    // the system one, and only started through the link does it find the environment (pyvenv.cfg in the
+    // directory above the link) and its packages; started through its target, `import torch` may fail.
     this.#python = resolve(found);
+    this.#identity = interpreterIdentity(this.#python);
     // One per slot, plus one: a slot's next trial may come before its replacement has imported.
     this.#spares = Math.max(1, options.spares ?? Math.min(8, options.slots + 1));
   }
@@ -215,9 +235,8 @@ export class WarmPool implements WarmSource {
       }
       return null;
     };
-    // The same path, not the same file: two links to one interpreter are two environments.
     const program = resolve(r.program);
-    if (program !== this.#python)
+    if (interpreterIdentity(program) !== this.#identity)
       return cold(`its command does not start with the warm interpreter ${this.#o.python}`, `program:${program}`, {
         program: r.argv[0],
       });
@@ -405,7 +424,7 @@ export class WarmPool implements WarmSource {
     it.set.failures += 1;
     const fatal =
       e.exitCode === EXIT_CUDA_LOADED
-        ? "importing the preload modules initialised the CUDA driver, so each trial's GPUs could not apply"
+        ? "importing the preload modules loaded the CUDA driver, so each trial's GPUs could not apply"
         : e.exitCode === EXIT_PRELOAD_FAILED
           ? `a preload module failed to import: ${tail}`
           : it.set.failures >= MAX_FAILURES

@@ -7,6 +7,9 @@ const verbose = process.argv.includes("--verbose");
 // not with a crash: exit quietly, as other command-line tools do (the exit status of a broken pipe).
 for (const stream of [process.stdout, process.stderr])
   stream.on("error", (err: NodeJS.ErrnoException) => {
+    // A command that handles its own stream's errors (`rung tail`, `rung logs -f` close their NATS
+    // connection first) decides itself.
+    if (stream.listenerCount("error") > 1) return;
     if (err.code === "EPIPE") process.exit(141);
     throw err;
   });

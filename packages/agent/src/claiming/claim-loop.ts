@@ -324,7 +324,20 @@ export class ClaimLoop {
     // A pull that never settles (its expiry lost with a reply under load) would stop this agent taking
     // work for good while it sits idle: give up on it after its expiry plus a margin, as a failed pull.
     const expires = this.#o.options.pullExpiresMs;
-    return withTimeout(consumer.next({ expires }), expires + 5000);
+    const pending = consumer.next({ expires });
+    try {
+      return await withTimeout(pending, expires + 5000);
+    } catch (err) {
+      // The server may still answer the pull given up on: an order that comes after that goes straight
+      // back to the queue, instead of waiting unacknowledged for its ack wait while this agent pulls on.
+      pending.then(
+        (late) => {
+          if (late) safely(() => late.nak());
+        },
+        () => {},
+      );
+      throw err;
+    }
   }
 
   /** Synchronous from pull to slots taken: see the comment at the top. */

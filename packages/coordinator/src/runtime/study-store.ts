@@ -202,8 +202,8 @@ export class StudyStore {
   async publishEvent(ev: TrialEvent): Promise<void> {
     const msgID = this.eventId(ev);
     if (this.#published.has(msgID)) return;
-    this.#published.add(msgID);
     const data = encode(checked(TrialEventSchema, ev, `the ${ev.type} event of ${ev.trial}`));
+    this.#published.add(msgID);
     await this.#retrying(`publish the ${ev.type} event of ${ev.trial}`, () =>
       this.#js.publish(this.#o.names.subjects.eventSubject(ev), data, { msgID }),
     );
@@ -284,6 +284,6 @@ function checked<T>(
   if (r.success) return value;
   const issue = r.error?.issues[0];
   throw new Error(
-    `internal error: the coordinator made ${what} that no reader would accept (${issue ? `${issue.path.join(".")}: ${issue.message}` : "invalid"}); nothing was published — please report this with the study spec`,
+    `internal error: the coordinator made ${what} that no reader would accept (${issue ? `${issue.path.join(".")}: ${issue.message}` : "invalid"}); it was not published — please report this with the study spec`,
   );
 }

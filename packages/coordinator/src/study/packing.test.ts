@@ -80,6 +80,15 @@ describe("decidePacking", () => {
     const starts = (alone: number[], packed: number[]) => ({ alone: [], packed: [], starts: { alone, packed } });
     const waiting = decidePacking(input({ current: level(2), epochs: starts([9, 9, 10, 9], [9.5, 9]) }));
     expect(waiting).toMatchObject({ perGpu: 2, step: "hold" });
+    // The two trials observed alone before the first raise are enough on that side.
+    expect(decidePacking(input({ current: level(2), epochs: starts([9, 10], [9, 9, 10, 10]) }))).toMatchObject({
+      perGpu: 4,
+      step: "raise",
+    });
+    expect(decidePacking(input({ current: level(2), epochs: starts([9], [9, 9, 10, 10]) }))).toMatchObject({
+      perGpu: 2,
+      step: "hold",
+    });
     const next = decidePacking(input({ current: level(2), epochs: starts([9, 9, 10, 9], [9.5, 9, 9.9, 9.2]) }));
     expect(next).toMatchObject({ perGpu: 4, step: "raise" });
     expect(next.why).toBe("peak 1.2 GiB of 80 GiB, busy 18 %; packed trials' first reports 4 % slower");
@@ -205,6 +214,11 @@ describe("PackingLedger", () => {
     l.onReport("t0004", 1, 40_000, 1);
     expect(l.epochs().starts?.packed).toEqual([9.5]);
     attempt("t0005", level(4), 50_000, 61_000);
+    expect(l.epochs().starts).toEqual({ alone: [9, 10], packed: [11] });
+    // A later attempt (a promoted trial resuming from its checkpoint) is not a start-up to compare.
+    l.onQueued("t0001", 2, level(4));
+    l.onStarted("t0001", 2, 70_000);
+    l.onReport("t0001", 2, 90_000, 2);
     expect(l.epochs().starts).toEqual({ alone: [9, 10], packed: [11] });
   });
 

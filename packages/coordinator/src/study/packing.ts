@@ -26,8 +26,11 @@
  * out. Alone epochs are those of attempts queued at level 1 (or run alone after running out of
  * memory); packed ones those of attempts queued at the current level since the study reached it.
  * Where attempts are too short to have two reports (promotion-based ASHA runs most of them for one
- * epoch), the slowdown is judged on the time from each attempt's start to its first report instead,
- * alone against packed, once both have MIN_EPOCHS of those.
+ * epoch), the slowdown is judged on the time from each first attempt's start to its first report
+ * instead (later attempts restore a checkpoint first), alone against packed, once there are
+ * MIN_ALONE_TRIALS alone and MIN_EPOCHS packed. That time includes the process's start-up, which is
+ * mostly CPU: on a box with few cores, many trials starting at once read as a slowdown too — rightly, as
+ * far as the trials' time goes.
  */
 
 /** `packing` as compiled from the spec (defaults applied). */
@@ -128,12 +131,15 @@ export interface Slowdown {
   readonly of: "epochs" | "first reports";
 }
 
-/** Epochs when both sides have MIN_EPOCHS of them, else the start-to-first-report times; null until then. */
+/**
+ * Epochs when both sides have MIN_EPOCHS of them, else the start-to-first-report times (packed: MIN_EPOCHS;
+ * alone: MIN_ALONE_TRIALS, as many as the study runs alone before it raises); null until then.
+ */
 export function packedSlowdownOf(epochs: PackingInput["epochs"]): Slowdown | null {
   const e = packedSlowdown(epochs);
   if (e !== null) return { value: e, of: "epochs" };
   const s = epochs.starts;
-  if (!s || s.alone.length < MIN_EPOCHS || s.packed.length < MIN_EPOCHS) return null;
+  if (!s || s.alone.length < MIN_ALONE_TRIALS || s.packed.length < MIN_EPOCHS) return null;
   const alone = median(s.alone);
   return alone > 0 ? { value: median(s.packed) / alone - 1, of: "first reports" } : null;
 }
@@ -280,7 +286,8 @@ export class PackingLedger {
   onReport(trial: string, attempt: number, ts: number, t: number | undefined): void {
     const a = this.#attempts.get(`${trial}#${attempt}`);
     if (!a || t === undefined || !Number.isFinite(t)) return;
-    if (a.lastT === null && a.startedTs !== null && ts >= a.startedTs) {
+    // First attempts only: a later one restores a checkpoint first, which alone attempts never do.
+    if (attempt === 1 && a.lastT === null && a.startedTs !== null && ts >= a.startedTs) {
       const s = (ts - a.startedTs) / 1000;
       if (a.perGpu === 1) this.#startsAlone.push(s);
       else push(this.#startsPacked, a.perGpu, { order: a.order, s });
