@@ -31,7 +31,7 @@ import { Attempt, type AttemptContext } from "./attempt.js";
 import { type ClaimLoopCounters, newClaimLoopCounters } from "./counters.js";
 import { chooseGpu, type GpuProcess, type GpuRoom, gpuRooms, type Placement } from "./placement.js";
 import { idlePool, type Pool, pickPool, poolsFor, poolsThatFit } from "./pools.js";
-import { type RefusalEntry, Refusals, refusalDelayMs, refusalPauseMs } from "./refusals.js";
+import { jittered, type RefusalEntry, Refusals, refusalDelayMs, refusalPauseMs } from "./refusals.js";
 import { type MessageId, messageIdOf, type ReplayLedger, type SharedNonces } from "./replay-ledger.js";
 import { sleep, withTimeout } from "./timers.js";
 import { safely } from "./work-message.js";
@@ -513,6 +513,10 @@ export class ClaimLoop {
     const last = deliveries >= this.#o.options.maxDeliver;
     const security = SECURITY_REASONS.has(r.reason);
     const fields = { study: order.study, trial: order.trial, attempt: r.attempt, reason: r.reason, detail: r.detail };
+    // Away for its delay; an order refused here before keeps this agent off the pool for that and as long
+    // again (refusals.ts), from now, before the loop pulls again.
+    const delayMs = jittered(refusalDelayMs(before));
+    if (!last && before > 0) this.#pausedUntil.set(pool.name, Date.now() + delayMs + refusalPauseMs(before));
     this.#track(
       (async () => {
         // The coordinator writes a stop key once no agent can run the order (or the trial was stopped).
@@ -528,13 +532,9 @@ export class ClaimLoop {
           this.#reject(() => safely(() => msg.term()), order, r.reason, detail, order.signer ?? null, r.attempt, false);
           return;
         }
-        const delayMs = refusalDelayMs(before);
         safely(() => msg.nak(delayMs));
         this.counters.ordersReturned += 1;
         if (before > 0) {
-          // It keeps coming back here: leave the pool alone for longer than the order is away, so an
-          // agent that can run it gets the next delivery (and this one spends few of its deliveries).
-          this.#pausedUntil.set(pool.name, Date.now() + refusalPauseMs(before));
           this.#o.log.debug({ ...fields, times: before + 1, delayMs }, "refused an order again; handed it back");
           return;
         }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import {
   ADVERTISED_REFUSALS,
+  jittered,
   MAX_REFUSAL_DELAY_MS,
   MAX_REFUSAL_PAUSE_MS,
   REFUSAL_DELAY_MS,
@@ -35,5 +36,16 @@ describe("refusals", () => {
     for (let i = 0; i < ADVERTISED_REFUSALS + 2; i++)
       r.note({ study: "s", trial: `t${i}`, reason: "cannot-run", detail: "no workdir", ts: i });
     expect(r.recent.map((e) => e.trial)).toEqual(["t2", "t3", "t4", "t5", "t6"]);
+  });
+});
+
+describe("jittered", () => {
+  it("draws a delay between 0.75 and 1.25 times the one given, so returns do not fall into step with pulls", () => {
+    expect(jittered(2000, () => 0)).toBe(1500);
+    expect(jittered(2000, () => 0.5)).toBe(2000);
+    expect(jittered(2000, () => 0.999999)).toBe(2500);
+    const draws = new Set(Array.from({ length: 50 }, () => jittered(4000)));
+    expect(draws.size).toBeGreaterThan(10);
+    for (const d of draws) expect(d >= 3000 && d <= 5000).toBe(true);
   });
 });

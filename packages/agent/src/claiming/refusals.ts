@@ -8,19 +8,21 @@ import type { AgentAdvert } from "@rung/protocol";
  *
  *   first refusal of an order  a `rejected` event (the refusing agent, the reason, the detail), a warn
  *                              line in the log, an entry in the advert's `refusals`; nak after
- *                              {@link refusalDelayMs}(0), so it goes to another agent first;
- *   the same order again       (by nonce) no second event: nak with a growing delay (to 30 s), and
- *                              this agent leaves the pool alone for longer still ({@link refusalPauseMs},
- *                              to 5 min), so an agent that can run it gets the next delivery rather than
- *                              this one, and the order's deliveries (JetStream gives an order up after
- *                              the consumer's max deliveries) are spent slowly while every agent that
- *                              could run it is busy;
+ *                              {@link refusalDelayMs}(0), so another agent may get it first (the pool is
+ *                              not left alone: orders of other studies there may well run here);
+ *   the same order again       (by nonce) no second event: nak with a growing delay (to 30 s), and this
+ *                              agent leaves the pool alone for that delay and {@link refusalPauseMs}
+ *                              more — long enough for a second agent that refuses it too to hand it back
+ *                              once more — so its next deliveries go to agents that have not refused it,
+ *                              and its deliveries (JetStream gives an order up after the consumer's max
+ *                              deliveries) are spent slowly while every agent that could run it is busy;
  *   its trial has a stop key   the coordinator gave up on it (nobody could run it) or stopped it: the
  *                              order is terminated silently;
  *   its last delivery          (the consumer's max deliveries) a nak would leave it in the queue for
  *                              ever, undelivered: it is terminated with a `rejected` event that says so.
  *
- * This file is the pure half: what was refused and how long to wait. The claim loop does the I/O.
+ * Every delay is drawn ±25 % ({@link jittered}). This file is the pure half: what was refused
+ * and how long to wait. The claim loop does the I/O.
  */
 
 /** An entry of the advert's `refusals`. */
@@ -30,9 +32,11 @@ export type RefusalEntry = NonNullable<AgentAdvert["refusals"]>[number];
 export const MAX_REFUSAL_PAUSE_MS = 300_000;
 
 /**
- * How long this agent leaves the pool alone after handing back, again, an order it had refused `before`
- * times already: longer than the order is away ({@link refusalDelayMs}), so another agent pulls it first,
- * and growing — 5 s, 9 s, 17 s … 5 min — since each delivery it takes itself costs the order one of its
+ * How long this agent leaves the pool alone after handing back an order it had refused `before` times
+ * already, beyond the order's own delay ({@link refusalDelayMs}): as long again, and a second more. With
+ * only the delay and a second, two agents that both refuse an order passed it between them (each back on
+ * the pool when the other handed it back) while an idle agent that could run it lost every draw for it.
+ * Growing — 3 s, 5 s, 9 s … 5 min — since each delivery a refusing agent takes costs the order one of its
  * deliveries.
  */
 export function refusalPauseMs(before: number): number {
@@ -54,6 +58,17 @@ export const MAX_REFUSAL_DELAY_MS = 30_000;
  */
 export function refusalDelayMs(before: number): number {
   return Math.min(MAX_REFUSAL_DELAY_MS, REFUSAL_DELAY_MS * 2 ** Math.max(0, before));
+}
+
+/**
+ * A delay drawn between 0.75 and 1.25 times `ms`. Hand-back delays and pauses are whole seconds counted
+ * from the moments orders come back, so without it a refusing agent's pulls fall into step with the
+ * order's returns: its pull, issued as its pause ended, is the oldest waiting one each time the order
+ * comes back, and the server gives the order to it — again and again, while an idle agent that could run
+ * it never gets it. Drawn, the returns fall anywhere in the other agents' pull cycles.
+ */
+export function jittered(ms: number, random: () => number = Math.random): number {
+  return Math.round(ms * (0.75 + 0.5 * random()));
 }
 
 /** What this agent refused: how often, by nonce (bounded), and the last few for its advert. */
