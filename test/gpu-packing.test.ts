@@ -1,11 +1,11 @@
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readStudyEvents } from "@rung/coordinator";
-import { connectNats, MeshNames, type TrialEvent, type TrialEventOf } from "@rung/protocol";
-import { FakeNvidiaSmi, fakeGpu, fakeMigInstance, rung, rungAgent, type TestProcess, uniquePrefix, waitFor } from "@rung/testkit";
+import type { TrialEvent, TrialEventOf } from "@rung/protocol";
+import { FakeNvidiaSmi, fakeGpu, fakeMigInstance, rung, type TestProcess, uniquePrefix, waitFor } from "@rung/testkit";
 import { meshTest } from "@rung/testkit/vitest";
 import { describe, expect } from "vitest";
+import { agentOn, concurrency, GPU_TRIAL, specFile, studyEvents } from "./gpu-helpers.js";
 
 /**
  * Several trials per GPU, MIG instances and out-of-memory retries, end to end: `rung study run` and
@@ -15,57 +15,7 @@ import { describe, expect } from "vitest";
 
 const it = meshTest.extend("leakGraceMs", 5000);
 
-const TRIAL = `${process.execPath} test/fixtures/gpu-trial.mjs`;
-
-function specFile(spec: Record<string, unknown>): string {
-  const dir = mkdtempSync(join(tmpdir(), "rung-gpu-spec-"));
-  const file = join(dir, `${spec.name as string}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify({
-      workdir: ".",
-      metric: { name: "val_acc", mode: "max" },
-      retries: 0,
-      ...spec,
-    }),
-  );
-  return file;
-}
-
-function agentOn(url: string, prefix: string, smi: FakeNvidiaSmi, name = "box"): TestProcess {
-  const state = mkdtempSync(join(tmpdir(), "rung-gpu-agent-"));
-  return rungAgent(url, prefix, { name, stateDir: state, fakeGpus: null, flags: ["--nvidia-smi", smi.path] });
-}
-
-async function studyEvents(url: string, prefix: string, study: string): Promise<TrialEvent[]> {
-  const nc = await connectNats({ url });
-  try {
-    return (await readStudyEvents(nc, new MeshNames(prefix), study)).map((s) => s.event);
-  } finally {
-    await nc.close();
-  }
-}
-
-/** The most attempts that held each GPU at once, from their `started` and `finished` events. */
-function peakPerGpu(events: TrialEvent[]): Map<number, number> {
-  const edges: { ts: number; gpu: number; d: number }[] = [];
-  const started = events.filter((e): e is TrialEventOf<"started"> => e.type === "started");
-  for (const s of started) {
-    const end = events.find((e) => e.type === "finished" && e.trial === s.trial && e.attempt === s.attempt);
-    for (const gpu of s.gpus) {
-      edges.push({ ts: s.ts, gpu, d: 1 });
-      edges.push({ ts: end?.ts ?? Number.POSITIVE_INFINITY, gpu, d: -1 });
-    }
-  }
-  edges.sort((a, b) => a.ts - b.ts || a.d - b.d);
-  const now = new Map<number, number>();
-  const peak = new Map<number, number>();
-  for (const e of edges) {
-    now.set(e.gpu, (now.get(e.gpu) ?? 0) + e.d);
-    peak.set(e.gpu, Math.max(peak.get(e.gpu) ?? 0, now.get(e.gpu) as number));
-  }
-  return peak;
-}
+const TRIAL = GPU_TRIAL;
 
 function ended(events: TrialEvent[]): TrialEventOf<"ended">[] {
   return events.filter((e): e is TrialEventOf<"ended"> => e.type === "ended");
@@ -115,7 +65,7 @@ describe("several trials per GPU", () => {
 
     const events = await studyEvents(nats.url, prefix, "pack");
     expect(ended(events).map((e) => e.status)).toEqual(Array(8).fill("completed"));
-    const peak = peakPerGpu(events);
+    const peak = concurrency(events).perGpu;
     // GPU 0: its free memory (20 960 MiB) holds two declared 8 GiB trials; GPU 1: its share holds four.
     expect(peak.get(0)).toBeLessThanOrEqual(2);
     expect(peak.get(1)).toBeLessThanOrEqual(4);
@@ -169,7 +119,7 @@ describe("several trials per GPU", () => {
     const used = new Set(events.flatMap((e) => (e.type === "started" ? e.gpus : [])));
     expect([...used].every((g) => g === 100 || g === 101)).toBe(true);
     // Each instance runs one whole-GPU trial at a time: the study used both side by side.
-    const peak = peakPerGpu(events);
+    const peak = concurrency(events).perGpu;
     expect(peak.get(100)).toBe(1);
     expect(peak.get(101)).toBe(1);
     // The trial found its instance by the UUID in CUDA_VISIBLE_DEVICES (it prints where it runs).

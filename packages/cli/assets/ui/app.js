@@ -704,6 +704,8 @@
       },
       render,
       resize() {
+        // The curves keep their chart across renders (only new data goes in), so its size is set here.
+        chart.resize();
         if (summary) render();
       },
       count: () => received,
@@ -933,7 +935,10 @@
       );
       const keys = Object.keys(d.timeline.series);
       const n = keys.length ? d.timeline.series[keys[0]].length : 0;
-      const xs = Array.from({ length: n }, (_, i) => (d.timeline.start + i * d.timeline.bucketMs) / 1000);
+      // A mesh younger than the hour: start at its first sample (five minutes at least), not at an empty hour.
+      const firstSeen = Array.from({ length: n }, (_, i) => i).find((i) => keys.some((k) => d.timeline.series[k][i] != null));
+      const from = Math.max(0, Math.min(firstSeen ?? 0, n - Math.ceil(300_000 / d.timeline.bucketMs)));
+      const xs = Array.from({ length: n - from }, (_, i) => (d.timeline.start + (from + i) * d.timeline.bucketMs) / 1000);
       if (plot) plot.destroy();
       plot = new uPlot(
         {
@@ -953,7 +958,7 @@
             })),
           ],
         },
-        [xs, ...keys.map((k) => d.timeline.series[k])],
+        [xs, ...keys.map((k) => d.timeline.series[k].slice(from))],
         timelineEl,
       );
       timelineEl.dataset.series = String(keys.length);

@@ -45,23 +45,17 @@
  * it), snaps them to the parameter's grid (rounded, quantized, clipped), and returns the one with the
  * largest log l(x) − log g(x). Before `startupTrials` usable trials, a plain random draw.
  */
-import type { Rng } from "../common/index.js";
+import type { ParamSpec, ParamValue, Rng } from "../common/index.js";
 import { createRng } from "../common/index.js";
 
-/** A parameter value as it reaches the trial; the same as the study's `ParamValue`. */
-export type SampledValue = string | number | boolean;
+/** A parameter value as it reaches the trial (common/params.ts). */
+export type SampledValue = ParamValue;
 
 /**
- * One search-space entry, structurally the study's `ParamSpec` (which is passed here as it is):
- * randint's upper bound is exclusive; quantized kinds are clipped to [lower, upper]; grid is sampled
- * like choice.
+ * One search-space entry, the study's `ParamSpec` (common/params.ts): randint's upper bound is exclusive;
+ * quantized kinds are clipped to [lower, upper]; grid is sampled like choice.
  */
-export type SpaceParam =
-  | { readonly kind: "constant"; readonly value: SampledValue }
-  | { readonly kind: "grid" | "choice"; readonly values: readonly SampledValue[] }
-  | { readonly kind: "uniform" | "loguniform" | "randint"; readonly lower: number; readonly upper: number }
-  | { readonly kind: "quniform" | "qloguniform"; readonly lower: number; readonly upper: number; readonly q: number }
-  | { readonly kind: "randn"; readonly mean: number; readonly sd: number };
+export type SpaceParam = ParamSpec;
 
 export interface Observation {
   readonly params: Readonly<Record<string, SampledValue>>;
