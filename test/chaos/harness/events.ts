@@ -80,3 +80,27 @@ export function runningAttempts(evs: TimedEvent[], minReports = 1): RunningAttem
     .map(([, r]) => r)
     .reverse();
 }
+
+/**
+ * Whether attempt `attempt` of `trial` still had work to run when its agent was killed: the scheduler
+ * had not stopped it (a STOP decision on one of its reports) and it had not reported its last epoch
+ * (`maxT`). A kill that lands after either leaves nothing to run again: the trial ends as decided. Judged
+ * from what the attempt published, never from clocks, so a decision racing the kill counts the same.
+ */
+export function hadWorkLeft(evs: TimedEvent[], trial: string, attempt: number, maxT: number): boolean {
+  return !evs.some(
+    ({ event: e }) =>
+      e.trial === trial &&
+      e.attempt === attempt &&
+      ((e.type === "decision" && e.decision === "STOP") || (e.type === "report" && (e.metrics.epoch ?? 0) >= maxT)),
+  );
+}
+
+/**
+ * A victim whose latest report is not at a rung (its decision may still be on its way; the chaos spec's
+ * ASHA, grace 1 and reduction 3 over 9 epochs, has rungs at epochs 1, 3 and 9) and that is more than one
+ * report from its last: a kill then almost always lands while the attempt has work left.
+ */
+export function clearOfRungs(r: RunningAttempt, rungs: readonly number[] = [1, 3], maxT = 9): boolean {
+  return !rungs.includes(r.reports) && r.reports < maxT - 1;
+}

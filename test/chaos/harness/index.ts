@@ -15,7 +15,7 @@
 export { BAD_REPORT_LINES, HEARTBEAT_MS, LEASE, LEASE_MS, RESULTS_FILE, sleep, TRIAL } from "./config.js";
 export { addCounts, byWhere, countBy } from "./counts.js";
 export type { RunningAttempt, TimedEvent } from "./events.js";
-export { runningAttempts } from "./events.js";
+export { clearOfRungs, hadWorkLeft, runningAttempts } from "./events.js";
 export type { Fault, KillCost } from "./faults.js";
 export { anyProgress, coordinatorProgress, killCosts, killCostText, trialMovedOn } from "./faults.js";
 export { it } from "./fixture.js";
