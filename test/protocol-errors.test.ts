@@ -20,7 +20,7 @@ import {
   NatsAuthError,
   NatsUnreachableError,
 } from "@rung/protocol";
-import { checkLeaks, freePort, startNats, type TestNats, uniquePrefix } from "@rung/testkit";
+import { checkLeaks, failure, freePort, startNats, type TestNats, uniquePrefix } from "@rung/testkit";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 
 /**
@@ -48,15 +48,6 @@ type Predicate = keyof typeof predicates;
 function expectOnly(err: unknown, ...expected: Predicate[]): void {
   const holding = (Object.keys(predicates) as Predicate[]).filter((p) => predicates[p](err));
   expect(holding, `${(err as Error)?.name}: ${(err as Error)?.message}`).toEqual(expected);
-}
-
-async function failure(p: Promise<unknown>): Promise<unknown> {
-  try {
-    await p;
-  } catch (err) {
-    return err;
-  }
-  throw new Error("expected a failure");
 }
 
 let nats: TestNats;

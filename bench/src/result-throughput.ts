@@ -47,6 +47,8 @@ interface LevelResult extends Level {
   reportsSent: number;
   reportsDecided: number;
   cpuCores: Record<string, number>;
+  /** CPU-seconds over the whole run, per component. */
+  cpuSeconds: Record<string, number>;
   machineBusy: number;
   coordinatorRssMiB: number;
   saturated: boolean;
@@ -190,6 +192,7 @@ async function runLevel(nats: TestNats, level: Level, seconds: number, ctx: Benc
       reportsSent: totalSent,
       reportsDecided: decided.length,
       cpuCores,
+      cpuSeconds: Object.fromEntries(Object.entries(cpuCores).map(([k, v]) => [k, round(v * runSeconds, 3)])),
       machineBusy: round((cpu1.busy - cpu0.busy) / Math.max(1, cpu1.total - cpu0.total), 3),
       coordinatorRssMiB: cpu.coordinator?.maxRssMiB ?? 0,
       saturated: handledPerS < 0.97 * level.trials * level.rate || lagMs.p99 > 1000 || decided.length < totalSent,
@@ -206,13 +209,17 @@ async function runLevel(nats: TestNats, level: Level, seconds: number, ctx: Benc
 
 export async function resultThroughput(ctx: BenchContext): Promise<BenchOutcome> {
   const seconds = Number(process.env.BENCH_RESULT_SECONDS ?? (ctx.quick ? 10 : 30));
+  // The first two levels differ only in rate (the same trials, agents and start-ups): what the second
+  // costs more, per result more, is the marginal CPU of a result, free of each run's fixed costs.
   const levels: Level[] = ctx.quick
     ? [
-        { trials: 8, rate: 25 },
+        { trials: 8, rate: 5 },
+        { trials: 8, rate: 50 },
         { trials: 48, rate: 50 },
       ]
     : [
-        { trials: 8, rate: 25 },
+        { trials: 8, rate: 5 },
+        { trials: 8, rate: 50 },
         { trials: 24, rate: 50 },
         { trials: 48, rate: 50 },
         { trials: 96, rate: 50 },
@@ -225,6 +232,24 @@ export async function resultThroughput(ctx: BenchContext): Promise<BenchOutcome>
   } finally {
     await nats.destroy();
   }
+  const [low, high] = results;
+  const marginal =
+    low && high
+      ? Object.fromEntries(
+          Object.keys(high.cpuSeconds).map((k) => [
+            k,
+            round(
+              (1e6 * ((high.cpuSeconds[k] ?? 0) - (low.cpuSeconds[k] ?? 0))) /
+                Math.max(1, high.reportsDecided - low.reportsDecided),
+              0,
+            ),
+          ]),
+        )
+      : {};
+  if (low && high)
+    ctx.log(
+      `  marginal CPU per result (8 × 50 against 8 × 5): agent ${marginal.agents} µs, nats-server ${marginal.natsServer} µs, coordinator ${marginal.coordinator} µs`,
+    );
   const sat = results.find((r) => r.saturated);
   const best = results.filter((r) => !r.saturated).at(-1);
   const markdown = [
@@ -255,9 +280,13 @@ export async function resultThroughput(ctx: BenchContext): Promise<BenchOutcome>
       ]),
     ),
     "",
+    low && high
+      ? `Marginal CPU per result (the same 8 trials at 50/s against 5/s: Δ CPU-seconds / Δ results, free of start-up and other fixed costs): agent ${marginal.agents} µs, nats-server ${marginal.natsServer} µs, coordinator ${marginal.coordinator} µs.`
+      : "",
+    "",
     sat
       ? `Saturates at ${sat.trials} × ${sat.rate} = ${sat.trials * sat.rate} results/s offered (${sat.sustainedPerS}/s decided over the run, p99 lag ${fmt(sat.lagMs.p99, 0)} ms)${best ? `; the largest load sustained is ${best.trials} × ${best.rate} = ${best.trials * best.rate}/s` : ""}.`
       : `Not saturated up to ${results.at(-1)?.trials} × ${results.at(-1)?.rate} = ${(results.at(-1)?.trials ?? 0) * (results.at(-1)?.rate ?? 0)} results/s.`,
   ].join("\n");
-  return { markdown, data: { seconds, levels: results } };
+  return { markdown, data: { seconds, levels: results, marginalCpuPerResultUs: marginal } };
 }

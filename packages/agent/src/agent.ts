@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { type NatsConnection, PermissionViolationError } from "@nats-io/transport-node";
 import {
+  AckedPublisher,
   type AgentAdvert,
   type AgentState,
   BadMessageCounter,
@@ -15,6 +16,7 @@ import {
   ensureResources,
   type GpuInfo,
   type HostInfo,
+  inboxPrefixOf,
   type Logger,
   MeshNames,
   RUNG_VERSION,
@@ -236,7 +238,7 @@ class AgentImpl implements Agent {
       registerWarmPool(o, warm);
     }
 
-    // Every reported result is a request (an acknowledged publish): no stack captured for each (connect.ts).
+    // Every reported result is an acknowledged publish: no stack captured for each (connect.ts).
     const nc = await connectNats({ ...o.nats, reconnectForever: true, noAsyncTraces: true });
     this.#nc = nc;
     this.#connected = true;
@@ -322,6 +324,7 @@ class AgentImpl implements Agent {
     const loop = new ClaimLoop({
       nc,
       js,
+      events: new AckedPublisher(nc, inboxPrefixOf(nc)),
       jsm: resources.jsm,
       names: this.#names,
       options: o,

@@ -1,10 +1,12 @@
-import type { JetStreamClient } from "@nats-io/jetstream";
 import { encode, type Logger, retry, type Subjects, type TrialEvent, trialEventMsgId } from "@rung/protocol";
 
 /**
  * Trial events leave the agent through JetStream publishes with deterministic message ids
  * (protocol's `trialEventMsgId`), so a publish retried after a lost
  * acknowledgement is dropped by the server's duplicate window instead of being counted twice.
+ *
+ * They go through an `EventPublisher` (protocol's AckedPublisher: one reply subscription for every
+ * acknowledgement, not a request each).
  *
  * One queue per attempt keeps its events in order (claimed, started, reports, finished) with one
  * publish in flight. Reports may be dropped when too many wait (a trial reporting thousands of lines a
@@ -26,11 +28,13 @@ const MAX_QUEUED_REPORTS = 1000;
 
 /**
  * How long a report may wait for others to share its write: until this long after the previous write,
- * so a report after a quiet spell goes at once. Measured (benchmarks.md, "Hot paths"): an agent with 8
- * trials reporting 50/s each spends ~40 % less CPU per result with 10 ms than with none; the report
- * reaches the coordinator at most that much later.
+ * so a report after a quiet spell goes at once, and under load an agent writes at most 25 times a
+ * second whatever its trials report. Measured (benchmarks.md, "Hot paths": one agent, 8 trials at 50
+ * results/s against 5/s, Δ CPU / Δ results): 10 ms and the client's request per publish 148–209 µs per
+ * result; 40 ms and AckedPublisher 54–76 µs. A report reaches the coordinator up to that much later,
+ * which no scheduler decision notices (epochs take seconds).
  */
-const REPORT_LINGER_MS = 10;
+const REPORT_LINGER_MS = 40;
 
 /** Publishes collected over one round of the event loop (or a report's linger), started together. */
 class PublishTurns {
@@ -67,20 +71,25 @@ class PublishTurns {
   }
 }
 
-/** One set of turns per client: its connection is what the publishes share. */
-const turnsByClient = new WeakMap<JetStreamClient, PublishTurns>();
+/** Publishes a message under its id; resolves once the stream has it (or had it: a duplicate). */
+export interface EventPublisher {
+  publish(subject: string, data: Uint8Array, msgID: string, timeoutMs?: number): Promise<unknown>;
+}
 
-function turnsOf(js: JetStreamClient): PublishTurns {
-  let t = turnsByClient.get(js);
+/** One set of turns per publisher: its connection is what the publishes share. */
+const turnsByPublisher = new WeakMap<EventPublisher, PublishTurns>();
+
+function turnsOf(publisher: EventPublisher): PublishTurns {
+  let t = turnsByPublisher.get(publisher);
   if (!t) {
     t = new PublishTurns();
-    turnsByClient.set(js, t);
+    turnsByPublisher.set(publisher, t);
   }
   return t;
 }
 
 export interface EventQueueOptions {
-  js: JetStreamClient;
+  publisher: EventPublisher;
   subjects: Subjects;
   log: Logger;
   /** How long a lifecycle event is retried before it is given up. Default 60 s. */
@@ -105,7 +114,7 @@ export class EventQueue {
 
   constructor(options: EventQueueOptions) {
     this.#o = options;
-    this.#turns = turnsOf(options.js);
+    this.#turns = turnsOf(options.publisher);
   }
 
   /** Queues an event; the promise settles once it is published (true) or given up (false). */
@@ -123,7 +132,7 @@ export class EventQueue {
     const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 600_000);
     const publish = () =>
       publishEvent(
-        this.#o.js,
+        this.#o.publisher,
         this.#o.subjects,
         event,
         retryForMs,
@@ -158,7 +167,7 @@ export class EventQueue {
 
 /** Publishes one event, retrying with backoff for up to `retryForMs`. Never throws. */
 export async function publishEvent(
-  js: JetStreamClient,
+  publisher: EventPublisher,
   subjects: Subjects,
   event: TrialEvent,
   retryForMs: number,
@@ -171,7 +180,7 @@ export async function publishEvent(
   const bytes = encode(event);
   const msgID = trialEventMsgId(event, studyId, tag);
   try {
-    await retry(() => js.publish(subject, bytes, { msgID, timeout: 5000 }), {
+    await retry(() => publisher.publish(subject, bytes, msgID, 5000), {
       deadlineMs: retryForMs,
       retryable: () => !giveUp?.(),
       onRetry: ({ error }) => onError?.(error as Error),

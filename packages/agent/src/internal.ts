@@ -47,6 +47,8 @@ export {
   stopRequestFrom,
 } from "./claiming/index.js";
 export { IllegalTransitionError } from "./errors.js";
+export type { EventPublisher, EventQueueOptions } from "./events.js";
+export { EventQueue } from "./events.js";
 export type { FakeLoad } from "./fake-gpus.js";
 export { FAKE_GPU_NAME, fakeGpuInfos, fakeReading } from "./fake-gpus.js";
 export { cleanLine } from "./log-stream.js";

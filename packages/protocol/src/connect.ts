@@ -89,6 +89,14 @@ export function readNatsCredentials(file: string): NatsCredentials {
   return { authenticator: nkeyAuthenticator(seedBytes), publicKey };
 }
 
+/** The reply inbox prefix each connection was made with (its user may subscribe there and nowhere else). */
+const inboxPrefixes = new WeakMap<NatsConnection, string>();
+
+/** The reply inbox prefix of a connection made by {@link connectNats}; undefined for the client's default. */
+export function inboxPrefixOf(nc: NatsConnection): string | undefined {
+  return inboxPrefixes.get(nc);
+}
+
 export async function connectNats(options: NatsOptions = {}): Promise<NatsConnection> {
   const url = natsUrl(options);
   const credsFile = options.creds ?? process.env.RUNG_NATS_CREDS;
@@ -100,7 +108,7 @@ export async function connectNats(options: NatsOptions = {}): Promise<NatsConnec
   const inboxPrefix =
     options.inboxPrefix ?? process.env.RUNG_NATS_INBOX_PREFIX ?? (creds?.publicKey ? inboxPrefixFor(creds.publicKey) : undefined);
   try {
-    return await connect({
+    const nc = await connect({
       servers: url.split(",").map((s) => s.trim()),
       name: options.name,
       authenticator: creds?.authenticator,
@@ -112,6 +120,8 @@ export async function connectNats(options: NatsOptions = {}): Promise<NatsConnec
       waitOnFirstConnect: false,
       ...(options.noAsyncTraces ? { noAsyncTraces: true } : {}),
     });
+    if (inboxPrefix) inboxPrefixes.set(nc, inboxPrefix);
+    return nc;
   } catch (cause) {
     const why = cause instanceof Error ? cause.message : String(cause);
     if (isAuthError(cause) || isPermissionError(cause) || isTlsError(cause) || tlsFileUnreadable(cause, [ca, cert, key]))

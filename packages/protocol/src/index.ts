@@ -1,5 +1,7 @@
 // @rung/protocol: everything that crosses NATS — names, subjects, messages, codec, resources.
 
+export type { PublishAck } from "./acked-publisher.js";
+export { AckedPublisher } from "./acked-publisher.js";
 export type { AuthInitOptions, AuthInitResult, WrittenCredentials } from "./auth-init.js";
 export { initAuth } from "./auth-init.js";
 export type { ClaimIdentity } from "./claims.js";
@@ -8,7 +10,7 @@ export type { Decoded, DropLogger } from "./codec.js";
 export { BadMessageCounter, DecodeError, DecodeErrorKind, decode, encode, MAX_MESSAGE_BYTES } from "./codec.js";
 export { CommandTemplateError, placeholders, renderArgv, splitCommand } from "./command-template.js";
 export type { NatsCredentials, NatsOptions } from "./connect.js";
-export { connectNats, DEFAULT_NATS_URL, inboxPrefixFor, natsUrl, readNatsCredentials } from "./connect.js";
+export { connectNats, DEFAULT_NATS_URL, inboxPrefixFor, inboxPrefixOf, natsUrl, readNatsCredentials } from "./connect.js";
 export { nanos, parseDuration } from "./durations.js";
 export {
   DurationError,

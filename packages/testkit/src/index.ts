@@ -26,4 +26,4 @@ export {
 } from "./processes.js";
 export type { ProcInfo, ProcStat } from "./procfs.js";
 export { cpuTicks, descendants, listProcesses, procCmdline, procEnv, procPids, procStat } from "./procfs.js";
-export { waitFor } from "./wait.js";
+export { failure, waitFor } from "./wait.js";

@@ -15,6 +15,7 @@ import {
 import { checkLeaks } from "@rung/testkit";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { IllegalTransitionError } from "../errors.js";
+import type { EventPublisher } from "../events.js";
 import { type CompiledAgentOptions, compileAgentOptions } from "../options.js";
 import { ATTEMPT_TRANSITIONS, Attempt, type AttemptContext, AttemptState, stopRequestFrom } from "./attempt.js";
 import { newClaimLoopCounters } from "./counters.js";
@@ -89,7 +90,8 @@ function rig(
   } = {},
 ): Rig {
   const r: Rig = { endings: [], workings: 0, events: [], ctx: undefined as unknown as AttemptContext };
-  const js = {
+  // Trial events are recorded (this tests the attempt's life, not NATS: test/agent-event-queue.test.ts does that).
+  const events: EventPublisher = {
     async publish(subject: string, data: Uint8Array) {
       if (o.publishFails) throw new Error("no responders");
       if (subject.startsWith(`${names.prefix}.events.`)) {
@@ -98,11 +100,12 @@ function rig(
       }
       return { seq: 1, duplicate: false, stream: "S" };
     },
-  } as unknown as JetStreamClient;
+  };
   let sockets = 0;
   r.ctx = {
     nc: { flush: async () => {} },
-    js,
+    js: {} as JetStreamClient,
+    events,
     subjects: names.subjects,
     options: {
       ...compileAgentOptions({ name: "box", insecure: true, stateDir: join(dir, "state"), workdir: dir, stopGrace: "2s" }),

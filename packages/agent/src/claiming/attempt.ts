@@ -21,7 +21,7 @@ import {
 } from "@rung/protocol";
 import { type CheckpointStore, formatBytes, packDirectory } from "../checkpoints.js";
 import type { ControlWatch } from "../control-watch.js";
-import { EventQueue } from "../events.js";
+import { type EventPublisher, EventQueue } from "../events.js";
 import type { CompiledAgentOptions } from "../options.js";
 import { forgetGroup, recordGroup } from "../orphans.js";
 import type { SlotHolder } from "../slots.js";
@@ -117,6 +117,8 @@ export interface AttemptContext {
   /** For the heartbeat's round trip. */
   nc: Pick<NatsConnection, "flush">;
   js: JetStreamClient;
+  /** Trial events, acknowledged on one subscription (protocol's AckedPublisher). */
+  events: EventPublisher;
   subjects: Subjects;
   options: CompiledAgentOptions;
   control: Pick<ControlWatch, "read" | "readCheckpoints">;
@@ -189,7 +191,7 @@ export class Attempt {
     this.#life = new StateMachine(`attempt ${this.key}`, AttemptState.claimed, ATTEMPT_TRANSITIONS);
     this.log = ctx.log.child({ study: init.order.study, trial: init.order.trial, attempt: init.number });
     this.#events = new EventQueue({
-      js: ctx.js,
+      publisher: ctx.events,
       subjects: ctx.subjects,
       log: ctx.log,
       giveUp: ctx.isClosed,

@@ -22,7 +22,7 @@ import {
 } from "@rung/protocol";
 import type { CheckpointStore } from "../checkpoints.js";
 import type { ControlWatch } from "../control-watch.js";
-import { publishEvent } from "../events.js";
+import { type EventPublisher, publishEvent } from "../events.js";
 import type { CompiledAgentOptions } from "../options.js";
 import type { SlotHolder, Slots } from "../slots.js";
 import { whyCannotRun } from "../trial-runner.js";
@@ -95,6 +95,8 @@ function placed(pool: Pool): boolean {
 export interface ClaimLoopOptions {
   nc: NatsConnection;
   js: JetStreamClient;
+  /** Trial events, acknowledged on one subscription (protocol's AckedPublisher). */
+  events: EventPublisher;
   jsm: JetStreamManager;
   names: MeshNames;
   options: CompiledAgentOptions;
@@ -158,6 +160,7 @@ export class ClaimLoop {
     this.#attemptContext = {
       nc: options.nc,
       js: options.js,
+      events: options.events,
       subjects: options.names.subjects,
       options: options.options,
       control: options.control,
@@ -640,7 +643,7 @@ export class ClaimLoop {
     });
     const studyId = id.studyId ?? null;
     const tag = nonce === undefined ? null : agentIdTag(nonce, agent);
-    this.#track(publishEvent(this.#o.js, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed, studyId, tag));
+    this.#track(publishEvent(this.#o.events, this.#o.names.subjects, event, 30_000, undefined, this.#o.isClosed, studyId, tag));
   }
 
   #track(p: Promise<unknown>): void {

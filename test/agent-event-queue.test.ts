@@ -1,0 +1,211 @@
+import { DeliverPolicy, DiscardPolicy } from "@nats-io/jetstream";
+import { type EventPublisher, EventQueue } from "@rung/agent/internal";
+import {
+  AckedPublisher,
+  connectNats,
+  decode,
+  ensureResources,
+  isConnectionClosed,
+  isNoResponders,
+  isTimeout,
+  jetStreamApiCode,
+  MeshNames,
+  silentLogger,
+  TrialEventSchema,
+  TrialEvents,
+} from "@rung/protocol";
+import { failure, startNats, type TestMesh } from "@rung/testkit";
+import { it } from "@rung/testkit/vitest";
+import { describe, expect } from "vitest";
+
+/**
+ * How an agent's trial events reach the study's stream: protocol's AckedPublisher (every acknowledgement
+ * on one subscription) and the agent's EventQueue above it, against a real nats-server. What the stream
+ * holds afterwards is read back from the stream itself.
+ */
+
+/** Every message stored for `study`: its id header and the event. */
+async function storedEvents(mesh: TestMesh, names: MeshNames, study: string) {
+  const consumer = await mesh.js.consumers.get(names.streams.events, {
+    filter_subjects: names.subjects.studyEvents(study),
+    deliver_policy: DeliverPolicy.All,
+  });
+  const out: { id: string; type: string; trial: string; seq: number | null }[] = [];
+  let pending = (await consumer.info()).num_pending;
+  while (pending > 0) {
+    const batch = await consumer.fetch({ max_messages: Math.min(pending, 1000), expires: 2000 });
+    for await (const m of batch) {
+      const r = decode(TrialEventSchema, m.data);
+      if (!r.ok) throw r.error;
+      const e = r.value;
+      out.push({
+        id: m.headers?.get("Nats-Msg-Id") ?? "",
+        type: e.type,
+        trial: e.trial,
+        seq: e.type === "report" ? e.seq : null,
+      });
+      pending = m.info.pending;
+    }
+  }
+  return out;
+}
+
+const ev = { study: "s", attempt: 1, agent: "a" };
+const report = (trial: string, seq: number) => TrialEvents.report({ ...ev, trial, seq, metrics: { epoch: seq } });
+
+describe("acknowledged publishes on one subscription", () => {
+  it("resolves with the stream's acknowledgement, flags a duplicate id, and fails the client's way", async ({ mesh }) => {
+    const p = new AckedPublisher(mesh.nc);
+    const subject = mesh.names.subjects.eventSubject(report("t1", 0));
+    const data = new TextEncoder().encode("x");
+    const first = await p.publish(subject, data, "id-1");
+    expect(first.stream).toBe(mesh.names.streams.events);
+    expect(first.seq).toBeGreaterThan(0);
+    expect(first.duplicate).toBe(false);
+    // The same id again: the server's duplicate window drops it, and says so.
+    const again = await p.publish(subject, data, "id-1");
+    expect(again).toEqual({ stream: first.stream, seq: first.seq, duplicate: true });
+    const many = await Promise.all(Array.from({ length: 50 }, (_, i) => p.publish(subject, data, `id-m${i}`)));
+    expect(new Set(many.map((a) => a.seq)).size).toBe(50);
+    expect(p.waiting).toBe(0);
+
+    // No stream takes the subject.
+    expect(isNoResponders(await failure(p.publish(`${mesh.prefix}.nowhere`, data, "id-2")))).toBe(true);
+
+    // A stream that refuses: full, and new messages discarded (the server's err_code 10077).
+    await mesh.resources.jsm.streams.add({
+      name: `${mesh.prefix}_full`,
+      subjects: [`${mesh.prefix}.full`],
+      max_msgs: 1,
+      discard: DiscardPolicy.New,
+    });
+    await p.publish(`${mesh.prefix}.full`, data, "id-3");
+    const refused = await failure(p.publish(`${mesh.prefix}.full`, data, "id-4"));
+    expect(jetStreamApiCode(refused)).toBe(10077);
+    p.close();
+    expect(isConnectionClosed(await failure(p.publish(subject, data, "id-5")))).toBe(true);
+  });
+
+  it("times out when the server does not answer, and fails what waits when the connection closes", async () => {
+    const nats = await startNats();
+    const nc = await connectNats({ url: nats.url });
+    try {
+      const names = new MeshNames("ackwait");
+      await ensureResources(nc, names);
+      const p = new AckedPublisher(nc);
+      const subject = names.subjects.eventSubject(report("t1", 0));
+      const data = new TextEncoder().encode("x");
+      await p.publish(subject, data, "w-0");
+      // A frozen server (the process stopped, as a box under memory pressure) answers nothing.
+      process.kill(nats.pid as number, "SIGSTOP");
+      try {
+        const t0 = performance.now();
+        expect(isTimeout(await failure(p.publish(subject, data, "w-1", 300)))).toBe(true);
+        expect(performance.now() - t0).toBeGreaterThanOrEqual(300);
+        const waiting = p.publish(subject, data, "w-2", 60_000);
+        expect(p.waiting).toBe(1);
+        const closed = nc.close();
+        expect(isConnectionClosed(await failure(waiting))).toBe(true);
+        await closed;
+      } finally {
+        process.kill(nats.pid as number, "SIGCONT");
+      }
+    } finally {
+      if (!nc.isClosed()) await nc.close();
+      await nats.destroy();
+    }
+  });
+});
+
+describe("the agent's event queue", () => {
+  it("stores each attempt's events once and in order, one publish in flight, a lost acknowledgement retried under its id", async ({
+    mesh,
+  }) => {
+    const real = new AckedPublisher(mesh.nc);
+    const inFlight = new Map<string, number>();
+    let maxInFlight = 0;
+    const lose = new Set(["s.t1.1.report.3.tag"]);
+    const tries: { id: string; lost: boolean }[] = [];
+    // The real publisher, whose acknowledgement of the ids in `lose` is lost once (after the server stored it).
+    const publisher: EventPublisher = {
+      async publish(subject, data, msgID, timeoutMs) {
+        const n = (inFlight.get(subject) ?? 0) + 1;
+        inFlight.set(subject, n);
+        maxInFlight = Math.max(maxInFlight, n);
+        try {
+          const ack = await real.publish(subject, data, msgID, timeoutMs);
+          const lost = lose.delete(msgID);
+          tries.push({ id: msgID, lost });
+          if (lost) throw new Error("acknowledgement lost");
+          return ack;
+        } finally {
+          inFlight.set(subject, (inFlight.get(subject) ?? 1) - 1);
+        }
+      },
+    };
+    const queue = () => new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag" });
+    const q1 = queue();
+    const q2 = queue();
+    void q1.push(TrialEvents.claimed({ ...ev, trial: "t1", gpus: [0] }));
+    for (let seq = 0; seq < 40; seq++) {
+      void q1.push(report("t1", seq));
+      if (seq < 10) void q2.push(report("t2", seq));
+    }
+    void q1.push(
+      TrialEvents.finished({
+        ...ev,
+        trial: "t1",
+        status: "completed",
+        exitCode: 0,
+        signal: null,
+        reason: "exit code 0",
+        logTail: [],
+      }),
+    );
+    await Promise.all([q1.flushed(), q2.flushed()]);
+
+    const stored = await storedEvents(mesh, mesh.names, "s");
+    expect(stored.filter((s) => s.trial === "t1").map((s) => (s.type === "report" ? s.seq : s.type))).toEqual([
+      "claimed",
+      ...Array.from({ length: 40 }, (_, i) => i),
+      "finished",
+    ]);
+    expect(stored.filter((s) => s.trial === "t2").map((s) => s.seq)).toEqual(Array.from({ length: 10 }, (_, i) => i));
+    expect(maxInFlight).toBe(1);
+    // The lost one went again under the same id, and the server kept it once.
+    expect(tries.filter((t) => t.id === "s.t1.1.report.3.tag").map((t) => t.lost)).toEqual([true, false]);
+    expect(new Set(stored.map((s) => s.id)).size).toBe(stored.length);
+    expect(stored).toHaveLength(52);
+  });
+
+  it("hands the reports of several attempts that are ready together to the client at once", async ({ mesh }) => {
+    const real = new AckedPublisher(mesh.nc);
+    let batch = 0;
+    let marked = false;
+    const batches: number[] = [];
+    const publisher: EventPublisher = {
+      publish(subject, data, msgID, timeoutMs) {
+        if (!marked) {
+          marked = true;
+          queueMicrotask(() => {
+            batch += 1;
+            marked = false;
+          });
+        }
+        batches.push(batch);
+        return real.publish(subject, data, msgID, timeoutMs);
+      },
+    };
+    const queues = Array.from(
+      { length: 8 },
+      () => new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag" }),
+    );
+    queues.forEach((q, i) => {
+      void q.push(report(`t${i}`, 0));
+    });
+    await Promise.all(queues.map((q) => q.flushed()));
+    expect(batches).toHaveLength(8);
+    expect(new Set(batches).size).toBe(1);
+    expect(await storedEvents(mesh, mesh.names, "s")).toHaveLength(8);
+  });
+});
