@@ -1,3 +1,4 @@
+import { readdirSync } from "node:fs";
 import { DeliverPolicy, DiscardPolicy } from "@nats-io/jetstream";
 import { type EventPublisher, EventQueue } from "@rung/agent/internal";
 import {
@@ -14,7 +15,7 @@ import {
   TrialEventSchema,
   TrialEvents,
 } from "@rung/protocol";
-import { failure, startNats, type TestMesh } from "@rung/testkit";
+import { failure, procStat, startNats, type TestMesh, waitFor } from "@rung/testkit";
 import { it } from "@rung/testkit/vitest";
 import { describe, expect } from "vitest";
 
@@ -66,7 +67,11 @@ describe("acknowledged publishes on one subscription", () => {
     const again = await p.publish(subject, data, "id-1");
     expect(again).toEqual({ stream: first.stream, seq: first.seq, duplicate: true });
     const many = await Promise.all(Array.from({ length: 50 }, (_, i) => p.publish(subject, data, `id-m${i}`)));
-    expect(new Set(many.map((a) => a.seq)).size).toBe(50);
+    // Each publish got its own acknowledgement: the message stored at the seq it was told is its own.
+    for (const [i, ack] of many.entries()) {
+      const stored = await mesh.resources.jsm.streams.getMessage(ack.stream, { seq: ack.seq });
+      expect(stored?.header.get("Nats-Msg-Id")).toBe(`id-m${i}`);
+    }
     expect(p.waiting).toBe(0);
 
     // No stream takes the subject.
@@ -96,9 +101,14 @@ describe("acknowledged publishes on one subscription", () => {
       const subject = names.subjects.eventSubject(report("t1", 0));
       const data = new TextEncoder().encode("x");
       await p.publish(subject, data, "w-0");
-      // A frozen server (the process stopped, as a box under memory pressure) answers nothing.
-      process.kill(nats.pid as number, "SIGSTOP");
+      // A frozen server (the process stopped, as a box under memory pressure) answers nothing. The
+      // signal takes effect a moment after kill() returns: wait until every thread of it has stopped.
+      const pid = nats.pid as number;
+      process.kill(pid, "SIGSTOP");
       try {
+        await waitFor("the server stopped", () =>
+          readdirSync(`/proc/${pid}/task`).every((t) => procStat(Number(t))?.state === "T"),
+        );
         const t0 = performance.now();
         expect(isTimeout(await failure(p.publish(subject, data, "w-1", 300)))).toBe(true);
         expect(performance.now() - t0).toBeGreaterThanOrEqual(300);

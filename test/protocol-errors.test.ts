@@ -3,6 +3,7 @@ import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import {
+  AckedPublisher,
   connectNats,
   isAuthError,
   isConnectionClosed,
@@ -120,6 +121,13 @@ describe("NATS error predicates against a real nats-server", () => {
     expectOnly(await failure(nc.request(`${uniquePrefix()}.nobody`, "x", { timeout: 2000 })), "isNoResponders");
     const js = jetstream(nc);
     expectOnly(await failure(js.publish(`${uniquePrefix()}.nostream`, "x")), "isJetStreamNotEnabled", "isNoResponders");
+    // The agent's publisher (acknowledgements on one subscription) fails the client's way.
+    const acked = new AckedPublisher(nc);
+    expectOnly(
+      await failure(acked.publish(`${uniquePrefix()}.nostream`, new Uint8Array(1), "id")),
+      "isJetStreamNotEnabled",
+      "isNoResponders",
+    );
   });
 
   it("isTimeout: a request and a JetStream publish that nobody answers", async () => {
@@ -128,6 +136,7 @@ describe("NATS error predicates against a real nats-server", () => {
     nc.subscribe(`${p}.silent.>`);
     expectOnly(await failure(nc.request(`${p}.silent.req`, "x", { timeout: 200 })), "isTimeout");
     expectOnly(await failure(jetstream(nc).publish(`${p}.silent.pub`, "x", { timeout: 200 })), "isTimeout");
+    expectOnly(await failure(new AckedPublisher(nc).publish(`${p}.silent.acked`, new Uint8Array(1), "id", 200)), "isTimeout");
   });
 
   it("isPermissionError: a request and a JetStream publish to a denied subject, a denied subscription", async () => {
@@ -135,6 +144,15 @@ describe("NATS error predicates against a real nats-server", () => {
     const p = uniquePrefix();
     expectOnly(await failure(nc.request(`denied.${p}`, "x", { timeout: 2000 })), "isPermissionError");
     expectOnly(await failure(jetstream(nc).publish(`denied.${p}.js`, "x")), "isPermissionError");
+    // The agent's publisher: refused at once (the server says so on the connection, with no reply), not
+    // after its 5 s wait; and a reply subscription the server refuses fails what waits on it.
+    const acked = new AckedPublisher(nc);
+    expectOnly(await failure(acked.publish(`denied.${p}.acked`, new Uint8Array(1), "id", 5000)), "isPermissionError");
+    expect(acked.waiting).toBe(0);
+    const deaf = new AckedPublisher(nc, `hidden.${p}`);
+    expectOnly(await failure(deaf.publish(`${p}.anything`, new Uint8Array(1), "id", 5000)), "isPermissionError");
+    acked.close();
+    deaf.close();
     const sub = nc.subscribe(`hidden.${p}`);
     expectOnly(
       await failure(

@@ -27,12 +27,12 @@ import { encode, type Logger, retry, type Subjects, type TrialEvent, trialEventM
 const MAX_QUEUED_REPORTS = 1000;
 
 /**
- * How long a report may wait for others to share its write: until this long after the previous write,
- * so a report after a quiet spell goes at once, and under load an agent writes at most 25 times a
- * second whatever its trials report. Measured (benchmarks.md, "Hot paths": one agent, 8 trials at 50
- * results/s against 5/s, Δ CPU / Δ results): 10 ms and the client's request per publish 148–209 µs per
- * result; 40 ms and AckedPublisher 54–76 µs. A report reaches the coordinator up to that much later,
- * which no scheduler decision notices (epochs take seconds).
+ * How long a report may wait for others to share its write: until this long after the previous write
+ * and never longer after it was queued, so a report after a quiet spell goes at once, and under load an
+ * agent writes about 25 times a second whatever its trials report. Measured (benchmarks.md, "Hot paths":
+ * one agent, 8 trials at 50 results/s against 5/s, Δ CPU / Δ results): 10 ms and the client's request
+ * per publish 148–209 µs per result; 40 ms and AckedPublisher 54–122 µs. A report reaches the
+ * coordinator up to that much later, which no scheduler decision notices (epochs take seconds).
  */
 const REPORT_LINGER_MS = 40;
 
@@ -42,26 +42,34 @@ class PublishTurns {
   #lastFlush = Number.NEGATIVE_INFINITY;
   #immediate: NodeJS.Immediate | null = null;
   #timer: NodeJS.Timeout | null = null;
+  #timerAt = Number.POSITIVE_INFINITY;
 
   /**
    * Runs `start` at the end of this round of the event loop, with everything else due then; with
-   * `linger`, no sooner than REPORT_LINGER_MS after the previous write.
+   * `lingerUntil` (a report: REPORT_LINGER_MS after it was queued), no sooner than REPORT_LINGER_MS after
+   * the previous write, and no later than `lingerUntil` — so a report that waited behind another of its
+   * attempt does not linger a second time.
    */
-  run(start: () => void, linger: boolean): void {
+  run(start: () => void, lingerUntil: number | null): void {
     this.#due.push(start);
     if (this.#immediate) return;
-    const wait = linger ? this.#lastFlush + REPORT_LINGER_MS - performance.now() : 0;
-    if (wait <= 0) {
+    const at = lingerUntil === null ? 0 : Math.min(this.#lastFlush + REPORT_LINGER_MS, lingerUntil);
+    const now = performance.now();
+    if (at <= now) {
       this.#immediate = setImmediate(() => this.#flush());
       return;
     }
-    this.#timer ??= setTimeout(() => this.#flush(), wait);
+    if (at >= this.#timerAt) return;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => this.#flush(), at - now);
   }
 
   #flush(): void {
     if (this.#timer) clearTimeout(this.#timer);
     if (this.#immediate) clearImmediate(this.#immediate);
     this.#timer = null;
+    this.#timerAt = Number.POSITIVE_INFINITY;
     this.#immediate = null;
     const due = this.#due;
     this.#due = [];
@@ -145,12 +153,13 @@ export class EventQueue {
         this.#o.studyId,
         this.#o.tag,
       );
+    const lingerUntil = isReport ? performance.now() + REPORT_LINGER_MS : null;
     const done = this.#tail.then(async () => {
       try {
         // A report lingers only when nothing of its attempt waits behind it: a backlog (a burst of
         // lines, NATS away for a while) drains at full speed, one publish after another.
         const linger = isReport && this.#queuedReports === 1;
-        return await new Promise<boolean>((resolve) => this.#turns.run(() => resolve(publish()), linger));
+        return await new Promise<boolean>((resolve) => this.#turns.run(() => resolve(publish()), linger ? lingerUntil : null));
       } finally {
         if (isReport) this.#queuedReports -= 1;
       }

@@ -1,4 +1,5 @@
 import { JetStreamApiError } from "@nats-io/jetstream";
+import { jserrors } from "@nats-io/jetstream/internal";
 import {
   ClosedConnectionError,
   createInbox,
@@ -6,6 +7,7 @@ import {
   type Msg,
   type NatsConnection,
   NoRespondersError,
+  PermissionViolationError,
   type Subscription,
   TimeoutError,
 } from "@nats-io/transport-node";
@@ -23,8 +25,11 @@ import {
  * de-duplication; callers retry a failure under the same id, as with `js.publish`.
  *
  * What a failure looks like matches the client's, so `nats-errors.ts` reads both alike: the ack wait
- * ran out — TimeoutError; no stream takes the subject — NoRespondersError; the stream refused —
- * JetStreamApiError with the server's code; the connection is closed — ClosedConnectionError.
+ * ran out — TimeoutError; no stream takes the subject — JetStreamNotEnabled caused by a
+ * NoRespondersError; the stream refused — JetStreamApiError with the server's code; the user may not
+ * publish there — PermissionViolationError, at once (the server says so on the connection, not in a
+ * reply); the connection is closed — ClosedConnectionError. A reply subscription the server refuses
+ * fails what waits with its error and is made again, on a new inbox, by the next publish.
  */
 
 export interface PublishAck {
@@ -45,8 +50,9 @@ const SWEEP_MS = 250;
 
 export class AckedPublisher {
   readonly #nc: NatsConnection;
-  readonly #prefix: string;
-  readonly #sub: Subscription;
+  readonly #inboxPrefix: string | undefined;
+  #prefix = "";
+  #sub: Subscription | null = null;
   readonly #waiting = new Map<string, Waiting>();
   readonly #decoder = new TextDecoder();
   #next = 0;
@@ -56,10 +62,41 @@ export class AckedPublisher {
   /** `inboxPrefix`: the connection's (connectNats' `inboxPrefix`), which its user may subscribe to. */
   constructor(nc: NatsConnection, inboxPrefix?: string) {
     this.#nc = nc;
-    const inbox = createInbox(inboxPrefix);
-    this.#prefix = `${inbox}.`;
-    this.#sub = nc.subscribe(`${inbox}.*`, { callback: (_err, m) => this.#onAck(m) });
+    this.#inboxPrefix = inboxPrefix;
+    this.#subscribe();
+    void this.#watchPermissions();
     void nc.closed().then(() => this.close());
+  }
+
+  #subscribe(): void {
+    const inbox = createInbox(this.#inboxPrefix);
+    const prefix = `${inbox}.`;
+    const sub = this.#nc.subscribe(`${inbox}.*`, {
+      callback: (err, m) => {
+        if (err) {
+          // Refused (permissions): the client dropped the subscription; what waits here would never hear.
+          if (this.#sub === sub) this.#sub = null;
+          this.#failAll(() => err);
+        } else this.#onAck(m, prefix);
+      },
+    });
+    this.#sub = sub;
+    this.#prefix = prefix;
+  }
+
+  /** A publish the user may not make is refused on the connection, with no reply: fail what waits on that subject. */
+  async #watchPermissions(): Promise<void> {
+    for await (const s of this.#nc.status()) {
+      if (this.#closed) return;
+      const err = s.type === "error" ? s.error : null;
+      if (!(err instanceof PermissionViolationError) || err.operation !== "publish") continue;
+      for (const [token, w] of this.#waiting) {
+        if (w.subject !== err.subject) continue;
+        this.#waiting.delete(token);
+        w.reject(err);
+      }
+      if (this.#waiting.size === 0) this.#stopSweep();
+    }
   }
 
   /** Acknowledgements not yet in. */
@@ -70,6 +107,7 @@ export class AckedPublisher {
   /** Publishes `data` on `subject` under message id `msgID`; resolves with the stream's acknowledgement. */
   publish(subject: string, data: Uint8Array, msgID: string, timeoutMs = 5000): Promise<PublishAck> {
     if (this.#closed) return Promise.reject(new ClosedConnectionError());
+    if (!this.#sub) this.#subscribe();
     const token = (this.#next++).toString(36);
     const h = headers();
     h.set("Nats-Msg-Id", msgID);
@@ -90,22 +128,31 @@ export class AckedPublisher {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    this.#sub.unsubscribe();
+    this.#sub?.unsubscribe();
+    this.#sub = null;
+    this.#failAll(() => new ClosedConnectionError());
+  }
+
+  #failAll(error: () => Error): void {
     this.#stopSweep();
     const waiting = [...this.#waiting.values()];
     this.#waiting.clear();
-    for (const w of waiting) w.reject(new ClosedConnectionError());
+    for (const w of waiting) w.reject(error());
   }
 
-  #onAck(m: Msg): void {
-    const token = m.subject.slice(this.#prefix.length);
+  #onAck(m: Msg, prefix: string): void {
+    const token = m.subject.slice(prefix.length);
     const w = this.#waiting.get(token);
     if (!w) return; // answered after it timed out: the retry under the same id has its own
     this.#waiting.delete(token);
     if (this.#waiting.size === 0) this.#stopSweep();
     if (m.data.length === 0) {
       // A status message and no body: 503, nobody listens on the subject.
-      w.reject(m.headers?.code === 503 ? new NoRespondersError(w.subject) : new Error(`empty acknowledgement on ${w.subject}`));
+      w.reject(
+        m.headers?.code === 503
+          ? new jserrors.JetStreamNotEnabled("jetstream is not enabled", { cause: new NoRespondersError(w.subject) })
+          : new Error(`empty acknowledgement on ${w.subject}`),
+      );
       return;
     }
     let v: {
