@@ -188,6 +188,50 @@ describe("the agent's event queue", () => {
     expect(stored).toHaveLength(52);
   });
 
+  it("lets a trial's finished event go at once, whether its last report lingers already or is still queued", async ({ mesh }) => {
+    // A linger of a minute: had `finished` to wait it out behind the last report, this test would time out.
+    const publisher = new AckedPublisher(mesh.nc);
+    const q = new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag", lingerMs: 60_000 });
+    await q.push(report("t1", 0)); // the first write: nothing to linger after
+    void q.push(report("t1", 1)); // lingers (a write just happened)
+    await new Promise((r) => setTimeout(r, 20));
+    await q.push(
+      TrialEvents.finished({
+        ...ev,
+        trial: "t1",
+        status: "completed",
+        exitCode: 0,
+        signal: null,
+        reason: "exit code 0",
+        logTail: [],
+      }),
+    );
+    // Behind a report still waiting for its attempt's previous acknowledgement.
+    const q2 = new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag", lingerMs: 60_000 });
+    void q2.push(report("t2", 0));
+    void q2.push(report("t2", 1));
+    await q2.push(
+      TrialEvents.finished({
+        ...ev,
+        trial: "t2",
+        status: "completed",
+        exitCode: 0,
+        signal: null,
+        reason: "exit code 0",
+        logTail: [],
+      }),
+    );
+    const stored = await storedEvents(mesh, mesh.names, "s");
+    expect(stored.map((s) => `${s.trial} ${s.type === "report" ? s.seq : s.type}`)).toEqual([
+      "t1 0",
+      "t1 1",
+      "t1 finished",
+      "t2 0",
+      "t2 1",
+      "t2 finished",
+    ]);
+  }, 30_000);
+
   it("hands the reports of several attempts that are ready together to the client at once", async ({ mesh }) => {
     const real = new AckedPublisher(mesh.nc);
     let batch = 0;

@@ -50,10 +50,10 @@ class PublishTurns {
    * the previous write, and no later than `lingerUntil` — so a report that waited behind another of its
    * attempt does not linger a second time.
    */
-  run(start: () => void, lingerUntil: number | null): void {
+  run(start: () => void, lingerUntil: number | null, lingerMs = REPORT_LINGER_MS): void {
     this.#due.push(start);
     if (this.#immediate) return;
-    const at = lingerUntil === null ? 0 : Math.min(this.#lastFlush + REPORT_LINGER_MS, lingerUntil);
+    const at = lingerUntil === null ? 0 : Math.min(this.#lastFlush + lingerMs, lingerUntil);
     const now = performance.now();
     if (at <= now) {
       this.#immediate = setImmediate(() => this.#flush());
@@ -63,6 +63,15 @@ class PublishTurns {
     if (this.#timer) clearTimeout(this.#timer);
     this.#timerAt = at;
     this.#timer = setTimeout(() => this.#flush(), at - now);
+  }
+
+  /** What lingers goes at the end of this round: a lifecycle event waits behind it (a trial's last report, then `finished`). */
+  hurry(): void {
+    if (!this.#timer || this.#immediate) return;
+    clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#timerAt = Number.POSITIVE_INFINITY;
+    this.#immediate = setImmediate(() => this.#flush());
   }
 
   #flush(): void {
@@ -110,12 +119,16 @@ export interface EventQueueOptions {
   studyId?: string | null;
   /** This agent's id tag for the order (protocol's `agentIdTag`), which ends every message id. */
   tag?: string | null;
+  /** How long a report may wait to share a write. Default REPORT_LINGER_MS. */
+  lingerMs?: number;
 }
 
 export class EventQueue {
   readonly #o: EventQueueOptions;
   #tail: Promise<void> = Promise.resolve();
   #queuedReports = 0;
+  /** Lifecycle events queued or being published: reports ahead of one do not linger. */
+  #queuedOthers = 0;
   #warned = false;
 
   readonly #turns: PublishTurns;
@@ -153,15 +166,25 @@ export class EventQueue {
         this.#o.studyId,
         this.#o.tag,
       );
-    const lingerUntil = isReport ? performance.now() + REPORT_LINGER_MS : null;
+    const lingerMs = this.#o.lingerMs ?? REPORT_LINGER_MS;
+    const lingerUntil = isReport ? performance.now() + lingerMs : null;
+    // `finished` waits behind its attempt's last report: that one lingers no longer (the coordinator
+    // frees the trial's place, and an agent pulls its next order, only once `finished` is stored).
+    if (!isReport) {
+      this.#queuedOthers += 1;
+      this.#turns.hurry();
+    }
     const done = this.#tail.then(async () => {
       try {
         // A report lingers only when nothing of its attempt waits behind it: a backlog (a burst of
         // lines, NATS away for a while) drains at full speed, one publish after another.
-        const linger = isReport && this.#queuedReports === 1;
-        return await new Promise<boolean>((resolve) => this.#turns.run(() => resolve(publish()), linger ? lingerUntil : null));
+        const linger = isReport && this.#queuedReports === 1 && this.#queuedOthers === 0;
+        return await new Promise<boolean>((resolve) =>
+          this.#turns.run(() => resolve(publish()), linger ? lingerUntil : null, lingerMs),
+        );
       } finally {
         if (isReport) this.#queuedReports -= 1;
+        else this.#queuedOthers -= 1;
       }
     });
     this.#tail = done.then(() => undefined);

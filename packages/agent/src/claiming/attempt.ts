@@ -136,6 +136,11 @@ export interface AttemptContext {
   visibleDevice?(index: number): string;
   /** A fresh path for the report socket of a trial about to start. */
   nextReportPath(): string;
+  /**
+   * The trial's processes are gone: its GPU slots may take the next order while the attempt still
+   * publishes `finished` and ends its order (two round trips a GPU would otherwise sit idle for).
+   */
+  onExited?(attempt: Attempt): void;
 }
 
 export interface AttemptInit {
@@ -241,6 +246,7 @@ export class Attempt {
       void this.#publish("claimed", { gpus: this.#gpus, proof });
       this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
       const result = await this.#execute(index);
+      this.#ctx.onExited?.(this);
       // The last checkpoint (one saved on SIGTERM, before a preemption) is stored before the attempt ends.
       await withTimeout(this.#snapshots, Math.max(60_000, this.#ctx.options.stopGraceMs)).catch(() => {
         this.log.warn("a checkpoint was still being stored when the attempt ended; it is left out");

@@ -149,6 +149,8 @@ export class ClaimLoop {
   #loop: Promise<void> = Promise.resolve();
   #socketSeq = 0;
   #pullErrors = 0;
+  /** Attempts whose slots are free again (each released once). */
+  readonly #released = new WeakSet<Attempt>();
   /** A pull failed: check (and create again) the work stream and the consumers before the next. */
   #broken = false;
   /** The pool this agent's last order came from: where to wait when no pool holds work (#choose). */
@@ -174,6 +176,7 @@ export class ClaimLoop {
         this.#socketSeq += 1;
         return join(options.socketDir, `${this.#socketSeq}.sock`);
       },
+      onExited: (a) => this.#releaseSlots(a),
     };
   }
 
@@ -591,8 +594,15 @@ export class ClaimLoop {
   #forget(a: Attempt): void {
     a.end();
     this.#attempts.delete(a.key);
-    this.#o.slots.release(a.pool.kind, a.ids, a.holder);
+    this.#releaseSlots(a);
     this.#o.onActivity();
+  }
+
+  /** Once per attempt: when its trial's processes are gone (`onExited`), or when it is forgotten. */
+  #releaseSlots(a: Attempt): void {
+    if (this.#released.has(a)) return;
+    this.#released.add(a);
+    this.#o.slots.release(a.pool.kind, a.ids, a.holder);
   }
 
   /** Ends a message that can never run here (`term`, through `end`) and says so in a `rejected` event. */
