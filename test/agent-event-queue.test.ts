@@ -53,6 +53,8 @@ async function storedEvents(mesh: TestMesh, names: MeshNames, study: string) {
 
 const ev = { study: "s", attempt: 1, agent: "a" };
 const report = (trial: string, seq: number) => TrialEvents.report({ ...ev, trial, seq, metrics: { epoch: seq } });
+const finished = (trial: string) =>
+  TrialEvents.finished({ ...ev, trial, status: "completed", exitCode: 0, signal: null, reason: "exit code 0", logTail: [] });
 
 describe("acknowledged publishes on one subscription", () => {
   it("resolves with the stream's acknowledgement, flags a duplicate id, and fails the client's way", async ({ mesh }) => {
@@ -161,17 +163,7 @@ describe("the agent's event queue", () => {
       void q1.push(report("t1", seq));
       if (seq < 10) void q2.push(report("t2", seq));
     }
-    void q1.push(
-      TrialEvents.finished({
-        ...ev,
-        trial: "t1",
-        status: "completed",
-        exitCode: 0,
-        signal: null,
-        reason: "exit code 0",
-        logTail: [],
-      }),
-    );
+    void q1.push(finished("t1"));
     await Promise.all([q1.flushed(), q2.flushed()]);
 
     const stored = await storedEvents(mesh, mesh.names, "s");
@@ -195,32 +187,12 @@ describe("the agent's event queue", () => {
     await q.push(report("t1", 0)); // the first write: nothing to linger after
     void q.push(report("t1", 1)); // lingers (a write just happened)
     await new Promise((r) => setTimeout(r, 20));
-    await q.push(
-      TrialEvents.finished({
-        ...ev,
-        trial: "t1",
-        status: "completed",
-        exitCode: 0,
-        signal: null,
-        reason: "exit code 0",
-        logTail: [],
-      }),
-    );
+    await q.push(finished("t1"));
     // Behind a report still waiting for its attempt's previous acknowledgement.
     const q2 = new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag", lingerMs: 60_000 });
     void q2.push(report("t2", 0));
     void q2.push(report("t2", 1));
-    await q2.push(
-      TrialEvents.finished({
-        ...ev,
-        trial: "t2",
-        status: "completed",
-        exitCode: 0,
-        signal: null,
-        reason: "exit code 0",
-        logTail: [],
-      }),
-    );
+    await q2.push(finished("t2"));
     const stored = await storedEvents(mesh, mesh.names, "s");
     expect(stored.map((s) => `${s.trial} ${s.type === "report" ? s.seq : s.type}`)).toEqual([
       "t1 0",
