@@ -169,7 +169,7 @@ export class EventQueue {
     const lingerMs = this.#o.lingerMs ?? REPORT_LINGER_MS;
     const lingerUntil = isReport ? performance.now() + lingerMs : null;
     // `finished` waits behind its attempt's last report: that one lingers no longer (the coordinator
-    // frees the trial's place, and an agent pulls its next order, only once `finished` is stored).
+    // frees the trial's place, and queues the next order, only once `finished` is stored).
     if (!isReport) {
       this.#queuedOthers += 1;
       this.#turns.hurry();

@@ -77,6 +77,8 @@ interface Rig {
   endings: string[];
   workings: number;
   events: TrialEvent[];
+  /** `exited` (the slots freed by the trial's exit), `finished` (published) and `ack`, in order. */
+  timeline: string[];
   ctx: AttemptContext;
 }
 
@@ -89,7 +91,7 @@ function rig(
     publishFails?: boolean;
   } = {},
 ): Rig {
-  const r: Rig = { endings: [], workings: 0, events: [], ctx: undefined as unknown as AttemptContext };
+  const r: Rig = { endings: [], workings: 0, events: [], timeline: [], ctx: undefined as unknown as AttemptContext };
   // Trial events are recorded (this tests the attempt's life, not NATS: test/agent-event-queue.test.ts does that).
   const events: EventPublisher = {
     async publish(subject: string, data: Uint8Array) {
@@ -97,6 +99,7 @@ function rig(
       if (subject.startsWith(`${names.prefix}.events.`)) {
         const e = decode(TrialEventSchema, data);
         if (e.ok) r.events.push(e.value);
+        if (e.ok && e.value.type === "finished") r.timeline.push("finished");
       }
       return { seq: 1, duplicate: false, stream: "S" };
     },
@@ -117,6 +120,9 @@ function rig(
     isConnected: () => o.connected ?? true,
     isClosed: () => o.publishFails ?? false,
     nextReportPath: () => join(dir, `${++sockets}-${nextTrial}.sock`),
+    onExited: () => {
+      r.timeline.push("exited");
+    },
   };
   return r;
 }
@@ -131,6 +137,7 @@ function attempt(r: Rig, o: WorkOrder): Attempt {
     term: () => r.endings.push("term"),
     ackAck: async () => {
       r.endings.push("ack");
+      r.timeline.push("ack");
       return true;
     },
   } as unknown as JsMsg;
@@ -178,6 +185,8 @@ describe("an attempt", () => {
     expect(r.events.map((e) => e.type)).toEqual(["claimed", "started", "finished"]);
     expect(finished(r)).toMatchObject({ status: "completed", attempt: 1, agent: "box" });
     expect(r.endings).toEqual(["ack"]);
+    // The GPU went to the next order as soon as the trial's processes were gone.
+    expect(r.timeline).toEqual(["exited", "finished", "ack"]);
     expect(a.ending).toBe("ack");
     expect(a.state).toBe("running");
     a.end();
@@ -243,6 +252,18 @@ describe("an attempt", () => {
     b.end();
   });
 
+  it("a drain that comes once the trial has exited leaves its result alone: finished completed, acked", async () => {
+    const r = rig();
+    const a = attempt(r, order([NODE, "-e", "setTimeout(() => {}, 100)"]));
+    r.ctx.onExited = () => {
+      r.timeline.push("exited");
+      a.requeue(); // the agent told to drain just as the trial ended
+    };
+    await a.run();
+    expect(finished(r)).toMatchObject({ status: "completed" });
+    expect(r.endings).toEqual(["ack"]);
+  });
+
   it("a forced shutdown hands the order back at once, and only once", async () => {
     const r = rig();
     const a = attempt(r, order(SLEEPER));
@@ -283,6 +304,8 @@ describe("an attempt", () => {
     expect(a.state).toBe("lost");
     expect(r.endings).toEqual([]);
     expect(a.ending).toBeNull();
+    // The order is back in the queue: its next attempt may come here, so the slots wait for the end.
+    expect(r.timeline).toEqual(["finished"]);
     a.end();
     expect(a.state).toBe("ended");
   });

@@ -62,7 +62,8 @@ import { OrderEnding, safely } from "./work-message.js";
  *              or cut off from NATS): the order has been handed to another agent. The trial is killed
  *              at once (SIGKILL, no grace: the other copy may be running already), `finished stopped
  *              claim-lost` is published, and the order is neither acked nor nak'd — it is not ours;
- *   ended      the order has ended and the claim loop releases the slots. Terminal.
+ *   ended      the order has ended; the claim loop releases the slots if the trial's exit did not
+ *              (`onExited`: its processes gone, no snapshot pending, the claim not lost). Terminal.
  *
  * There is no state for "exited": once the trial's process is gone, the state keeps saying how the
  * order will end while `finished` goes out, and `ended` follows.
@@ -181,6 +182,10 @@ export class Attempt {
   #snapshots: Promise<void> = Promise.resolve();
   /** The newest report that asked for a snapshot and is not yet being packed (older ones are skipped). */
   #nextSnapshot: { seq: number; t: number } | null = null;
+  /** The trial's process has exited: its result is in. */
+  #exited = false;
+  /** Snapshots waiting or being stored. */
+  #storingSnapshots = 0;
   #malformed = 0;
 
   /** Claims the order: from here on heartbeats keep it ours until {@link end}. */
@@ -246,7 +251,8 @@ export class Attempt {
       void this.#publish("claimed", { gpus: this.#gpus, proof });
       this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
       const result = await this.#execute(index);
-      this.#ctx.onExited?.(this);
+      this.#exited = true;
+      if (await this.#doneWithSlots()) this.#ctx.onExited?.(this);
       // The last checkpoint (one saved on SIGTERM, before a preemption) is stored before the attempt ends.
       await withTimeout(this.#snapshots, Math.max(60_000, this.#ctx.options.stopGraceMs)).catch(() => {
         this.log.warn("a checkpoint was still being stored when the attempt ended; it is left out");
@@ -290,9 +296,12 @@ export class Attempt {
     this.#trial?.stop(req);
   }
 
-  /** Drain with requeue: stop the trial and hand the order back. Not for a lost claim: not ours. */
+  /**
+   * Drain with requeue: stop the trial and hand the order back. Not for a lost claim (not ours), nor
+   * once the trial has exited: its result stands, and the order ends the way it says.
+   */
   requeue(): void {
-    if (this.state === AttemptState.lost) return;
+    if (this.state === AttemptState.lost || this.#exited) return;
     if (this.state !== AttemptState.requeuing) this.#life.transition(AttemptState.requeuing);
     const req: StopRequest = { reason: StopReason.agentShutdown, detail: "agent-shutdown" };
     this.#stop ??= req;
@@ -318,7 +327,7 @@ export class Attempt {
     return this.#endMessage(OrderEnding.term, () => this.#msg.term());
   }
 
-  /** The attempt is over: heartbeats stop. The claim loop releases the slots. */
+  /** The attempt is over: heartbeats stop. The claim loop releases the slots (if the trial's exit did not). */
   end(): void {
     clearInterval(this.#heartbeat);
     this.#life.transition(AttemptState.ended);
@@ -456,6 +465,30 @@ export class Attempt {
   }
 
   /**
+   * Whether the GPU (and the trial's files) can go to the next order before this attempt has published
+   * `finished` and ended its order: not with a claim lost (the order is back in the queue: its next
+   * attempt may come here and unpack into the checkpoint directory a snapshot of this one still reads),
+   * not while a snapshot waits or is stored, and not before every process of the trial's group is gone
+   * (the runner kills the group when its leader exits; a launcher's child may take a moment to die and
+   * release its GPU memory) — waited for up to two seconds, else the slots go when the attempt ends.
+   */
+  async #doneWithSlots(): Promise<boolean> {
+    if (this.state === AttemptState.lost || this.#storingSnapshots > 0) return false;
+    const pid = this.#trial?.pid;
+    if (pid === undefined) return true;
+    const until = Date.now() + 2000;
+    for (;;) {
+      try {
+        process.kill(-pid, 0);
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === "ESRCH";
+      }
+      if (Date.now() > until) return false;
+      await sleep(20);
+    }
+  }
+
+  /**
    * A report asked for a snapshot: pack the checkpoint directory, store it, then say so in a
    * `checkpoint` event. One at a time; while one is stored, only the newest request waits.
    */
@@ -464,10 +497,15 @@ export class Attempt {
     const pending = this.#nextSnapshot !== null;
     this.#nextSnapshot = { seq, t };
     if (pending) return;
+    this.#storingSnapshots += 1;
     this.#snapshots = this.#snapshots.then(async () => {
-      const next = this.#nextSnapshot;
-      this.#nextSnapshot = null;
-      if (next) await this.#storeSnapshot(next.seq, next.t, dir);
+      try {
+        const next = this.#nextSnapshot;
+        this.#nextSnapshot = null;
+        if (next) await this.#storeSnapshot(next.seq, next.t, dir);
+      } finally {
+        this.#storingSnapshots -= 1;
+      }
     });
   }
 

@@ -89,7 +89,8 @@ function placed(pool: Pool): boolean {
  * queues a fresh order. One that declares more memory than any GPU here has is refused (`cannot-run`).
  *
  * Besides pulling, the loop only dispatches: stop decisions, drain with requeue and forced shutdown go
- * to every attempt it holds; an attempt that has ended gives its slots back here.
+ * to every attempt it holds; an attempt gives its slots back here when its trial's processes are gone
+ * (`onExited`), or else when it ends.
  */
 
 export interface ClaimLoopOptions {
@@ -176,7 +177,10 @@ export class ClaimLoop {
         this.#socketSeq += 1;
         return join(options.socketDir, `${this.#socketSeq}.sock`);
       },
-      onExited: (a) => this.#releaseSlots(a),
+      onExited: (a) => {
+        // Adverts say at once that the GPU is free again.
+        if (this.#releaseSlots(a)) this.#o.onActivity();
+      },
     };
   }
 
@@ -467,13 +471,16 @@ export class ClaimLoop {
   /** The GPU processes read last (placement.ts), and when; null before or when they cannot be read. */
   #processes: readonly GpuProcess[] | null = null;
   #processesAt = 0;
+  /** When slots were last released (a process reading older than that is stale). */
+  #releasedAt = 0;
   /** The last order from `gpu1` declared GPU memory: read the processes before pulling there again. */
   #wholeWithMemory = false;
   /** Pools whose last order did not fit any GPU's free memory: what it needed, and until when to wait. */
   readonly #memoryGate = new Map<string, { mib: number; until: number }>();
 
   async #readProcesses(maxAgeMs: number): Promise<void> {
-    if (!this.#o.placement || Date.now() - this.#processesAt < maxAgeMs) return;
+    // A reading from before a trial's slots were released still lists its processes, with no holder.
+    if (!this.#o.placement || (Date.now() - this.#processesAt < maxAgeMs && this.#processesAt > this.#releasedAt)) return;
     this.#processes = await this.#o.placement.processes();
     this.#processesAt = Date.now();
   }
@@ -599,10 +606,12 @@ export class ClaimLoop {
   }
 
   /** Once per attempt: when its trial's processes are gone (`onExited`), or when it is forgotten. */
-  #releaseSlots(a: Attempt): void {
-    if (this.#released.has(a)) return;
+  #releaseSlots(a: Attempt): boolean {
+    if (this.#released.has(a)) return false;
     this.#released.add(a);
     this.#o.slots.release(a.pool.kind, a.ids, a.holder);
+    this.#releasedAt = Date.now();
+    return true;
   }
 
   /** Ends a message that can never run here (`term`, through `end`) and says so in a `rejected` event. */
