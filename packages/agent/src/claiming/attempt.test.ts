@@ -107,7 +107,8 @@ function rig(
   let sockets = 0;
   r.ctx = {
     nc: { flush: async () => {} },
-    js: {} as JetStreamClient,
+    // Log chunks: stored nowhere (this tests the attempt, not the log stream).
+    js: { publish: async () => ({ seq: 1, duplicate: false, stream: "S" }) } as unknown as JetStreamClient,
     events,
     subjects: names.subjects,
     options: {
@@ -250,6 +251,29 @@ describe("an attempt", () => {
     expect(finished(r2)).toMatchObject({ status: "preempted", reason: "preempted: agent-shutdown" });
     expect(r2.endings).toEqual(["nak"]);
     b.end();
+  });
+
+  it("keeps its slots while a checkpoint asked for just before the trial exited is still being stored", async () => {
+    const r = rig();
+    let uploads = 0;
+    // The mesh's store, slow: the snapshot is still on its way when the trial's process is gone.
+    r.ctx.checkpoints = {
+      upload: async () => {
+        await new Promise((res) => setTimeout(res, 2000));
+        uploads += 1;
+        r.timeline.push("uploaded");
+      },
+    } as unknown as AttemptContext["checkpoints"];
+    r.ctx.control = { ...r.ctx.control, readCheckpoints: async () => null };
+    const trial = `const fs = require("fs"), net = require("net");
+      fs.writeFileSync(require("path").join(process.env.RUNG_CHECKPOINT_DIR, "w.bin"), "weights");
+      const s = net.connect(process.env.RUNG_REPORT, () => s.end(JSON.stringify({ epoch: 1, val: 0.5, checkpoint: true }) + "\\n"));
+      setTimeout(() => process.exit(0), 300);`;
+    const a = attempt(r, order([NODE, "-e", trial]));
+    await a.run();
+    expect(uploads).toBe(1);
+    // Freed only when the attempt ended (the claim loop's #forget), not at the trial's exit.
+    expect(r.timeline).toEqual(["uploaded", "finished", "ack"]);
   });
 
   it("a drain that comes once the trial has exited leaves its result alone: finished completed, acked", async () => {
