@@ -72,6 +72,25 @@ const XSS = "<img src=x onerror=alert(1)>";
 const attr = (page: import("playwright-core").Page, sel: string, name: string) =>
   page.$eval(sel, (el, n) => el.getAttribute(n), name).then((v) => Number(v ?? "0"));
 
+/**
+ * What of the page's content reaches past the window's right edge, outside every container that
+ * scrolls sideways (a wide table may sit in one: it is read by scrolling that, not the page).
+ */
+function cutOff(page: import("playwright-core").Page): Promise<string[]> {
+  return page.evaluate(() => {
+    const scrolls = (el: Element) =>
+      el.scrollWidth > el.clientWidth + 1 && ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+    const out: string[] = [];
+    for (const el of document.querySelectorAll("main *, nav *")) {
+      if (el.getBoundingClientRect().right <= window.innerWidth + 1) continue;
+      let up = el.parentElement;
+      while (up && !scrolls(up)) up = up.parentElement;
+      if (!up) out.push(`${el.tagName.toLowerCase()} "${(el.textContent ?? "").slice(0, 40)}"`);
+    }
+    return out;
+  });
+}
+
 describe.skipIf(!HAVE_CHROMIUM)("rung ui in Chromium", () => {
   it("shows a running study live: a curve per trial, new results without a reload, the trial, the mesh", async ({
     nats,
@@ -174,6 +193,13 @@ describe.skipIf(!HAVE_CHROMIUM)("rung ui in Chromium", () => {
       await page.waitForTimeout(400);
       const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
       expect(overflow).toBeLessThanOrEqual(1);
+      expect(await cutOff(page)).toEqual([]);
+      // Each table reads whole at this width: none needs its wrapper scrolled sideways.
+      expect(
+        await page.$$eval(".table-wrap", (els) =>
+          els.filter((e) => e.scrollWidth > e.clientWidth + 1).map((e) => e.getAttribute("aria-label")),
+        ),
+      ).toEqual([]);
       await screenshot(page, "study-narrow");
 
       expect([...errors, ...meshErrors, ...trialErrors, ...listErrors]).toEqual([]);

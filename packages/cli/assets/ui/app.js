@@ -584,9 +584,11 @@
               num(row.value),
               num(row.t),
               row.state,
-              Object.entries(row.params)
-                .map(([k, v]) => `${k}=${typeof v === "number" ? num(v, 3) : v}`)
-                .join(" "),
+              // Each k=v may break after its "=", so a narrow window wraps the column instead of cutting it.
+              Object.entries(row.params).flatMap(([k, v], i) => [
+                i ? " " : null,
+                h("span", { class: "param" }, `${k}=`, h("wbr"), typeof v === "number" ? num(v, 3) : String(v)),
+              ]),
             ]),
             { cls: "leaderboard" },
           ),
@@ -614,21 +616,20 @@
             {},
             `Early stopping saved about ${hours(savings.savedGpuSeconds)} (${pct(savings.savedShare)} of ${hours(savings.fullGpuSeconds)} had every trial run to the end).`,
           ),
+          // One row per kind of time: two columns read at any width, where eight side by side did not.
           table(
             "where the GPU time went",
-            ["", "completed", "stopped", "failed", "running", "idle", "total", "cost"],
+            ["", "GPU-hours"],
             [
-              [
-                "GPU-hours",
-                gpuH(g.completedGpuS),
-                gpuH(g.stoppedGpuS),
-                gpuH(g.failedGpuS),
-                gpuH(g.runningGpuS),
-                g.idleGpuS === null ? "–" : gpuH(g.idleGpuS),
-                gpuH(g.totalGpuS),
-                r.cost.total === null ? "–" : `$${r.cost.total.toFixed(2)}`,
-              ],
+              ["completed", gpuH(g.completedGpuS)],
+              ["stopped", gpuH(g.stoppedGpuS)],
+              ["failed", gpuH(g.failedGpuS)],
+              ["running", gpuH(g.runningGpuS)],
+              ["idle", g.idleGpuS === null ? "–" : gpuH(g.idleGpuS)],
+              ["total", gpuH(g.totalGpuS)],
+              ["cost", r.cost.total === null ? "–" : `$${r.cost.total.toFixed(2)}`],
             ],
+            { cls: "gpu-time" },
           ),
         ),
         section(
