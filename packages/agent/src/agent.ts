@@ -456,8 +456,10 @@ class AgentImpl implements Agent {
 
   #checkIdle(): void {
     const idleMs = this.options.idleExitMs;
-    if (idleMs === null || this.#life.state !== "running" || this.running > 0) {
-      this.#lastActivity = Math.max(this.#lastActivity, this.running > 0 ? Date.now() : 0);
+    // Every attempt in hand counts, also one still publishing `finished` or storing a snapshot.
+    const busy = (this.#loop?.attempts ?? 0) > 0;
+    if (idleMs === null || this.#life.state !== "running" || busy) {
+      this.#lastActivity = Math.max(this.#lastActivity, busy ? Date.now() : 0);
       return;
     }
     if (Date.now() - this.#lastActivity < idleMs) return;

@@ -63,6 +63,8 @@ describe("the agent's /metrics", () => {
     expect(text).toContain('rung_gpu_data_wait_ratio{gpu="0",agent="box1"} 0.25');
     expect(text).not.toContain('rung_gpu_data_wait_ratio{gpu="1"');
     expect(text).toContain('rung_trials_running{agent="box1"} 1');
+    // Trials whose process runs: an attempt still finishing after its trial exited is not one.
+    expect(text).toContain("# HELP rung_trials_running trials whose process is running on this agent");
     expect(text).toContain('rung_agent_orders_claimed_total{agent="box1"} 3');
     expect(text).toContain('rung_agent_reports_total{agent="box1"} 27');
   });

@@ -18,6 +18,7 @@ export interface AgentMetricsSource {
   gpus(): readonly GpuSample[];
   /** 1 − compute share of the trial on GPU `index` (its latest report), or null. */
   dataWait(index: number): number | null;
+  /** Trials whose process is running now (not attempts still finishing after their trial exited). */
   running(): number;
   counters(): {
     readonly ordersClaimed: number;
@@ -80,7 +81,7 @@ export function agentRegistry(src: AgentMetricsSource): Registry {
   });
   new Gauge({
     name: "rung_trials_running",
-    help: "trial attempts running on this agent",
+    help: "trials whose process is running on this agent",
     registers: [registry],
     collect() {
       this.set(src.running());

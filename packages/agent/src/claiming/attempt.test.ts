@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JetStreamClient, JsMsg } from "@nats-io/jetstream";
@@ -164,6 +164,7 @@ async function until(what: string, cond: () => boolean, ms = 10_000): Promise<vo
 
 const finished = (r: Rig) => r.events.find((e) => e.type === "finished");
 const SLEEPER = [NODE, "-e", "setInterval(() => {}, 1000)"];
+const PYTHON = "/usr/bin/python3";
 
 describe("an attempt", () => {
   it("moves forward only, never from claimed straight to running, and ends for good", () => {
@@ -193,6 +194,41 @@ describe("an attempt", () => {
     a.end();
     expect(a.state).toBe("ended");
     expect(() => a.end()).toThrow(IllegalTransitionError);
+  });
+
+  it("counts as a running trial only while its process runs, not while finished goes out after the exit", async () => {
+    const o = order(SLEEPER);
+    const r = rig();
+    const recorded = r.ctx.events;
+    let finishing = false;
+    let letFinishedOut = () => {};
+    const held = new Promise<void>((res) => {
+      letFinishedOut = res;
+    });
+    // `finished` is held on its way out: the attempt is still on the books, its trial's process is not.
+    r.ctx.events = {
+      async publish(subject, data, msgID, timeoutMs) {
+        const e = decode(TrialEventSchema, data);
+        if (e.ok && e.value.type === "finished") {
+          finishing = true;
+          await held;
+        }
+        return recorded.publish(subject, data, msgID, timeoutMs);
+      },
+    };
+    const a = attempt(r, o);
+    expect(a.trialRunning).toBe(false);
+    const done = a.run();
+    await until("the trial runs", () => r.events.some((e) => e.type === "started"));
+    expect(a.trialRunning).toBe(true);
+    a.onControl(control(o));
+    await until("finished is on its way", () => finishing);
+    expect(a.state).toBe("stopping");
+    expect(a.trialRunning).toBe(false);
+    letFinishedOut();
+    await done;
+    expect(a.trialRunning).toBe(false);
+    a.end();
   });
 
   it("never starts a trial whose stop was decided before the order arrived; acks it", async () => {
@@ -276,6 +312,53 @@ describe("an attempt", () => {
     expect(r.timeline).toEqual(["uploaded", "finished", "ack"]);
   });
 
+  it("publishes finished without waiting for the trial's process group to empty, and frees the slots once it has", async () => {
+    const r = rig();
+    const keeperPid = join(dir, `keeper-${nextTrial + 1}.pid`);
+    // A member of the trial's group outlives the group's SIGKILL: a dead child stays in its group until
+    // its parent reaps it, and this parent sits in a group of its own (out of the kill's reach) and reaps
+    // it only on SIGTERM, or after 10 s when the test failed to send one.
+    const trial = `import os, signal, time
+leader = os.getpid()
+ready_r, ready_w = os.pipe()
+if os.fork() == 0:
+    os.setpgid(0, 0)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    child = os.fork()
+    if child == 0:
+        time.sleep(30)
+        os._exit(0)
+    os.setpgid(child, leader)
+    def reap(*_):
+        try:
+            os.kill(child, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(child, 0)
+        os._exit(0)
+    signal.signal(signal.SIGTERM, reap)
+    with open(${JSON.stringify(keeperPid)}, "w") as f:
+        f.write(str(os.getpid()))
+    os.write(ready_w, b"x")
+    time.sleep(10)
+    reap()
+os.close(ready_w)
+os.read(ready_r, 1)
+`;
+    const a = attempt(r, order([PYTHON, "-c", trial]));
+    await a.run();
+    // The order ended while the group still held its dead member: the slots were not freed yet.
+    expect(finished(r)).toMatchObject({ status: "completed" });
+    expect(r.timeline).toEqual(["finished", "ack"]);
+    // The member is reaped: the group is empty, and the slots go before the attempt ends.
+    process.kill(Number(readFileSync(keeperPid, "utf8")), "SIGTERM");
+    await until("the slots are freed", () => r.timeline.includes("exited"));
+    expect(r.timeline).toEqual(["finished", "ack", "exited"]);
+    a.end();
+  });
+
   it("a drain that comes once the trial has exited leaves its result alone: finished completed, acked", async () => {
     const r = rig();
     const a = attempt(r, order([NODE, "-e", "setTimeout(() => {}, 100)"]));
@@ -286,6 +369,21 @@ describe("an attempt", () => {
     await a.run();
     expect(finished(r)).toMatchObject({ status: "completed" });
     expect(r.endings).toEqual(["ack"]);
+  });
+
+  it("a forced shutdown that comes once the trial has exited leaves its result alone: finished completed, acked", async () => {
+    const r = rig();
+    const a = attempt(r, order([NODE, "-e", "setTimeout(() => {}, 100)"]));
+    r.ctx.onExited = () => {
+      r.timeline.push("exited");
+      a.kill(); // the agent killed (a second signal) just as the trial ended
+    };
+    await a.run();
+    expect(finished(r)).toMatchObject({ status: "completed" });
+    expect(r.endings).toEqual(["ack"]);
+    expect(a.ending).toBe("ack");
+    expect(r.ctx.counters.ordersReturned).toBe(0);
+    a.end();
   });
 
   it("a forced shutdown hands the order back at once, and only once", async () => {

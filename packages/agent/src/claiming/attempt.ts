@@ -103,6 +103,16 @@ export const ATTEMPT_TRANSITIONS: Transitions<AttemptState> = {
 /** States in which a stop decision still changes what happens (later ones are on their way out). */
 const STOPPABLE: ReadonlySet<AttemptState> = new Set<AttemptState>(["claimed", "starting", "running"]);
 
+/** Whether every process of group `pgid` is gone (reaped): true, false, or null when it cannot tell. */
+function groupGone(pgid: number): boolean | null {
+  try {
+    process.kill(-pgid, 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "ESRCH" ? true : null;
+  }
+}
+
 /** What a stop decision says, as the reason of the trial's AbortController. */
 export function stopRequestFrom(c: Control): StopRequest {
   if (c.reason === "scheduler-stop")
@@ -140,6 +150,7 @@ export interface AttemptContext {
   /**
    * The trial's processes are gone: its GPU slots may take the next order while the attempt still
    * publishes `finished` and ends its order (two round trips a GPU would otherwise sit idle for).
+   * Called at most once, before or after `finished` goes out, never once the attempt has ended.
    */
   onExited?(attempt: Attempt): void;
 }
@@ -228,6 +239,14 @@ export class Attempt {
     return this.#ending;
   }
 
+  /**
+   * The trial's process has started and has not exited. Not the state `running`, which stays while
+   * `finished` goes out after the exit; what the agent counts as trials running (`rung_trials_running`).
+   */
+  get trialRunning(): boolean {
+    return this.#trial?.pid !== undefined && !this.#exited;
+  }
+
   get #gpus(): number[] {
     return this.pool.kind === "gpu" ? this.ids : [];
   }
@@ -251,8 +270,8 @@ export class Attempt {
       void this.#publish("claimed", { gpus: this.#gpus, proof });
       this.log.info({ gpus: this.ids, pool: this.pool.name }, "claimed a trial");
       const result = await this.#execute(index);
-      this.#exited = true;
-      if (await this.#doneWithSlots()) this.#ctx.onExited?.(this);
+      // Beside `finished`, not before it: a group that takes its time to empty delays no event.
+      this.#releaseSlotsEarly();
       // The last checkpoint (one saved on SIGTERM, before a preemption) is stored before the attempt ends.
       await withTimeout(this.#snapshots, Math.max(60_000, this.#ctx.options.stopGraceMs)).catch(() => {
         this.log.warn("a checkpoint was still being stored when the attempt ended; it is left out");
@@ -308,8 +327,12 @@ export class Attempt {
     this.#trial?.stop(req);
   }
 
-  /** Forced shutdown: kill the trial now and hand the order back at once, best effort (the process is exiting). */
+  /**
+   * Forced shutdown: kill the trial now and hand the order back at once, best effort (the process is
+   * exiting). Not for a lost claim, nor once the trial has exited: as for {@link requeue}.
+   */
   kill(): void {
+    if (this.#exited) return;
     if (this.state !== AttemptState.lost && this.state !== AttemptState.requeuing) this.#life.transition(AttemptState.requeuing);
     this.#trial?.killNow({ reason: StopReason.agentShutdown, detail: "agent-shutdown (forced)" });
     if (this.state !== AttemptState.lost) this.nak();
@@ -421,7 +444,9 @@ export class Attempt {
     if (this.state === AttemptState.starting) this.#life.transition(AttemptState.running);
     if (this.#stop) run.stop(this.#stop);
     // The group is gone once the result is in (the runner kills what the trial left): forget it.
+    // Marked exited in the same turn as the result: no drain or kill can come between the two.
     return run.result.finally(() => {
+      this.#exited = true;
       if (run.pid !== undefined) forgetGroup(groups, run.pid);
     });
   }
@@ -465,26 +490,43 @@ export class Attempt {
   }
 
   /**
-   * Whether the GPU (and the trial's files) can go to the next order before this attempt has published
-   * `finished` and ended its order: not with a claim lost (the order is back in the queue: its next
+   * The GPU (and the trial's files) go to the next order before this attempt has published `finished`
+   * and ended its order (`onExited`) — not with a claim lost (the order is back in the queue: its next
    * attempt may come here and unpack into the checkpoint directory a snapshot of this one still reads),
-   * not while a snapshot waits or is stored, and not before every process of the trial's group is gone
-   * (the runner kills the group when its leader exits; a launcher's child may take a moment to die and
-   * release its GPU memory) — waited for up to two seconds, else the slots go when the attempt ends.
+   * not while a snapshot waits or is stored, not once the attempt has ended (its end released them),
+   * and not before every process of the trial's group is gone (the runner kills the group when its
+   * leader exits; a member may take a moment to die and release its GPU memory, and a dead one stays in
+   * the group until its parent reaps it). A group gone already frees the slots now; otherwise it is
+   * watched for up to two seconds while `finished` goes out, else the slots go when the attempt ends.
    */
-  async #doneWithSlots(): Promise<boolean> {
-    if (this.state === AttemptState.lost || this.#storingSnapshots > 0) return false;
-    const pid = this.#trial?.pid;
-    if (pid === undefined) return true;
-    const until = Date.now() + 2000;
+  #releaseSlotsEarly(): void {
+    if (!this.#mayReleaseEarly()) return;
+    const pgid = this.#trial?.pid;
+    const gone = pgid === undefined ? true : groupGone(pgid);
+    if (gone === true) this.#ctx.onExited?.(this);
+    else if (gone === false && pgid !== undefined)
+      void this.#groupGoneWithin(pgid, 2000)
+        .then((ok) => {
+          if (ok && this.#mayReleaseEarly()) this.#ctx.onExited?.(this);
+        })
+        .catch((err: Error) =>
+          this.log.error({ err: err.message }, "cannot give the slots back early; they go when the attempt ends"),
+        );
+  }
+
+  #mayReleaseEarly(): boolean {
+    return this.state !== AttemptState.lost && this.state !== AttemptState.ended && this.#storingSnapshots === 0;
+  }
+
+  /** Whether process group `pgid` empties within `ms`; false as soon as the attempt has ended or it cannot tell. */
+  async #groupGoneWithin(pgid: number, ms: number): Promise<boolean> {
+    const until = Date.now() + ms;
     for (;;) {
-      try {
-        process.kill(-pid, 0);
-      } catch (err) {
-        return (err as NodeJS.ErrnoException).code === "ESRCH";
-      }
-      if (Date.now() > until) return false;
       await sleep(20);
+      if (this.state === AttemptState.ended) return false;
+      const gone = groupGone(pgid);
+      if (gone !== false) return gone === true;
+      if (Date.now() > until) return false;
     }
   }
 

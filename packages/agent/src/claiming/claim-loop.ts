@@ -187,7 +187,18 @@ export class ClaimLoop {
     return this.#pools;
   }
 
+  /**
+   * Trials whose process is running now: not the attempts still being admitted, nor those publishing
+   * `finished` or storing a snapshot after their trial exited (their slots may be free already).
+   */
   get running(): number {
+    let n = 0;
+    for (const { attempt } of this.#attempts.values()) if (attempt.trialRunning) n += 1;
+    return n;
+  }
+
+  /** Attempts in hand: admitted, running, or finishing after their trial exited. */
+  get attempts(): number {
     return this.#attempts.size;
   }
 
