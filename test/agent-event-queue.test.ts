@@ -6,10 +6,12 @@ import {
   connectNats,
   decode,
   ensureResources,
+  expandEvent,
   isConnectionClosed,
   isNoResponders,
   isTimeout,
   jetStreamApiCode,
+  MAX_REPORT_BATCH,
   MeshNames,
   silentLogger,
   TrialEventSchema,
@@ -31,7 +33,7 @@ async function storedEvents(mesh: TestMesh, names: MeshNames, study: string) {
     filter_subjects: names.subjects.studyEvents(study),
     deliver_policy: DeliverPolicy.All,
   });
-  const out: { id: string; type: string; trial: string; seq: number | null }[] = [];
+  const out: { id: string; type: string; trial: string; seq: number | null; seqs: number[] }[] = [];
   let pending = (await consumer.info()).num_pending;
   while (pending > 0) {
     const batch = await consumer.fetch({ max_messages: Math.min(pending, 1000), expires: 2000 });
@@ -44,6 +46,8 @@ async function storedEvents(mesh: TestMesh, names: MeshNames, study: string) {
         type: e.type,
         trial: e.trial,
         seq: e.type === "report" ? e.seq : null,
+        // A batch of reports: every report it holds.
+        seqs: e.type === "report" ? [e.seq, ...(e.more ?? []).map((r) => r.seq)] : [],
       });
       pending = m.info.pending;
     }
@@ -178,6 +182,60 @@ describe("the agent's event queue", () => {
     expect(tries.filter((t) => t.id === "s.t1.1.report.3.tag").map((t) => t.lost)).toEqual([true, false]);
     expect(new Set(stored.map((s) => s.id)).size).toBe(stored.length);
     expect(stored).toHaveLength(52);
+  });
+
+  it("sends the reports queued together as one message when the order allows it: in order, each once, a batch retried whole under its first report's id", async ({
+    mesh,
+  }) => {
+    const real = new AckedPublisher(mesh.nc);
+    const lose = new Set(["s.t3.1.report.0.tag"]);
+    const tries: { id: string; seqs: number[] }[] = [];
+    const publisher: EventPublisher = {
+      async publish(subject, data, msgID, timeoutMs) {
+        const ack = await real.publish(subject, data, msgID, timeoutMs);
+        const r = decode(TrialEventSchema, data);
+        if (!r.ok) throw r.error;
+        tries.push({ id: msgID, seqs: expandEvent(r.value).map((e) => (e.type === "report" ? e.seq : -1)) });
+        if (lose.delete(msgID)) throw new Error("acknowledgement lost");
+        return ack;
+      },
+    };
+    const q = new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag", batchReports: true });
+    void q.push(TrialEvents.claimed({ ...ev, trial: "t3", gpus: [0] }));
+    // Queued behind `claimed` in flight, and behind each other: at most MAX_REPORT_BATCH to a message.
+    for (let seq = 0; seq < 150; seq++) void q.push(report("t3", seq));
+    void q.push(finished("t3"));
+    await q.flushed();
+    const stored = (await storedEvents(mesh, mesh.names, "s")).filter((s) => s.trial === "t3");
+    expect(stored.flatMap((s) => (s.type === "report" ? s.seqs : [s.type]))).toEqual([
+      "claimed",
+      ...Array.from({ length: 150 }, (_, i) => i),
+      "finished",
+    ]);
+    const batches = stored.filter((s) => s.type === "report");
+    expect(batches.map((b) => b.seqs.length)).toEqual([MAX_REPORT_BATCH, MAX_REPORT_BATCH, 150 - 2 * MAX_REPORT_BATCH]);
+    // Each message under its first report's id, the lost one sent again with the same reports and kept once.
+    for (const b of batches) expect(b.id).toBe(`s.t3.1.report.${b.seqs[0]}.tag`);
+    const retried = tries.filter((t) => t.id === "s.t3.1.report.0.tag");
+    expect(retried).toHaveLength(2);
+    expect(retried[1]?.seqs).toEqual(retried[0]?.seqs);
+    expect(new Set(stored.map((s) => s.id)).size).toBe(stored.length);
+
+    // Reports that arrive while one lingers leave with it, and the lifecycle event after them alone.
+    const q2 = new EventQueue({
+      publisher: real,
+      subjects: mesh.names.subjects,
+      log: silentLogger(),
+      tag: "tag",
+      batchReports: true,
+      lingerMs: 300,
+    });
+    await q2.push(report("t4", 0)); // the first write: nothing to linger after
+    const lingering = [1, 2, 3].map((seq) => q2.push(report("t4", seq)));
+    await Promise.all(lingering);
+    await q2.push(finished("t4"));
+    const t4 = (await storedEvents(mesh, mesh.names, "s")).filter((s) => s.trial === "t4");
+    expect(t4.map((s) => (s.type === "report" ? s.seqs : s.type))).toEqual([[0], [1, 2, 3], "finished"]);
   });
 
   it("lets a trial's finished event go at once, whether its last report lingers already or is still queued", async ({ mesh }) => {

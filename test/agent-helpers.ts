@@ -10,6 +10,7 @@ import {
   createLogger,
   decode,
   encode,
+  expandEvent,
   type MeshNames,
   type ResourceOptions,
   SCHEMA_VERSION,
@@ -71,7 +72,7 @@ export class EventLog {
     log.#done = (async () => {
       for await (const m of messages) {
         const r = decode(TrialEventSchema, m.data);
-        if (r.ok) log.events.push(r.value);
+        if (r.ok) log.events.push(...expandEvent(r.value));
       }
     })();
     return log;

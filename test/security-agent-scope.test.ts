@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decode, encode, type LogChunk, MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
+import { decode, encode, expandEvent, type LogChunk, MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
 import { REPO, waitFor } from "@rung/testkit";
 import { describe, expect } from "vitest";
 import { PREFIX, secureTest } from "./security-helpers.js";
@@ -55,7 +55,7 @@ describe("a box speaks only for its own trials", () => {
     watcher.subscribe(`${PREFIX}.events.scoped.>`, {
       callback: (err, m) => {
         const r = err ? null : decode(TrialEventSchema, m.data);
-        if (r?.ok) seen.push(r.value);
+        if (r?.ok) seen.push(...expandEvent(r.value));
       },
     });
     await waitFor("a1's first report", () => seen.some((e) => e.type === "report" && e.agent === "a1"), 30_000);

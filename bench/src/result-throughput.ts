@@ -106,27 +106,28 @@ async function runLevel(nats: TestNats, level: Level, seconds: number, ctx: Benc
       resources: { gpus: 1 },
       retries: 0,
     });
-    // Every report the coordinator folds, and when its decision was made (the progress hook runs right
-    // after the event's decision, before the next event).
+    // Every report the coordinator folds, and when its decision was made: the progress hook runs once
+    // the events of a message are decided (a batch of reports is several), before the next message.
     const decided: { sent: number; agentTs: number; at: number }[] = [];
-    let last: TrialEvent | null = null;
+    let folded: TrialEvent[] = [];
     const coordinator = new StudyCoordinator({
       nc,
       spec,
       prefix,
       log: createLogger({ level: "warn" }),
       onProgress: () => {
-        const ev = last;
-        last = null;
-        if (ev?.type === "report") decided.push({ sent: ev.metrics.sent_ms ?? Number.NaN, agentTs: ev.ts, at: Date.now() });
+        const at = Date.now();
+        for (const ev of folded)
+          if (ev.type === "report") decided.push({ sent: ev.metrics.sent_ms ?? Number.NaN, agentTs: ev.ts, at });
+        folded = [];
       },
     });
     const apply = coordinator.state.apply.bind(coordinator.state);
     coordinator.state.apply = (ev: TrialEvent, from: EventSource) => {
-      const folded = apply(ev, from);
+      const ok = apply(ev, from);
       // Only reports: a STOP folds its own decision event before the progress hook runs.
-      if (folded && ev.type === "report") last = ev;
-      return folded;
+      if (ok && ev.type === "report") folded.push(ev);
+      return ok;
     };
     const sampler = new ProcSampler({
       nats: nats.pid as number,

@@ -1,5 +1,5 @@
 import { decideStudy, loadSpec } from "@rung/coordinator";
-import { decode, TrialEventSchema } from "@rung/protocol";
+import { decode, expandEvent, TrialEventSchema } from "@rung/protocol";
 import { describe, expect } from "vitest";
 import { expectSound } from "./expect.js";
 import { chaosSpec, coordinatorProgress, countBy, it, sleep } from "./harness/index.js";
@@ -54,11 +54,13 @@ describe("chaos 2: coordinator killed with SIGKILL at awkward moments", () => {
           for await (const msg of sub) {
             const r = decode(TrialEventSchema, msg.data);
             if (!r.ok) continue;
-            const ev = r.value;
-            const epoch = ev.type === "report" ? ev.metrics.epoch : undefined;
-            if (moment.trigger(ev.type, epoch)) {
+            // A batch of reports: the moment may be any of them.
+            const ev = expandEvent(r.value).find((e) =>
+              moment.trigger(e.type, e.type === "report" ? e.metrics.epoch : undefined),
+            );
+            if (ev) {
               coord.child.kill("SIGKILL");
-              seen = { type: ev.type, trial: ev.trial, epoch };
+              seen = { type: ev.type, trial: ev.trial, epoch: ev.type === "report" ? ev.metrics.epoch : undefined };
               clearInterval(timer);
               resolve();
               break;

@@ -1,4 +1,4 @@
-import { encode, type Logger, retry, type Subjects, type TrialEvent, trialEventMsgId } from "@rung/protocol";
+import { encode, type Logger, MAX_REPORT_BATCH, retry, type Subjects, type TrialEvent, trialEventMsgId } from "@rung/protocol";
 
 /**
  * Trial events leave the agent through JetStream publishes with deterministic message ids
@@ -17,7 +17,11 @@ import { encode, type Logger, retry, type Subjects, type TrialEvent, trialEventM
  * write — and everything due by then (reports of several trials) is handed to the client at once, so
  * they leave in one socket write and their acknowledgements come back together. One write and one
  * read per reported result, and a request's bookkeeping each, were most of an agent's CPU per result.
- * Still one message per report, with its own id, so every reader folds them as before. Each attempt
+ * When the order's coordinator reads batches (`batchReports`), the reports of an attempt that wait
+ * together — behind its publish in flight, or lingering — leave as one message (the first report, the
+ * others in its `more`), sealed when its publish starts: a retry sends the same reports under the same
+ * id (the first report's), so the server's de-duplication still holds; otherwise one message per
+ * report. Each attempt
  * keeps one publish in flight, so its events are stored in the order they happened whatever fails:
  * with several in flight, a write lost with a dropped connection could be retried after a later one of
  * the same attempt that got through. A report lingers only when nothing of its attempt waits behind
@@ -121,21 +125,40 @@ export interface EventQueueOptions {
   tag?: string | null;
   /** How long a report may wait to share a write. Default REPORT_LINGER_MS. */
   lingerMs?: number;
+  /**
+   * The order's message says its coordinator reads several reports to a message (protocol's
+   * REPORT_BATCHES_HEADER): the reports
+   * queued behind one publish, or lingering, leave as one message (up to MAX_REPORT_BATCH).
+   */
+  batchReports?: boolean;
+}
+
+type ReportEvent = Extract<TrialEvent, { type: "report" }>;
+
+/** What one publish of the queue carries: a lifecycle event, or reports (one, or a batch). */
+interface Item {
+  readonly events: TrialEvent[];
+  /** Reports may still join it: it has not been handed to the publisher. */
+  open: boolean;
 }
 
 export class EventQueue {
   readonly #o: EventQueueOptions;
   #tail: Promise<void> = Promise.resolve();
   #queuedReports = 0;
-  /** Lifecycle events queued or being published: reports ahead of one do not linger. */
-  #queuedOthers = 0;
+  /** Items queued or being published: a report lingers only when its item is the last. */
+  #items = 0;
+  /** The last item, while it holds reports that have not left yet: a new report joins it. */
+  #open: { item: Item; done: Promise<boolean> } | null = null;
   #warned = false;
 
   readonly #turns: PublishTurns;
+  readonly #maxBatch: number;
 
   constructor(options: EventQueueOptions) {
     this.#o = options;
     this.#turns = turnsOf(options.publisher);
+    this.#maxBatch = options.batchReports ? MAX_REPORT_BATCH : 1;
   }
 
   /** Queues an event; the promise settles once it is published (true) or given up (false). */
@@ -147,15 +170,23 @@ export class EventQueue {
         return Promise.resolve(false);
       }
       this.#queuedReports += 1;
+      // Behind a publish in flight, or lingering: it leaves with the reports queued before it.
+      const open = this.#open;
+      if (open?.item.open && open.item.events.length < this.#maxBatch) {
+        open.item.events.push(event);
+        return open.done;
+      }
     }
+    const item: Item = { events: [event], open: isReport };
     // Lifecycle events are retried much longer: a lost `claimed` or `finished` leaves the trial with no
     // owner or no end (until the connection is closed for good: `giveUp`).
     const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 600_000);
-    const publish = () =>
-      publishEvent(
+    const publish = () => {
+      item.open = false;
+      return publishEvent(
         this.#o.publisher,
         this.#o.subjects,
-        event,
+        batched(item.events),
         retryForMs,
         (err) => {
           if (this.#warned) return;
@@ -166,27 +197,27 @@ export class EventQueue {
         this.#o.studyId,
         this.#o.tag,
       );
+    };
     const lingerMs = this.#o.lingerMs ?? REPORT_LINGER_MS;
     const lingerUntil = isReport ? performance.now() + lingerMs : null;
     // `finished` waits behind its attempt's last report: that one lingers no longer (the coordinator
     // frees the trial's place, and queues the next order, only once `finished` is stored).
-    if (!isReport) {
-      this.#queuedOthers += 1;
-      this.#turns.hurry();
-    }
+    if (!isReport) this.#turns.hurry();
+    this.#items += 1;
     const done = this.#tail.then(async () => {
       try {
         // A report lingers only when nothing of its attempt waits behind it: a backlog (a burst of
         // lines, NATS away for a while) drains at full speed, one publish after another.
-        const linger = isReport && this.#queuedReports === 1 && this.#queuedOthers === 0;
+        const linger = isReport && this.#items === 1;
         return await new Promise<boolean>((resolve) =>
           this.#turns.run(() => resolve(publish()), linger ? lingerUntil : null, lingerMs),
         );
       } finally {
-        if (isReport) this.#queuedReports -= 1;
-        else this.#queuedOthers -= 1;
+        this.#items -= 1;
+        if (isReport) this.#queuedReports -= item.events.length;
       }
     });
+    this.#open = isReport ? { item, done } : null;
     this.#tail = done.then(() => undefined);
     return done;
   }
@@ -195,6 +226,14 @@ export class EventQueue {
   flushed(): Promise<void> {
     return this.#tail;
   }
+}
+
+/** Reports queued together, as one event: the first, with the others as its `more`. */
+function batched(events: TrialEvent[]): TrialEvent {
+  const [first, ...rest] = events as [TrialEvent, ...TrialEvent[]];
+  if (rest.length === 0) return first;
+  const more = (rest as ReportEvent[]).map((r) => ({ seq: r.seq, ts: r.ts, metrics: r.metrics }));
+  return { ...(first as ReportEvent), more };
 }
 
 /** Publishes one event, retrying with backoff for up to `retryForMs`. Never throws. */

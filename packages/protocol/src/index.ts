@@ -73,8 +73,10 @@ export {
   isAgentSpecificRejection,
   LeaseSchema,
   LogChunkSchema,
+  MAX_REPORT_BATCH,
   NonceRecordSchema,
   OrderIdentitySchema,
+  REPORT_BATCHES_HEADER,
   RejectReason,
   SCHEMA_VERSION,
   StopReason,
@@ -155,5 +157,5 @@ export { retry } from "./retry.js";
 export { parseCheckpointObject, poolName, Subjects } from "./subjects.js";
 export { isValidToken, MAX_TOKEN_LENGTH, validToken } from "./tokens.js";
 export type { AgentEventType, CoordinatorEventType, EventSource, TrialEventInit } from "./trial-events.js";
-export { COORDINATOR, describeSource, sourceOf, TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";
+export { COORDINATOR, describeSource, expandEvent, sourceOf, TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";
 export { RUNG_VERSION } from "./version.js";

@@ -12,7 +12,7 @@ import type { AgentEventType } from "./trial-events.js";
  *   RUNG_EVENTS   <study>.<trial>.<attempt>.<type>              agent: claimed, started, finished
  *                 <study>.<trial>.<attempt>.rejected.<agent>    agent: a refusal (attempt 0 when the order
  *                                                               names none); each agent's refusal counts
- *                 <study>.<trial>.<attempt>.report.<seq>        agent: one report
+ *                 <study>.<trial>.<attempt>.report.<seq>        agent: one report, or a batch whose first is <seq>
  *                 <study>.<trial>.<attempt>.checkpoint.<seq>    agent: the snapshot report <seq> asked for
  *                 <study>.<trial>.created                       coordinator
  *                 <study>.<trial>.queued.<attempt>              coordinator

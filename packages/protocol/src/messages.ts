@@ -258,6 +258,18 @@ export type CheckpointIndex = z.infer<typeof CheckpointIndexSchema>;
 // ---------------------------------------------------------------------------------------------
 // Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>.c or ….a.<agent>)
 
+/** The most reports one message carries (a report and its `more`). */
+export const MAX_REPORT_BATCH = 64;
+
+/**
+ * A header of the work order's message, set by a coordinator that reads several reports to a message
+ * (the report event's `more`): the agent may then batch them. Orders of older coordinators lack it, and
+ * their agents send one report per message. A header, not a field of the order: an older agent's parse
+ * would drop an unknown field and then find the order's signature wrong; the header only says how the
+ * attempt's reports may be framed.
+ */
+export const REPORT_BATCHES_HEADER = "Rung-Report-Batches";
+
 const eventBase = { v, study: token, trial: token, ts };
 
 export const TrialEventSchema = z.discriminatedUnion("type", [
@@ -337,6 +349,15 @@ export const TrialEventSchema = z.discriminatedUnion("type", [
     agent: token,
     seq: z.number().int().nonnegative(),
     metrics: z.record(z.string(), anyNumber),
+    /**
+     * The attempt's next reports, when the agent sent several in one message (the order's
+     * message has REPORT_BATCHES_HEADER): each is a report of its own, with this one's study, trial, attempt and agent.
+     * Readers take them apart with `expandEvent` (trial-events.ts); the message's id is this report's.
+     */
+    more: z
+      .array(z.object({ seq: z.number().int().nonnegative(), ts, metrics: z.record(z.string(), anyNumber) }))
+      .max(MAX_REPORT_BATCH - 1)
+      .optional(),
   }),
   /** Agent: a snapshot of the attempt's checkpoint directory is stored (after report `seq` asked for it). */
   z.object({

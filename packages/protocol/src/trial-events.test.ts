@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { decode, encode, SCHEMA_VERSION, TrialEventSchema, TrialEvents, TrialEventWriter, trialEvent } from "./index.js";
+import {
+  decode,
+  encode,
+  expandEvent,
+  MAX_REPORT_BATCH,
+  SCHEMA_VERSION,
+  TrialEventSchema,
+  TrialEvents,
+  TrialEventWriter,
+  trialEvent,
+} from "./index.js";
 
 describe("trial event constructors", () => {
   it("stamp the schema version and the type, and decode to what they made", () => {
@@ -73,5 +83,48 @@ describe("trial event constructors", () => {
     expect(trialEvent(type, { study: "s", trial: "t", ts: 1, attempt: 1, agent: "a", gpus: [] })).toEqual(
       TrialEvents.claimed({ study: "s", trial: "t", ts: 1, attempt: 1, agent: "a", gpus: [] }),
     );
+  });
+});
+
+describe("a batch of reports", () => {
+  const at = { study: "s", trial: "t", attempt: 2, agent: "a" };
+  it("is each of its reports, in order, with the batch's study, trial, attempt and agent", () => {
+    const batch = TrialEvents.report({
+      ...at,
+      ts: 10,
+      seq: 4,
+      metrics: { epoch: 5 },
+      more: [
+        { seq: 5, ts: 11, metrics: { epoch: 6, loss: Number.NaN } },
+        { seq: 6, ts: 12, metrics: { epoch: 7 } },
+      ],
+    });
+    const back = decode(TrialEventSchema, encode(batch), "trial event");
+    if (!back.ok) throw back.error;
+    expect(expandEvent(back.value)).toEqual([
+      TrialEvents.report({ ...at, ts: 10, seq: 4, metrics: { epoch: 5 } }),
+      TrialEvents.report({ ...at, ts: 11, seq: 5, metrics: { epoch: 6, loss: Number.NaN } }),
+      TrialEvents.report({ ...at, ts: 12, seq: 6, metrics: { epoch: 7 } }),
+    ]);
+    // Any other event, and a report alone, is itself.
+    const one = TrialEvents.report({ ...at, ts: 1, seq: 0, metrics: { epoch: 1 } });
+    expect(expandEvent(one)).toEqual([one]);
+    const fin = TrialEvents.finished({
+      ...at,
+      status: "completed",
+      exitCode: 0,
+      signal: null,
+      reason: "exit code 0",
+      logTail: [],
+    });
+    expect(expandEvent(fin)).toEqual([fin]);
+  });
+
+  it("holds at most MAX_REPORT_BATCH reports: a longer one is refused whole", () => {
+    const more = (n: number) => Array.from({ length: n }, (_, i) => ({ seq: i + 1, ts: 1, metrics: { epoch: i + 2 } }));
+    const event = (n: number) => TrialEvents.report({ ...at, ts: 1, seq: 0, metrics: { epoch: 1 }, more: more(n) });
+    expect(decode(TrialEventSchema, encode(event(MAX_REPORT_BATCH - 1))).ok).toBe(true);
+    const r = decode(TrialEventSchema, encode(event(MAX_REPORT_BATCH)), "trial event");
+    expect(r.ok).toBe(false);
   });
 });

@@ -95,3 +95,18 @@ export const TrialEvents = {
   /** Coordinator: the trial's final state. */
   ended: make("ended"),
 } as const satisfies { [T in TrialEventType]: (init: TrialEventInit<T>) => TrialEventOf<T> };
+
+/**
+ * The events one stored message stands for, in order: a report sent with the attempt's next reports
+ * (`more`: the order's message had REPORT_BATCHES_HEADER) is each of them, as if each had come alone; any other event is
+ * itself. Every reader of the events stream folds what this returns, so a batch is never seen as one
+ * report. The parts share the message's stream sequence; a reader that acts between events (the
+ * coordinator dispatches, and records the last sequence it folded) acts only after the last part.
+ */
+export function expandEvent(ev: TrialEvent): TrialEvent[] {
+  if (ev.type !== "report" || ev.more === undefined) return [ev];
+  const { more, ...first } = ev;
+  const out: TrialEvent[] = [first];
+  for (const r of more) out.push({ ...first, seq: r.seq, ts: r.ts, metrics: r.metrics });
+  return out;
+}

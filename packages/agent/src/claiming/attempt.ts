@@ -11,6 +11,7 @@ import {
   claimProof,
   type Logger,
   parseCheckpointObject,
+  REPORT_BATCHES_HEADER,
   StopReason,
   type Subjects,
   studyScope,
@@ -218,6 +219,7 @@ export class Attempt {
       giveUp: ctx.isClosed,
       studyId: init.order.studyId ?? null,
       tag: agentIdTag(init.order.nonce, ctx.options.name),
+      batchReports: init.msg.headers?.get(REPORT_BATCHES_HEADER) === "1",
       onDroppedReport: () => {
         ctx.counters.droppedReports += 1;
       },

@@ -183,7 +183,7 @@ export class StudyCoordinator {
         signal: detach.signal,
         drops: this.drops,
         onCatchUp: (events) => this.#serially(() => this.#catchUp(events)),
-        onEvent: (ev) => this.#serially(() => this.#handle(ev)),
+        onEvents: (evs) => this.#serially(() => this.#handleMessage(evs)),
       });
       following.catch((err) => this.#fail(err));
       const detached = new Promise<never>((_, reject) => {
@@ -341,6 +341,15 @@ export class StudyCoordinator {
     }
     if (ev.type === "started" || ev.type === "report" || ev.type === "claimed") this.#heard.set(ev.trial, Date.now());
     if (ev.type === "started") this.#startedAt.set(ev.trial, Date.now());
+  }
+
+  /**
+   * The events of one stored message (several for a batch of reports), then a dispatch: never between
+   * two of them, so a trial drawn by the model (`basis`: the last sequence folded) is drawn from whole
+   * messages, as `rung replay --study` folds them.
+   */
+  async #handleMessage(evs: StoredEvent[]): Promise<void> {
+    for (const ev of evs) await this.#handle(ev);
     if (this.#live) {
       await this.#dispatch();
       this.#progress();

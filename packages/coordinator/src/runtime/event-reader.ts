@@ -1,6 +1,14 @@
 import { DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { type BadMessageCounter, DecodeError, decode, type MeshNames, type TrialEvent, TrialEventSchema } from "@rung/protocol";
+import {
+  type BadMessageCounter,
+  DecodeError,
+  decode,
+  expandEvent,
+  type MeshNames,
+  type TrialEvent,
+  TrialEventSchema,
+} from "@rung/protocol";
 import type { StoredEvent } from "../study/index.js";
 
 /**
@@ -12,8 +20,12 @@ import type { StoredEvent } from "../study/index.js";
 export interface FollowOptions {
   /** Called once with every event stored when following began (possibly none). */
   onCatchUp(events: StoredEvent[]): Promise<void> | void;
-  /** Called for each event after that, in order. */
-  onEvent(event: StoredEvent): Promise<void> | void;
+  /**
+   * Called for each message's events after that, in order: one event, or the reports of a batch (protocol's
+   * `expandEvent`), which share the message's sequence. A reader that acts on what it has folded (the
+   * coordinator dispatches) acts after the whole message, never between its parts.
+   */
+  onEvents(events: StoredEvent[]): Promise<void> | void;
   signal?: AbortSignal;
   drops?: BadMessageCounter;
 }
@@ -23,13 +35,19 @@ async function eventsConsumer(nc: NatsConnection, names: MeshNames, filter: stri
   return jetstream(nc).consumers.get(names.streams.events, { filter_subjects: filter, deliver_policy: DeliverPolicy.All });
 }
 
-function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefined): StoredEvent | undefined {
+/** The events a stored message holds (several for a batch of reports), each with its publisher. */
+function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefined): StoredEvent[] {
   const r = decode(TrialEventSchema, m.data, "trial event");
   if (!r.ok) {
     drops?.record("events", r.error);
-    return undefined;
+    return [];
   }
-  return storedEvent(m, r.value, names, drops);
+  const out: StoredEvent[] = [];
+  for (const ev of expandEvent(r.value)) {
+    const s = storedEvent(m, ev, names, drops);
+    if (s) out.push(s);
+  }
+  return out;
 }
 
 /**
@@ -67,16 +85,16 @@ export async function followStudyEvents(nc: NatsConnection, names: MeshNames, st
     let caughtUp = pendingAtStart === 0;
     if (caughtUp) await o.onCatchUp([]);
     for await (const m of messages) {
-      const ev = toStored(m, names, o.drops);
+      const evs = toStored(m, names, o.drops);
       if (!caughtUp) {
-        if (ev) backlog.push(ev);
+        backlog.push(...evs);
         if (m.info.pending === 0) {
           caughtUp = true;
           await o.onCatchUp(backlog.splice(0));
         }
         continue;
       }
-      if (ev) await o.onEvent(ev);
+      if (evs.length > 0) await o.onEvents(evs);
     }
   } finally {
     o.signal?.removeEventListener("abort", stop);
@@ -108,8 +126,7 @@ export async function readEvents(
     let got = 0;
     for await (const m of batch) {
       got += 1;
-      const ev = toStored(m, names, drops);
-      if (ev) out.push(ev);
+      out.push(...toStored(m, names, drops));
       pending = m.info.pending;
       if (pending === 0) break;
     }

@@ -3,6 +3,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   type BadMessageCounter,
   decode,
+  expandEvent,
   type GpuSample,
   type MeshNames,
   type Telemetry,
@@ -107,15 +108,17 @@ export class MeshWatch {
             this.options.drops?.record("events", r.error);
             return;
           }
-          const e = r.value;
-          if (e.type === "ended") this.#dataWait.delete(`${e.study}/${e.trial}`);
-          else if (e.type === "report") {
-            const wait = e.metrics.data_wait_s;
-            const compute = e.metrics.compute_s;
-            if (wait !== undefined && compute !== undefined && wait + compute > 0)
-              this.#dataWait.set(`${e.study}/${e.trial}`, wait / (wait + compute));
+          // A batch of reports is the reports it holds, in order.
+          for (const e of expandEvent(r.value)) {
+            if (e.type === "ended") this.#dataWait.delete(`${e.study}/${e.trial}`);
+            else if (e.type === "report") {
+              const wait = e.metrics.data_wait_s;
+              const compute = e.metrics.compute_s;
+              if (wait !== undefined && compute !== undefined && wait + compute > 0)
+                this.#dataWait.set(`${e.study}/${e.trial}`, wait / (wait + compute));
+            }
+            for (const l of this.#listeners) l(e);
           }
-          for (const l of this.#listeners) l(e);
         },
       }),
     );

@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { type JetStreamClient, jetstream } from "@nats-io/jetstream";
 import type { ObjectStore } from "@nats-io/obj";
+import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import {
   type CheckpointIndex,
   type CheckpointRef,
@@ -11,6 +12,7 @@ import {
   ensureResources,
   type MeshResources,
   newStudySecret,
+  REPORT_BATCHES_HEADER,
   retry,
   type StudyRecord,
   StudyRecordSchema,
@@ -213,7 +215,7 @@ export class StudyStore {
   async publishOrder(order: WorkOrder, msgID: string): Promise<{ duplicate: boolean }> {
     const data = encode(checked(WorkOrderSchema, order, `the order of ${order.trial} attempt ${order.attempt}`));
     const ack = await this.#retrying(`publish the order of ${order.trial} attempt ${order.attempt}`, () =>
-      this.#js.publish(this.#o.names.subjects.work(order.pool), data, { msgID }),
+      this.#js.publish(this.#o.names.subjects.work(order.pool), data, { msgID, headers: orderHeaders() }),
     );
     return { duplicate: ack.duplicate };
   }
@@ -286,4 +288,11 @@ function checked<T>(
   throw new Error(
     `internal error: the coordinator made ${what} that no reader would accept (${issue ? `${issue.path.join(".")}: ${issue.message}` : "invalid"}); it was not published — please report this with the study spec`,
   );
+}
+
+/** Every order's message says this coordinator reads reports sent several to a message (messages.ts). */
+function orderHeaders(): MsgHdrs {
+  const h = headers();
+  h.set(REPORT_BATCHES_HEADER, "1");
+  return h;
 }

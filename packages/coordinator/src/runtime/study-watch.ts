@@ -146,8 +146,8 @@ export class StudyWatch {
         for (const e of events) this.#apply(e.event, e.from);
         caughtUp();
       },
-      onEvent: (e) => {
-        this.#apply(e.event, e.from);
+      onEvents: (evs) => {
+        for (const e of evs) this.#apply(e.event, e.from);
         this.#version += 1;
         this.options.onChange?.();
       },

@@ -5,6 +5,7 @@ import {
   BadMessageCounter,
   DecodeError,
   decode,
+  expandEvent,
   isNotFound,
   type MeshNames,
   StudyRecordSchema,
@@ -202,9 +203,12 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
    * and the body must say the same. (Whether an agent holds the attempt it writes about is checked by
    * the fold behind `study status` and `report`; the tail shows what arrives.)
    */
-  const eventOf = (data: Uint8Array, subject: string): TrialEvent | undefined => {
+  const eventsOf = (data: Uint8Array, subject: string): TrialEvent[] => {
     const r = decode(TrialEventSchema, data, "trial event");
-    if (!r.ok) return void drops.record("events", r.error);
+    if (!r.ok) {
+      drops.record("events", r.error);
+      return [];
+    }
     const ev = r.value;
     const at = subjects.parseEvents(subject);
     const says = sourceOf(ev);
@@ -213,17 +217,19 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
       at.trial === ev.trial &&
       at.from.role === says.role &&
       (says.role === "coordinator" || (at.from.role === "agent" && at.from.agent === says.agent));
-    if (!same)
-      return void drops.record(
+    if (!same) {
+      drops.record(
         "events",
         new DecodeError("stray", "trial event", `trial event: ${ev.type} of ${ev.study}/${ev.trial} arrived on ${subject}`),
       );
-    return ev;
+      return [];
+    }
+    // A batch of reports is shown as the reports it holds.
+    return expandEvent(ev);
   };
   const onEvent = (data: Uint8Array, subject: string) => {
     stats.messages += 1;
-    const ev = eventOf(data, subject);
-    if (ev) view.event(ev, lines);
+    for (const ev of eventsOf(data, subject)) view.event(ev, lines);
   };
 
   const eventsSubject =
@@ -318,9 +324,9 @@ export async function runTail(o: TailOptions): Promise<TailStats> {
               continue;
             }
             stats.messages += 1;
-            const ev = eventOf(m.data, m.subject);
-            if (ev) held.push(ev);
-            if (!caughtUp && (m.info.pending === 0 || (ev !== undefined && ev.ts >= startedAt))) {
+            const evs = eventsOf(m.data, m.subject);
+            held.push(...evs);
+            if (!caughtUp && (m.info.pending === 0 || evs.some((ev) => ev.ts >= startedAt))) {
               caughtUp = true;
               held.sort((a, b) => a.ts - b.ts);
               eventsCaughtUp();

@@ -5,6 +5,7 @@ import {
   type BadMessageCounter,
   DecodeError,
   decode,
+  expandEvent,
   isNotFound,
   LogChunkSchema,
   type MeshNames,
@@ -205,9 +206,11 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
       callback: (err, m) => {
         if (err) return;
         const r = decode(TrialEventSchema, m.data, "trial event");
-        const ev = r.ok ? storedEvent({ seq: 0, subject: m.subject }, r.value, names, o.drops) : undefined;
-        if (!ev || !state.apply(ev.event, ev.from)) return; // not what its publisher may say
-        if (ev.event.type === "finished" && (attempt === null || ev.event.attempt === attempt)) endSoon();
+        for (const one of r.ok ? expandEvent(r.value) : []) {
+          const ev = storedEvent({ seq: 0, subject: m.subject }, one, names, o.drops);
+          if (!ev || !state.apply(ev.event, ev.from)) continue; // not what its publisher may say
+          if (ev.event.type === "finished" && (attempt === null || ev.event.attempt === attempt)) endSoon();
+        }
       },
     });
     if (attempt !== null && finished(attempt)) endSoon();
