@@ -13,6 +13,8 @@ import {
   jetStreamApiCode,
   MAX_REPORT_BATCH,
   MeshNames,
+  REPORT_BATCH_BYTES,
+  reportSize,
   silentLogger,
   TrialEventSchema,
   TrialEvents,
@@ -237,6 +239,29 @@ describe("the agent's event queue", () => {
     const t4 = (await storedEvents(mesh, mesh.names, "s")).filter((s) => s.trial === "t4");
     expect(t4.map((s) => (s.type === "report" ? s.seqs : s.type))).toEqual([[0], [1, 2, 3], "finished"]);
   });
+
+  it("fills a batch up to a byte budget: reports of many long metrics, 64 of which would pass the server's message limit, all arrive", async ({
+    mesh,
+  }) => {
+    const publisher = new AckedPublisher(mesh.nc);
+    const q = new EventQueue({ publisher, subjects: mesh.names.subjects, log: silentLogger(), tag: "tag", batchReports: true });
+    // 256 metrics with 80-character names: about 23 KB a report, 1.5 MB for 64.
+    const big = (seq: number) =>
+      TrialEvents.report({
+        ...ev,
+        trial: "t5",
+        seq,
+        metrics: Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`layer${i}.${"g".repeat(70)}_norm`, seq + i / 1000])),
+      });
+    void q.push(TrialEvents.claimed({ ...ev, trial: "t5", gpus: [0] }));
+    const sent = Array.from({ length: MAX_REPORT_BATCH }, (_, seq) => q.push(big(seq)));
+    expect(await Promise.all(sent)).toEqual(sent.map(() => true));
+    const stored = (await storedEvents(mesh, mesh.names, "s")).filter((s) => s.trial === "t5" && s.type === "report");
+    expect(stored.flatMap((s) => s.seqs)).toEqual(Array.from({ length: MAX_REPORT_BATCH }, (_, i) => i));
+    expect(stored.length).toBeGreaterThan(1);
+    for (const b of stored)
+      expect(b.seqs.reduce((n, seq) => n + reportSize(big(seq)), 0)).toBeLessThanOrEqual(REPORT_BATCH_BYTES);
+  }, 30_000);
 
   it("lets a trial's finished event go at once, whether its last report lingers already or is still queued", async ({ mesh }) => {
     // A linger of a minute: had `finished` to wait it out behind the last report, this test would time out.

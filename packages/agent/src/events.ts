@@ -1,4 +1,15 @@
-import { encode, type Logger, MAX_REPORT_BATCH, retry, type Subjects, type TrialEvent, trialEventMsgId } from "@rung/protocol";
+import {
+  encode,
+  type Logger,
+  MAX_REPORT_BATCH,
+  REPORT_BATCH_BYTES,
+  reportBatch,
+  reportSize,
+  retry,
+  type Subjects,
+  type TrialEvent,
+  trialEventMsgId,
+} from "@rung/protocol";
 
 /**
  * Trial events leave the agent through JetStream publishes with deterministic message ids
@@ -140,6 +151,8 @@ interface Item {
   readonly events: TrialEvent[];
   /** Reports may still join it: it has not been handed to the publisher. */
   open: boolean;
+  /** Its reports' `reportSize`, counted against REPORT_BATCH_BYTES. */
+  bytes: number;
 }
 
 export class EventQueue {
@@ -172,12 +185,14 @@ export class EventQueue {
       this.#queuedReports += 1;
       // Behind a publish in flight, or lingering: it leaves with the reports queued before it.
       const open = this.#open;
-      if (open?.item.open && open.item.events.length < this.#maxBatch) {
+      const size = reportSize(event);
+      if (open?.item.open && open.item.events.length < this.#maxBatch && open.item.bytes + size <= REPORT_BATCH_BYTES) {
         open.item.events.push(event);
+        open.item.bytes += size;
         return open.done;
       }
     }
-    const item: Item = { events: [event], open: isReport };
+    const item: Item = { events: [event], open: isReport, bytes: isReport ? reportSize(event) : 0 };
     // Lifecycle events are retried much longer: a lost `claimed` or `finished` leaves the trial with no
     // owner or no end (until the connection is closed for good: `giveUp`).
     const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 600_000);
@@ -186,7 +201,7 @@ export class EventQueue {
       return publishEvent(
         this.#o.publisher,
         this.#o.subjects,
-        batched(item.events),
+        isReport ? reportBatch(item.events as ReportEvent[]) : event,
         retryForMs,
         (err) => {
           if (this.#warned) return;
@@ -226,14 +241,6 @@ export class EventQueue {
   flushed(): Promise<void> {
     return this.#tail;
   }
-}
-
-/** Reports queued together, as one event: the first, with the others as its `more`. */
-function batched(events: TrialEvent[]): TrialEvent {
-  const [first, ...rest] = events as [TrialEvent, ...TrialEvent[]];
-  if (rest.length === 0) return first;
-  const more = (rest as ReportEvent[]).map((r) => ({ seq: r.seq, ts: r.ts, metrics: r.metrics }));
-  return { ...(first as ReportEvent), more };
 }
 
 /** Publishes one event, retrying with backoff for up to `retryForMs`. Never throws. */

@@ -76,6 +76,7 @@ export {
   MAX_REPORT_BATCH,
   NonceRecordSchema,
   OrderIdentitySchema,
+  REPORT_BATCH_BYTES,
   REPORT_BATCHES_HEADER,
   RejectReason,
   SCHEMA_VERSION,
@@ -157,5 +158,15 @@ export { retry } from "./retry.js";
 export { parseCheckpointObject, poolName, Subjects } from "./subjects.js";
 export { isValidToken, MAX_TOKEN_LENGTH, validToken } from "./tokens.js";
 export type { AgentEventType, CoordinatorEventType, EventSource, TrialEventInit } from "./trial-events.js";
-export { COORDINATOR, describeSource, expandEvent, sourceOf, TrialEvents, TrialEventWriter, trialEvent } from "./trial-events.js";
+export {
+  COORDINATOR,
+  describeSource,
+  expandEvent,
+  reportBatch,
+  reportSize,
+  sourceOf,
+  TrialEvents,
+  TrialEventWriter,
+  trialEvent,
+} from "./trial-events.js";
 export { RUNG_VERSION } from "./version.js";

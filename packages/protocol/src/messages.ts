@@ -262,6 +262,13 @@ export type CheckpointIndex = z.infer<typeof CheckpointIndexSchema>;
 export const MAX_REPORT_BATCH = 64;
 
 /**
+ * The most bytes of reports (by `reportSize`) a batch is filled with: one report may be a 64 KiB line,
+ * and 64 of those would pass the server's 1 MiB message limit, which the client refuses outright. A
+ * report that would pass it starts the next message.
+ */
+export const REPORT_BATCH_BYTES = 256 * 1024;
+
+/**
  * A header of the work order's message, set by a coordinator that reads several reports to a message
  * (the report event's `more`): the agent may then batch them. Orders of older coordinators lack it, and
  * their agents send one report per message. A header, not a field of the order: an older agent's parse

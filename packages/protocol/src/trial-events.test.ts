@@ -4,7 +4,9 @@ import {
   encode,
   expandEvent,
   MAX_REPORT_BATCH,
+  reportBatch,
   SCHEMA_VERSION,
+  type TrialEventOf,
   TrialEventSchema,
   TrialEvents,
   TrialEventWriter,
@@ -106,6 +108,10 @@ describe("a batch of reports", () => {
       TrialEvents.report({ ...at, ts: 11, seq: 5, metrics: { epoch: 6, loss: Number.NaN } }),
       TrialEvents.report({ ...at, ts: 12, seq: 6, metrics: { epoch: 7 } }),
     ]);
+    // What the agent builds from the reports, taken apart again; a single report is sent as itself.
+    const reports = expandEvent(back.value);
+    expect(expandEvent(reportBatch(reports as TrialEventOf<"report">[]))).toEqual(reports);
+    expect(reportBatch([reports[0] as TrialEventOf<"report">])).toEqual(reports[0]);
     // Any other event, and a report alone, is itself.
     const one = TrialEvents.report({ ...at, ts: 1, seq: 0, metrics: { epoch: 1 } });
     expect(expandEvent(one)).toEqual([one]);

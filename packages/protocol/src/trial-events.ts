@@ -1,4 +1,4 @@
-import { SCHEMA_VERSION, type TrialEvent, type TrialEventOf, type TrialEventType } from "./messages.js";
+import { MAX_REPORT_BATCH, SCHEMA_VERSION, type TrialEvent, type TrialEventOf, type TrialEventType } from "./messages.js";
 
 /**
  * Constructors of trial events (stream RUNG_EVENTS). Each stamps the schema version `v` and the `type`
@@ -95,6 +95,28 @@ export const TrialEvents = {
   /** Coordinator: the trial's final state. */
   ended: make("ended"),
 } as const satisfies { [T in TrialEventType]: (init: TrialEventInit<T>) => TrialEventOf<T> };
+
+/**
+ * Reports of one attempt, in order, as one event (the message a batch is sent as): the first, with the
+ * others as its `more`. `expandEvent` gives them back. At most MAX_REPORT_BATCH; one report is itself.
+ */
+export function reportBatch(reports: readonly TrialEventOf<"report">[]): TrialEventOf<"report"> {
+  const [first, ...rest] = reports;
+  if (!first) throw new RangeError("a batch of reports needs at least one");
+  if (reports.length > MAX_REPORT_BATCH) throw new RangeError(`a batch holds at most ${MAX_REPORT_BATCH} reports`);
+  if (rest.length === 0) return first;
+  return { ...first, more: rest.map((r) => ({ seq: r.seq, ts: r.ts, metrics: r.metrics })) };
+}
+
+/**
+ * About how many bytes a report adds to its message: what `reportBatch` callers count against
+ * REPORT_BATCH_BYTES. An estimate from its metrics (names and numbers), not an encoding.
+ */
+export function reportSize(report: TrialEventOf<"report">): number {
+  let n = 24;
+  for (const k in report.metrics) n += k.length + 10;
+  return n;
+}
 
 /**
  * The events one stored message stands for, in order: a report sent with the attempt's next reports

@@ -42,12 +42,9 @@ function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefin
     drops?.record("events", r.error);
     return [];
   }
-  const out: StoredEvent[] = [];
-  for (const ev of expandEvent(r.value)) {
-    const s = storedEvent(m, ev, names, drops);
-    if (s) out.push(s);
-  }
-  return out;
+  // Checked once: every report of a batch has the first's study and trial.
+  const s = storedEvent(m, r.value, names, drops);
+  return s ? expandEvent(r.value).map((event) => ({ ...s, event })) : [];
 }
 
 /**

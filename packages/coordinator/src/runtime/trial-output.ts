@@ -206,10 +206,11 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
       callback: (err, m) => {
         if (err) return;
         const r = decode(TrialEventSchema, m.data, "trial event");
-        for (const one of r.ok ? expandEvent(r.value) : []) {
-          const ev = storedEvent({ seq: 0, subject: m.subject }, one, names, o.drops);
-          if (!ev || !state.apply(ev.event, ev.from)) continue; // not what its publisher may say
-          if (ev.event.type === "finished" && (attempt === null || ev.event.attempt === attempt)) endSoon();
+        const stored = r.ok ? storedEvent({ seq: 0, subject: m.subject }, r.value, names, o.drops) : undefined;
+        if (!stored) return;
+        for (const event of expandEvent(stored.event)) {
+          if (!state.apply(event, stored.from)) continue; // not what its publisher may say
+          if (event.type === "finished" && (attempt === null || event.attempt === attempt)) endSoon();
         }
       },
     });
