@@ -33,6 +33,8 @@ export class Advertiser {
   readonly #o: AdvertiserOptions;
   #timer: NodeJS.Timeout | undefined;
   #putting: Promise<void> | undefined;
+  /** A refresh was asked for while a put was in flight: put again after it. */
+  #again = false;
   #failures = 0;
   #closed = false;
 
@@ -46,18 +48,34 @@ export class Advertiser {
     this.#timer = setInterval(() => void this.refresh(), this.#o.intervalMs);
   }
 
-  /** Puts the advert now (state changed, reconnected). At most one put in flight. */
+  /**
+   * Puts the advert now (state changed, reconnected). At most one put in flight; a refresh asked for
+   * while one is in flight puts again after it, with the state as it is then — the one in flight was
+   * built before the change. (Dropping it left the advert showing a GPU free that an attempt had just
+   * taken, for up to a refresh interval: the coordinator queued an order no agent could take until a
+   * trial ended.)
+   */
   refresh(): Promise<void> {
     if (this.#closed || !this.#o.isConnected()) return Promise.resolve();
-    this.#putting ??= (async () => {
+    if (this.#putting) {
+      this.#again = true;
+      return this.#putting;
+    }
+    this.#putting = (async () => {
       try {
-        await this.#o.kv.put(this.#o.agent, encode(this.#o.build()));
-        if (this.#failures > 0) this.#o.log.info("advert refreshed again");
-        this.#failures = 0;
-      } catch (err) {
-        this.#failures += 1;
-        if (this.#failures === 1) this.#o.log.warn({ err: (err as Error).message }, "cannot refresh the advert; retrying");
-        this.#o.onFailure?.(err as Error);
+        do {
+          this.#again = false;
+          try {
+            await this.#o.kv.put(this.#o.agent, encode(this.#o.build()));
+            if (this.#failures > 0) this.#o.log.info("advert refreshed again");
+            this.#failures = 0;
+          } catch (err) {
+            this.#failures += 1;
+            if (this.#failures === 1) this.#o.log.warn({ err: (err as Error).message }, "cannot refresh the advert; retrying");
+            this.#o.onFailure?.(err as Error);
+            return;
+          }
+        } while (this.#again && !this.#closed && this.#o.isConnected());
       } finally {
         this.#putting = undefined;
       }

@@ -2,6 +2,7 @@
 // Not an API: names come and go with the code. The public API is "@rung/agent" (src/index.ts); what is
 // exported there is not repeated here.
 
+export { Advertiser } from "./advert.js";
 export { AGENT_TRANSITIONS } from "./agent.js";
 export type {
   Admission,
