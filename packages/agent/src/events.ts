@@ -177,6 +177,7 @@ export class EventQueue {
   /** Queues an event; the promise settles once it is published (true) or given up (false). */
   push(event: TrialEvent): Promise<boolean> {
     const isReport = event.type === "report";
+    const size = isReport ? reportSize(event) : 0;
     if (isReport) {
       if (this.#queuedReports >= MAX_QUEUED_REPORTS) {
         this.#o.onDroppedReport?.();
@@ -185,14 +186,13 @@ export class EventQueue {
       this.#queuedReports += 1;
       // Behind a publish in flight, or lingering: it leaves with the reports queued before it.
       const open = this.#open;
-      const size = reportSize(event);
       if (open?.item.open && open.item.events.length < this.#maxBatch && open.item.bytes + size <= REPORT_BATCH_BYTES) {
         open.item.events.push(event);
         open.item.bytes += size;
         return open.done;
       }
     }
-    const item: Item = { events: [event], open: isReport, bytes: isReport ? reportSize(event) : 0 };
+    const item: Item = { events: [event], open: isReport, bytes: size };
     // Lifecycle events are retried much longer: a lost `claimed` or `finished` leaves the trial with no
     // owner or no end (until the connection is closed for good: `giveUp`).
     const retryForMs = isReport ? 10_000 : (this.#o.retryForMs ?? 600_000);

@@ -178,7 +178,9 @@ export class ClaimLoop {
         return join(options.socketDir, `${this.#socketSeq}.sock`);
       },
       // No advert refresh here (one follows when the attempt ends): refreshing at every trial's exit
-      // slowed dispatch tenfold in bench 1 (p50 7 → 31–84 ms, p99 81 → 560–1160 ms at 8 slots).
+      // slowed dispatch tenfold in bench 1 (p50 7 → 31–84 ms, p99 81 → 560–1160 ms at 8 slots), most
+      // likely through refreshes dropped while a put was in flight (advert.ts puts them again now);
+      // not measured again since.
       onExited: (a) => this.#releaseSlots(a),
     };
   }

@@ -1,4 +1,4 @@
-import { DeliverPolicy, type JsMsg, jetstream } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
   type BadMessageCounter,
@@ -35,8 +35,15 @@ async function eventsConsumer(nc: NatsConnection, names: MeshNames, filter: stri
   return jetstream(nc).consumers.get(names.streams.events, { filter_subjects: filter, deliver_policy: DeliverPolicy.All });
 }
 
-/** The events a stored message holds (several for a batch of reports), each with its publisher. */
-function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefined): StoredEvent[] {
+/**
+ * The events a message holds (several for a batch of reports), each with its publisher; none when it
+ * does not decode or came on another trial's subject (counted in `drops`).
+ */
+export function storedEvents(
+  m: { data: Uint8Array; seq: number; subject: string },
+  names: MeshNames,
+  drops: BadMessageCounter | undefined,
+): StoredEvent[] {
   const r = decode(TrialEventSchema, m.data, "trial event");
   if (!r.ok) {
     drops?.record("events", r.error);
@@ -52,7 +59,7 @@ function toStored(m: JsMsg, names: MeshNames, drops: BadMessageCounter | undefin
  * that names another study or trial was misrouted or forged, and would otherwise be folded into a trial
  * it does not belong to. Whether the publisher may say what the body says is the fold's to check.
  */
-export function storedEvent(
+function storedEvent(
   m: { seq: number; subject: string },
   event: TrialEvent,
   names: MeshNames,
@@ -82,7 +89,7 @@ export async function followStudyEvents(nc: NatsConnection, names: MeshNames, st
     let caughtUp = pendingAtStart === 0;
     if (caughtUp) await o.onCatchUp([]);
     for await (const m of messages) {
-      const evs = toStored(m, names, o.drops);
+      const evs = storedEvents(m, names, o.drops);
       if (!caughtUp) {
         backlog.push(...evs);
         if (m.info.pending === 0) {
@@ -123,7 +130,7 @@ export async function readEvents(
     let got = 0;
     for await (const m of batch) {
       got += 1;
-      out.push(...toStored(m, names, drops));
+      out.push(...storedEvents(m, names, drops));
       pending = m.info.pending;
       if (pending === 0) break;
     }

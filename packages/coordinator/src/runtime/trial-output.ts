@@ -5,17 +5,15 @@ import {
   type BadMessageCounter,
   DecodeError,
   decode,
-  expandEvent,
   isNotFound,
   LogChunkSchema,
   type MeshNames,
   type TrialEvent,
-  TrialEventSchema,
   validToken,
 } from "@rung/protocol";
 import { AmbiguousTrialError, TrialNotFoundError, TrialNotRunningError } from "../errors.js";
 import { type StoredEvent, StudyState } from "../study/index.js";
-import { readEvents, storedEvent } from "./event-reader.js";
+import { readEvents, storedEvents } from "./event-reader.js";
 
 /**
  * `rung logs` and `rung attach`: a trial's terminal output from the logs stream
@@ -205,11 +203,8 @@ export async function streamTrialOutput(nc: NatsConnection, names: MeshNames, o:
     sub = nc.subscribe(names.subjects.trialEvents(o.study, o.trial), {
       callback: (err, m) => {
         if (err) return;
-        const r = decode(TrialEventSchema, m.data, "trial event");
-        const stored = r.ok ? storedEvent({ seq: 0, subject: m.subject }, r.value, names, o.drops) : undefined;
-        if (!stored) return;
-        for (const event of expandEvent(stored.event)) {
-          if (!state.apply(event, stored.from)) continue; // not what its publisher may say
+        for (const { event, from } of storedEvents({ data: m.data, seq: 0, subject: m.subject }, names, o.drops)) {
+          if (!state.apply(event, from)) continue; // not what its publisher may say
           if (event.type === "finished" && (attempt === null || event.attempt === attempt)) endSoon();
         }
       },
