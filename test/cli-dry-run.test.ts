@@ -99,6 +99,34 @@ describe("rung study run --dry-run", () => {
     expect(b.err).toContain(`rung: ${bad}: scheduler.reduction_factor: must be > 1, got 1\n`);
     expect(b.err.split("\n").filter((l) => l.startsWith("rung:"))).toHaveLength(1);
   });
+
+  it("says what each trial holds and what the study may spend: shares, GPU memory, packing, budget", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "rung-dry-run-"));
+    const write = (name: string, extra: Record<string, unknown>) => {
+      const file = join(dir, `${name}.json`);
+      writeFileSync(
+        file,
+        JSON.stringify({
+          name,
+          command: "python3 train.py --lr {lr}",
+          metric: { name: "val_acc", mode: "max" },
+          search: { algorithm: "grid", space: { lr: { grid: [0.1, 0.01] } } },
+          ...extra,
+        }),
+      );
+      return file;
+    };
+    const shares = await dryRun(
+      write("shares", { resources: { gpus: 0.25, gpu_memory: "10GiB" }, budget: { gpu_hours: 10, cost: 25 } }),
+    );
+    expect(shares.code, shares.err).toBe(0);
+    expect(shares.out).toMatch(
+      /· 0\.25 of a GPU each with 10 GiB of GPU memory · .* · stops at 10 GPU-hours and cost 25 \(budget\)\n/,
+    );
+    const packed = await dryRun(write("packed", { packing: "auto" }));
+    expect(packed.code, packed.err).toBe(0);
+    expect(packed.out).toMatch(/· 1 GPU each at first, then up to 8 per GPU \(packing: auto\) · /);
+  });
 });
 
 describe("output into a pipe whose reader has gone", () => {

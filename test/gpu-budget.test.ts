@@ -62,6 +62,28 @@ describe("a budget the user sets", () => {
     expect(report.stdout().toString()).toMatch(/budget: [\d.]+ of 3 spent — spent/);
   }, 90_000);
 
+  it("says at once when a cost budget cannot count anything: no agent advertises a price", async ({ nats, procs }) => {
+    const prefix = uniquePrefix();
+    procs.push(...rungAgents(nats.url, prefix, 1));
+    const file = join(mkdtempSync(join(tmpdir(), "rung-budget-")), "unpriced.json");
+    writeFileSync(
+      file,
+      JSON.stringify({
+        name: "unpriced",
+        command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs 2 --epoch-ms 100`,
+        workdir: ".",
+        metric: { name: "val_acc", mode: "max" },
+        search: { algorithm: "grid", space: { quality: { grid: [0.1, 0.2] } } },
+        resources: { gpus: 1 },
+        budget: { cost: 0.001 },
+      }),
+    );
+    const run = rung(["study", "run", file, "--nats", nats.url, "--prefix", prefix]);
+    procs.push(run);
+    expect(await run.exited, run.out()).toBe(0);
+    expect(run.out()).toMatch(/budget\.cost is 0\.001, but no live agent advertises a price.*--price-per-gpu-hour/);
+  }, 60_000);
+
   it("refuses a budget that names no limit, in one sentence", async ({ procs }) => {
     const file = join(mkdtempSync(join(tmpdir(), "rung-budget-")), "bad.json");
     writeFileSync(

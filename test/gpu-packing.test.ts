@@ -74,6 +74,20 @@ describe("several trials per GPU", () => {
     const allotted = events.flatMap((e) => (e.type === "report" ? [e.metrics.allotted as number] : []));
     expect(allotted.every((a) => a <= 0.4)).toBe(true);
     expect(Math.min(...allotted)).toBeLessThan(0.4);
+
+    // The report charges each trial the quarter of a GPU it held, not a whole one: its GPU time is what
+    // the trials ran times 0.25, and no more than the two GPUs had in the study's wall time.
+    const report = rung(["study", "report", "pack", "--json", ...flags]);
+    procs.push(report);
+    expect(await report.exited, report.out()).toBe(0);
+    const gpuTime = (JSON.parse(report.stdout().toString()) as { gpuTime: { completedGpuS: number } }).gpuTime;
+    const started = new Map(events.flatMap((e) => (e.type === "started" ? [[e.trial, e.ts] as const] : [])));
+    const ran = ended(events).reduce((sum, e) => sum + (e.ts - (started.get(e.trial) ?? e.ts)) / 1000, 0);
+    const wall = (Math.max(...ended(events).map((e) => e.ts)) - Math.min(...started.values())) / 1000;
+    expect(gpuTime.completedGpuS).toBeGreaterThan(0);
+    expect(gpuTime.completedGpuS).toBeLessThanOrEqual(ran * 0.25 * 1.02);
+    expect(gpuTime.completedGpuS).toBeGreaterThanOrEqual(ran * 0.25 * 0.9);
+    expect(gpuTime.completedGpuS).toBeLessThanOrEqual(wall * 2);
   }, 120_000);
 
   it("offers a GPU in MIG mode as its instances and runs trials on them by UUID", async ({ nats, procs }) => {

@@ -228,6 +228,16 @@ describe("silent waits get a sentence and a limit", () => {
     runner.child.kill("SIGINT");
     expect(await runner.exited).toBe(130);
   });
+
+  it("a study of CPU trials on agents that offer no CPU slot says so instead of waiting in silence", async ({ nats, procs }) => {
+    const prefix = uniquePrefix();
+    procs.push(...rungAgents(nats.url, prefix, 1));
+    const runner = cli(nats.url, prefix, ["study", "run", spec("cpu", { extra: { resources: { gpus: 0 } } })]);
+    procs.push(runner);
+    await waitForOutput(runner, /no live agent offers a CPU slot.*--cpu-slots/, 30_000);
+    runner.child.kill("SIGINT");
+    expect(await runner.exited).toBe(130);
+  });
 });
 
 describe("continue and extend", () => {

@@ -15,6 +15,7 @@ import {
   PYTHON,
   REPO,
   round,
+  sleep,
   spread,
   startAgents,
   startBenchNats,
@@ -118,6 +119,7 @@ async function runDirect(shape: Shape): Promise<SystemRun> {
 }
 
 let studySeq = 0;
+const IDLE_BEFORE_STUDY_MS = Number(process.env.BENCH_IDLE_MS ?? 3000);
 
 async function runRung(nats: TestNats, shape: Shape): Promise<SystemRun> {
   studySeq += 1;
@@ -135,6 +137,9 @@ async function runRung(nats: TestNats, shape: Shape): Promise<SystemRun> {
       names,
       agents.map((_, i) => `a${i + 1}`),
     );
+    // As when a user starts the agents and then the study: the agents sit idle a few seconds first
+    // (started at once, each would still be on its first pull, which is on `gpu1`, the pool this study uses).
+    await sleep(IDLE_BEFORE_STUDY_MS);
     const argv = trialArgv(shape);
     const spec = compileSpec({
       name: `bk${studySeq}`,

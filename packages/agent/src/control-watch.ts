@@ -16,6 +16,10 @@ import {
  * remembers: a stop written while the agent was disconnected is still there when it comes back. So
  * the agent (1) watches the bucket for new decisions, (2) reads the key of each order before starting
  * it, and (3) reads the keys of its running trials again after every reconnect (see the claim loop).
+ *
+ * A second watch follows the work wakes (`work.wake.<pool>`, written by a coordinator after it queued
+ * orders there): an idle claim loop waits for one instead of parking a pull on one of its pools
+ * (claim-loop.ts). Losing it loses nothing but speed: the loop then looks for work every second.
  */
 
 export interface ControlWatchOptions {
@@ -28,46 +32,138 @@ export interface ControlWatchOptions {
   onBroken?(): Promise<void>;
 }
 
+/** Wakes remembered for {@link ControlWatch.waitForWork}'s `since` (a pool per pool class is plenty). */
+const RECENT_WAKES = 64;
+
+/** One of the bucket's watches: its keys, what it does with an entry, and its iterator while it runs. */
+interface Watch {
+  what: string;
+  key: string;
+  onEntry(e: KvEntry): void;
+  iter: QueuedIterator<KvEntry> | undefined;
+  loop: Promise<void>;
+  live: boolean;
+}
+
 export class ControlWatch {
   readonly #o: ControlWatchOptions;
-  #iter: QueuedIterator<KvEntry> | undefined;
+  readonly #stops: Watch;
+  readonly #wakeWatch: Watch;
   #closed = false;
-  #loop: Promise<void> = Promise.resolve();
+  /** Work wakes seen so far (`work.wake.<pool>` keys written), the last few of them, and who waits. */
+  #wakes = 0;
+  readonly #recentWakes: { n: number; pool: string }[] = [];
+  readonly #wakeWaiters = new Set<{ wanted: (pool: string) => boolean; done: () => void }>();
 
   constructor(options: ControlWatchOptions) {
     this.#o = options;
-  }
-
-  async start(): Promise<void> {
     // Updates only: decisions for trials that ended long ago are no business of a starting agent, and
     // trials it is about to start are checked key by key.
     // Stop keys only (`<study>.<trial>`): the checkpoint indexes (`ckpt.<study>.<trial>`) are read when needed.
-    this.#iter = await this.#o.kv.watch({ key: "*.*", include: KvWatchInclude.UpdatesOnly, ignoreDeletes: true });
-    const iter = this.#iter;
-    this.#loop = (async () => {
+    this.#stops = {
+      what: "control",
+      key: "*.*",
+      onEntry: (e) => this.#onEntry(e),
+      iter: undefined,
+      loop: Promise.resolve(),
+      live: false,
+    };
+    this.#wakeWatch = {
+      what: "work wake",
+      key: options.subjects.workWakeAll(),
+      onEntry: (e) => this.#onWake(e.key.slice(e.key.lastIndexOf(".") + 1)),
+      iter: undefined,
+      loop: Promise.resolve(),
+      live: false,
+    };
+  }
+
+  async start(): Promise<void> {
+    await this.#start(this.#stops);
+    // Without wakes the claim loop looks for work every second, as it did before them: no reason to
+    // stop the agent, and the watch is started again like the other.
+    await this.#start(this.#wakeWatch).catch((err) => {
+      this.#o.log.warn({ err: (err as Error).message }, "cannot watch for work wakes; looking for work every second instead");
+      this.#wakeWatch.loop = this.#restart(this.#wakeWatch);
+    });
+  }
+
+  async #start(w: Watch): Promise<void> {
+    const iter = await this.#o.kv.watch({ key: w.key, include: KvWatchInclude.UpdatesOnly, ignoreDeletes: true });
+    w.iter = iter;
+    w.live = true;
+    w.loop = (async () => {
       try {
-        for await (const e of iter) this.#onEntry(e);
+        for await (const e of iter) w.onEntry(e);
       } catch (err) {
-        if (!this.#closed) this.#o.log.warn({ err: (err as Error).message }, "control watch failed");
+        if (!this.#closed) this.#o.log.warn({ err: (err as Error).message }, `${w.what} watch failed`);
       }
-      if (!this.#closed) await this.#restart();
+      w.live = false;
+      if (!this.#closed) await this.#restart(w);
     })();
   }
 
-  /** The watch ended without being asked to: start another, so stops keep arriving — until it works. */
-  async #restart(): Promise<void> {
+  /** A watch ended without being asked to: start another, so stops (and wakes) keep arriving — until it works. */
+  async #restart(w: Watch): Promise<void> {
     for (let i = 1; !this.#closed; i++) {
       await new Promise((r) => setTimeout(r, Math.min(10_000, 1000 * i)));
       if (this.#closed) return;
       try {
         if (i > 1) await this.#o.onBroken?.();
-        await this.start();
-        if (i > 1) this.#o.log.info("control watch restarted");
+        await this.#start(w);
+        if (i > 1) this.#o.log.info(`${w.what} watch restarted`);
         return;
       } catch (err) {
-        if (i === 1) this.#o.log.warn({ err: (err as Error).message }, "cannot restart the control watch; retrying");
+        if (i === 1) this.#o.log.warn({ err: (err as Error).message }, `cannot restart the ${w.what} watch; retrying`);
       }
     }
+  }
+
+  /** Work wakes seen so far: pass it to {@link waitForWork} to miss none that come meanwhile. */
+  get wakes(): number {
+    return this.#wakes;
+  }
+
+  /** True while work wakes arrive (the watch runs): an idle claim loop may wait for them. */
+  get watchingWork(): boolean {
+    return this.#wakeWatch.live;
+  }
+
+  /**
+   * Resolves at the first wake of a pool `wanted` accepts, after at most `ms` (none: `Infinity`), or on
+   * `signal`; at once when such a wake came since `since` (a count from {@link wakes}) — or when more
+   * came than it remembers.
+   */
+  waitForWork(since: number, ms: number, signal: AbortSignal, wanted: (pool: string) => boolean = () => true): Promise<void> {
+    if (signal.aborted || this.#closed || this.#wokenSince(since, wanted)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const waiter = {
+        wanted,
+        done: () => {
+          clearTimeout(timer);
+          signal.removeEventListener("abort", waiter.done);
+          this.#wakeWaiters.delete(waiter);
+          resolve();
+        },
+      };
+      const timer = Number.isFinite(ms) ? setTimeout(waiter.done, ms) : undefined;
+      signal.addEventListener("abort", waiter.done, { once: true });
+      this.#wakeWaiters.add(waiter);
+    });
+  }
+
+  #wokenSince(since: number, wanted: (pool: string) => boolean): boolean {
+    if (this.#wakes === since) return false;
+    const oldest = this.#recentWakes[0]?.n ?? this.#wakes + 1;
+    if (oldest > since + 1) return true; // more wakes than remembered: look again to be safe
+    return this.#recentWakes.some((w) => w.n > since && wanted(w.pool));
+  }
+
+  #onWake(pool: string): void {
+    this.#wakes += 1;
+    this.#recentWakes.push({ n: this.#wakes, pool });
+    if (this.#recentWakes.length > RECENT_WAKES) this.#recentWakes.shift();
+    for (const w of [...this.#wakeWaiters]) if (w.wanted(pool)) w.done();
   }
 
   #decode(e: KvEntry): Control | null {
@@ -118,7 +214,8 @@ export class ControlWatch {
 
   async close(): Promise<void> {
     this.#closed = true;
-    this.#iter?.stop();
-    await this.#loop;
+    for (const w of [this.#stops, this.#wakeWatch]) w.iter?.stop();
+    for (const w of [...this.#wakeWaiters]) w.done();
+    await Promise.all([this.#stops.loop, this.#wakeWatch.loop]);
   }
 }

@@ -97,6 +97,11 @@ export interface AgentOptions {
   telemetryInterval?: string | number;
   /** Host CPU and memory samples. Default `"5s"`. */
   hostInterval?: string | number;
+  /**
+   * How long one pull waits for an order, and how long an idle agent waits for a work wake before it
+   * looks at its pools again. Default `"1s"`.
+   */
+  pullExpires?: string | number;
   /** Deliveries of one order before JetStream gives it up (poison orders). Default 10. */
   maxDeliver?: number;
   /** Stream and bucket sizing passed to `ensureResources`. Default protocol's defaults. */
@@ -150,7 +155,7 @@ export interface CompiledAgentOptions {
   readonly advertIntervalMs: number;
   readonly telemetryIntervalMs: number;
   readonly hostIntervalMs: number;
-  /** How long one pull waits for an order before the claim loop looks at the next pool. */
+  /** How long one pull waits for an order (and an idle loop for a wake) before the claim loop looks again. */
   readonly pullExpiresMs: number;
   readonly maxDeliver: number;
   readonly resources: ResourceOptions;
@@ -303,7 +308,7 @@ export function compileAgentOptions(o: AgentOptions = {}): CompiledAgentOptions 
     advertIntervalMs: duration("advertInterval", o.advertInterval ?? "3s", 100),
     telemetryIntervalMs: duration("telemetryInterval", o.telemetryInterval ?? "1s", 100),
     hostIntervalMs: duration("hostInterval", o.hostInterval ?? "5s", 100),
-    pullExpiresMs: 1000,
+    pullExpiresMs: duration("pullExpires", o.pullExpires ?? "1s", 1000),
     maxDeliver,
     resources: { ...o.resources, ...(replicas === undefined ? {} : { replicas }) },
     logger: o.logger,

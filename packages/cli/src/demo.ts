@@ -17,6 +17,7 @@ import {
   type StudyResult,
   type StudySpec,
   savingsText,
+  studyEndState,
 } from "@rung/coordinator";
 import {
   connectNats,
@@ -130,7 +131,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       });
       o.onStudyEnd?.();
       say("");
-      say(`study ${result.study} ${result.status}`);
+      say(`study ${result.study} ${studyEndState(result.status, result.state)}`);
       say("");
       say(leaderboardTable(result.state));
       say("");

@@ -185,6 +185,7 @@ export {
   specForRecord,
   specHash,
   specToInput,
+  studyEndState,
   studyFailures,
   studyHistory,
   studyOutcome,

@@ -98,6 +98,17 @@ export class Subjects {
   checkpointIndexKey(study: string, trial: string): string {
     return `ckpt.${validToken(study, "study")}.${validToken(trial, "trial")}`;
   }
+  /**
+   * The work wake of a pool in the control bucket (three tokens, so the stop-key watch `*.*` of any
+   * agent, old or new, never sees it): the coordinator writes it after queueing orders there, and idle
+   * agents, which watch `work.wake.*`, look for work at once instead of at their next poll.
+   */
+  workWakeKey(pool: string): string {
+    return `work.wake.${validToken(pool, "pool")}`;
+  }
+  workWakeAll(): string {
+    return "work.wake.*";
+  }
   /** One snapshot's object name: `<study scope>/<trial>/<attempt>/<seq>`, unique per report that asked for it. */
   checkpointObject(scope: string, trial: string, attempt: number, seq: number): string {
     return `${scope}/${validToken(trial, "trial")}/${attempt}/${seq}`;

@@ -26,7 +26,7 @@ import { type EventPublisher, publishEvent } from "../events.js";
 import type { CompiledAgentOptions } from "../options.js";
 import type { SlotHolder, Slots } from "../slots.js";
 import { whyCannotRun } from "../trial-runner.js";
-import { admitOrder, type Rejection, SECURITY_REASONS } from "./admission.js";
+import { admitOrder, attemptNumber, type Rejection, SECURITY_REASONS } from "./admission.js";
 import { Attempt, type AttemptContext } from "./attempt.js";
 import { type ClaimLoopCounters, newClaimLoopCounters } from "./counters.js";
 import { chooseGpu, type GpuProcess, type GpuRoom, gpuRooms, type Placement } from "./placement.js";
@@ -38,6 +38,9 @@ import { safely } from "./work-message.js";
 
 /** How long a pool whose order did not fit memory waits here for room, at most (see #withMemoryRoom). */
 const MEMORY_GATE_MS = 30_000;
+
+/** What a pull given up on returns (#pull). */
+const GAVE_UP = "gave up" as const;
 
 /** Pools whose orders placement.ts places: shares of a GPU, and a single whole GPU. */
 function placed(pool: Pool): boolean {
@@ -178,9 +181,9 @@ export class ClaimLoop {
         return join(options.socketDir, `${this.#socketSeq}.sock`);
       },
       // No advert refresh here (one follows when the attempt ends): refreshing at every trial's exit
-      // slowed dispatch tenfold in bench 1 (p50 7 → 31–84 ms, p99 81 → 560–1160 ms at 8 slots), most
-      // likely through refreshes dropped while a put was in flight (advert.ts puts them again now);
-      // not measured again since.
+      // slowed dispatch tenfold in bench 1 while refreshes were dropped during a put in flight, and
+      // still slows it now that they are not (p50 8–11 → 13–22 ms at 8 slots: more KV writes in each
+      // wave of ends; docs/benchmarks.md, "Dispatch, a fourth look").
       onExited: (a) => this.#releaseSlots(a),
     };
   }
@@ -250,7 +253,7 @@ export class ClaimLoop {
     this.#loop = this.#run();
   }
 
-  /** Stops pulling; resolves once the pull in progress (at most a second) has returned. */
+  /** Stops pulling (the pull in progress is given up: what it brings later goes back to the queue). */
   async stopClaiming(): Promise<void> {
     this.#stopClaiming.abort();
     await this.#loop;
@@ -287,14 +290,45 @@ export class ClaimLoop {
       let msg: JsMsg | null = null;
       try {
         if (this.#broken) await this.#repair();
-        pool = await this.#choose(open, round);
+        const control = this.#o.control;
+        const wakes = control.wakes;
+        const chosen = await this.#choose(open, round);
+        pool = chosen.pool;
+        const names = new Set(open.map((p) => p.name));
+        if (chosen.idle && control.watchingWork) {
+          // No work in any pool this agent could take now, and none running in the mesh: wait for a
+          // coordinator's wake of one of them (or a second) rather than a pull parked on one in turn.
+          await control.waitForWork(wakes, this.#o.options.pullExpiresMs, signal, (p) => names.has(p));
+          continue;
+        }
         // Placed by the memory the GPUs' processes hold now: read just before a share pull. A whole GPU
         // needs it only for an order that declares memory (an out-of-memory retry, say), which is rare:
         // read before a `gpu1` pull only while the last order from it declared some, so plain whole-GPU
         // dispatch waits on no nvidia-smi (#receive hands back one that finds the reading stale).
         if (pool.shareClass !== undefined) await this.#readProcesses(250);
         else if (placed(pool) && this.#wholeWithMemory) await this.#readProcesses(2000);
-        msg = await this.#pull(pool);
+        // A pull waits up to its expiry. It is given up when claiming stops, and — when it waits on a
+        // pool only because orders of it run in the mesh (nothing pending there) — when a coordinator
+        // wakes another pool this agent could take now: a new study's first orders need not wait out
+        // a pull parked for the last one's.
+        // (`until` ends with the pull or with claiming; its listener on the loop's signal is removed.)
+        const until = new AbortController();
+        const stop = () => until.abort();
+        if (signal.aborted) until.abort();
+        else signal.addEventListener("abort", stop, { once: true });
+        const pulledFrom = pool.name;
+        const giveUp = chosen.parked
+          ? control.waitForWork(wakes, Number.POSITIVE_INFINITY, until.signal, (p) => p !== pulledFrom && names.has(p))
+          : new Promise<void>((r) => {
+              if (until.signal.aborted) r();
+              else until.signal.addEventListener("abort", () => r(), { once: true });
+            });
+        try {
+          msg = await this.#pull(pool, giveUp);
+        } finally {
+          signal.removeEventListener("abort", stop);
+          until.abort();
+        }
         if (this.#pullErrors > 0) this.#o.log.info({ pool: pool.name }, "pulling work again");
         this.#pullErrors = 0;
       } catch (err) {
@@ -325,10 +359,11 @@ export class ClaimLoop {
    * With several pools to serve, waiting a second on each empty one in turn would leave an order in
    * the last pool waiting for seconds. So ask each consumer how many orders it holds and how many run
    * (one cheap request each, in parallel) and let `pickPool` choose. No work anywhere: wait on a pool
-   * in use (`idlePool`), where a study's next order will go.
+   * in use (`idlePool`), where a study's next order will go; none in use either: `idle`, and the loop
+   * waits for a work wake instead (control-watch.ts).
    */
-  async #choose(fits: Pool[], turn: number): Promise<Pool> {
-    if (fits.length === 1) return fits[0] as Pool;
+  async #choose(fits: Pool[], turn: number): Promise<{ pool: Pool; idle: boolean; parked: boolean }> {
+    if (fits.length === 1) return { pool: fits[0] as Pool, idle: false, parked: false };
     const infos = await Promise.all(
       fits.map(async (p) => {
         const c = this.#consumers.get(p.name);
@@ -337,29 +372,84 @@ export class ClaimLoop {
     );
     const pending = infos.map((i) => i?.num_pending ?? 0);
     const inUse = infos.map((i, k) => (i?.num_ack_pending ?? 0) > 0 || fits[k]?.name === this.#lastPool);
-    return pickPool(fits, pending, idlePool(fits, inUse, turn));
+    const pool = pickPool(fits, pending, idlePool(fits, inUse, turn));
+    // Idle: nothing waits and nothing runs in any of these pools mesh-wide (this agent's own last pool
+    // aside: with wakes, the next study's first orders need not come there). Parked: nothing waits in
+    // the pool picked, a pool in use.
+    const running = infos.some((i) => (i?.num_ack_pending ?? 0) > 0);
+    const waiting = pending.some((n) => n > 0);
+    return { pool, idle: !waiting && !running, parked: !waiting };
   }
 
-  async #pull(pool: Pool): Promise<JsMsg | null> {
+  /** One order from the pool, or null: none came within the pull's expiry, or `giveUp` came first. */
+  async #pull(pool: Pool, giveUp: Promise<void>): Promise<JsMsg | null> {
     if (!this.#consumers.has(pool.name)) await this.#ensureConsumer(pool, true);
     const consumer = this.#consumers.get(pool.name) as Consumer;
-    // A pull that never settles (its expiry lost with a reply under load) would stop this agent taking
-    // work for good while it sits idle: give up on it after its expiry plus a margin, as a failed pull.
     const expires = this.#o.options.pullExpiresMs;
-    const pending = consumer.next({ expires });
+    // One order at most, waiting up to the expiry. A pull given up on ends its subscription: the server
+    // skips a waiting request nobody listens to, so later orders go to other pulls, not to this one.
+    const iter = await consumer.fetch({ max_messages: 1, expires });
+    const first = (async () => {
+      for await (const m of iter) return m;
+      return null;
+    })();
+    let got: JsMsg | null | typeof GAVE_UP;
     try {
-      return await withTimeout(pending, expires + 5000);
+      // A pull that never settles (its expiry lost with a reply under load) would stop this agent taking
+      // work for good while it sits idle: give up on it after its expiry plus a margin, as a failed pull.
+      got = await Promise.race([withTimeout(first, expires + 5000), giveUp.then(() => GAVE_UP)]);
     } catch (err) {
-      // The server may still answer the pull given up on: an order that comes after that goes straight
-      // back to the queue, instead of waiting unacknowledged for its ack wait while this agent pulls on.
-      pending.then(
-        (late) => {
-          if (late) safely(() => late.nak());
-        },
-        () => {},
-      );
+      iter.stop();
+      this.#late(first, pool);
       throw err;
     }
+    if (got !== GAVE_UP) return got;
+    iter.stop();
+    this.#late(first, pool);
+    return null;
+  }
+
+  /**
+   * An order that reached a pull just as it was given up on: taken after all when its pool still fits
+   * here and claiming goes on, else handed back — on its last delivery ended with a `no-room` event
+   * instead (a nak would leave it in the stream for ever), and the coordinator queues a fresh order.
+   */
+  #late(first: Promise<JsMsg | null>, pool: Pool): void {
+    void first.then(
+      (m) => {
+        if (!m) return;
+        const fits = poolsThatFit(
+          [pool],
+          (kind, k) => this.#o.slots.free(kind, k),
+          () => this.#o.slots.maxFreeShare(),
+        );
+        if (this.claiming && fits.length > 0) {
+          try {
+            this.#receive(m, pool);
+          } catch {
+            safely(() => m.nak());
+          }
+          return;
+        }
+        this.counters.ordersReturned += 1;
+        if (m.info.deliveryCount < this.#o.options.maxDeliver) {
+          safely(() => m.nak());
+          return;
+        }
+        const r = decode(WorkOrderSchema, m.data, "order");
+        const order = r.ok ? r.value : null;
+        this.#reject(
+          () => safely(() => m.term()),
+          order,
+          "no-room",
+          `it reached a pull this agent had just given up on, on its last delivery (${m.info.deliveryCount} of at most ${this.#o.options.maxDeliver}), and pool ${pool.name} no longer fits here`,
+          order?.signer ?? null,
+          order ? attemptNumber(order, m.info.deliveryCount) : null,
+          false,
+        );
+      },
+      () => {},
+    );
   }
 
   /** Synchronous from pull to slots taken: see the comment at the top. */

@@ -18,6 +18,7 @@ import {
   type StudyOutcome,
   type StudySpec,
   stopStudy,
+  studyEndState,
   studyFailures,
   studyOutcome,
   studyStateWord,
@@ -96,7 +97,7 @@ export function registerStudy(program: Command): void {
         printer.end();
         const outcome = studyOutcome(result.state);
         process.stdout.write(
-          `\nstudy ${result.study} ${result.status}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`,
+          `\nstudy ${result.study} ${studyEndState(result.status, result.state)}\n\n${leaderboardTable(result.state)}\n\n${bestText(result.state)}\n`,
         );
         const packing = packingSummary(spec.packing, result.state.trials.values());
         if (packing !== null) process.stdout.write(`${packing}\n`);

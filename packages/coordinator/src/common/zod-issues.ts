@@ -83,8 +83,16 @@ export function suggest(word: string, candidates: readonly string[]): string | n
   return best !== null && bestD <= Math.max(1, Math.floor(best.length / 3)) ? best : null;
 }
 
+/** A message the schema itself gives (`{ error: "must be …" }`), in the spec's own words: kept. */
+function ownMessage(iss: z.core.$ZodIssue): string | null {
+  return /^(must|is) /.test(iss.message) ? iss.message : null;
+}
+
 function unionMessage(iss: z.core.$ZodIssueInvalidUnion): string {
   const input = (iss as { input?: unknown }).input;
+  const own = ownMessage(iss);
+  if (own !== null && (input === null || typeof input !== "object" || Array.isArray(input)))
+    return input === undefined ? own : `${own}, got ${describeValue(input)}`;
   if ((iss as { note?: string }).note === "No matching discriminator") {
     const options = ((iss as { options?: unknown[] }).options ?? []).map(String).join(", ");
     const disc = (iss as { discriminator?: string }).discriminator ?? "type";
@@ -100,9 +108,11 @@ function unionMessage(iss: z.core.$ZodIssueInvalidUnion): string {
     const words = list.length === 1 ? list[0] : `${list.slice(0, -1).join(", ")} or ${list[list.length - 1]}`;
     return input === undefined ? `is required (${words})` : `must be ${words}, got ${describeValue(input)}`;
   }
-  // A branch matched the type but failed deeper: report that branch's first issue.
-  const deeper = iss.errors.find((b) => b.length > 0)?.[0];
-  return deeper ? issueMessage(deeper) : iss.message;
+  // A branch matched the type but failed deeper: report that branch's first issue (one inside the value
+  // first: `{ mode: manual }` failed on `mode`, not on not being `auto`).
+  const deeper = iss.errors.find((b) => (b[0]?.path.length ?? 0) > 0)?.[0] ?? iss.errors.find((b) => b.length > 0)?.[0];
+  if (!deeper) return own ?? iss.message;
+  return deeper.path.length > 0 ? `${formatPath(deeper.path)}: ${issueMessage(deeper)}` : issueMessage(deeper);
 }
 
 function issueMessage(iss: z.core.$ZodIssue): string {
@@ -113,6 +123,8 @@ function issueMessage(iss: z.core.$ZodIssue): string {
         ? `is required (${expectedWord(iss.expected)})`
         : `must be ${expectedWord(iss.expected)}, got ${describeValue(input)}`;
     case "too_small": {
+      const own = ownMessage(iss);
+      if (own !== null) return `${own}, got ${describeValue(input)}`;
       const min = String(iss.minimum);
       if (iss.origin === "array") return `must list at least ${min} item${min === "1" ? "" : "s"}`;
       if (iss.origin === "string") return min === "1" ? "must not be empty" : `must be at least ${min} characters long`;

@@ -43,7 +43,7 @@ import {
   StudyDecider,
   type StudySpec,
   StudyState,
-  studyOutcome,
+  studyEndState,
   TERMINAL_PHASES,
   type TrialRecord,
   trialArgv,
@@ -141,6 +141,7 @@ export class StudyCoordinator {
       metric: this.spec.metric.name,
       mode: this.spec.metric.mode,
       timeAttr: this.spec.scheduler.timeAttr,
+      gpus: this.spec.resources.gpus,
     });
     this.planned = generateTrials(this.spec);
     this.#decider = new StudyDecider(this.spec);
@@ -193,9 +194,7 @@ export class StudyCoordinator {
       await this.#pruneCheckpoints().catch((err) =>
         this.log.warn({ err: (err as Error).message }, "cannot prune the study's checkpoints"),
       );
-      await this.#store.setStudyState(
-        result.status === "completed" && studyOutcome(this.state).kind === "all-failed" ? "failed" : result.status,
-      );
+      await this.#store.setStudyState(studyEndState(result.status, this.state));
       return result;
     } finally {
       clearInterval(tick);
@@ -204,6 +203,7 @@ export class StudyCoordinator {
       this.#mesh.stop();
       await this.#serial.catch(() => {});
       await this.#packingRefresh;
+      await this.#store.close();
       await lease.release();
       // Counted per kind all along (warned once each); the totals go in the log once, at the end,
       // where an operator (and the chaos suite) can compare them with what was injected.
@@ -669,6 +669,7 @@ export class StudyCoordinator {
     await this.#enforceTimeouts();
     for (const t of this.state.inFlight()) if (t.refusals.length > 0) await this.#failIfNoAgentCanRun(t);
     this.#warnIfNoAgentFits();
+    this.#warnIfUnpriced();
     const max = this.spec.maxConcurrent ?? Number.POSITIVE_INFINITY;
     for (;;) {
       if (await this.#budgetFull()) break;
@@ -900,6 +901,21 @@ export class StudyCoordinator {
   #warnedNoFit = false;
   #warnIfNoAgentFits(): void {
     const gpus = this.#nextShare();
+    if (gpus === 0) {
+      // A trial without GPUs runs in one of an agent's CPU slots, which agents offer only when told to.
+      const live = this.#mesh.live();
+      if (live.length === 0 || live.some((a) => a.cpuSlots > 0)) {
+        this.#warnedNoFit = false;
+        return;
+      }
+      if (this.#warnedNoFit) return;
+      this.#warnedNoFit = true;
+      this.log.warn(
+        { agents: live.map((a) => a.agent) },
+        `no live agent offers a CPU slot, and resources.gpus: 0 runs each trial in one: trials wait until an agent started with --cpu-slots N joins (or set resources.gpus: 1)`,
+      );
+      return;
+    }
     const sizes = this.#mesh.sizes();
     if (gpus === 0 || !sizes.some((n) => n > 0)) return;
     const largest = Math.max(...sizes);
@@ -921,6 +937,24 @@ export class StudyCoordinator {
         { gpus, largest },
         `no agent has ${gpus} GPUs; the largest has ${largest}${this.#mesh.live().some((a) => a.gpus.some((g) => g.mig !== undefined)) ? " (MIG instances do not join a gang)" : ""}: trials wait until a big enough agent joins (or lower resources.gpus)`,
       );
+  }
+
+  #warnedUnpriced = false;
+  /** A `budget.cost` counts priced GPU time only: said once when no live agent advertises a price. */
+  #warnIfUnpriced(): void {
+    const cost = this.spec.budget?.cost ?? null;
+    const live = this.#mesh.live();
+    if (cost === null || live.length === 0) return;
+    if (live.some((a) => a.pricePerGpuHour !== null)) {
+      this.#warnedUnpriced = false;
+      return;
+    }
+    if (this.#warnedUnpriced) return;
+    this.#warnedUnpriced = true;
+    this.log.warn(
+      { agents: live.map((a) => a.agent), cost },
+      `budget.cost is ${cost}, but no live agent advertises a price: their GPU time counts nothing against it — start the agents with --price-per-gpu-hour P, or set budget.gpu_hours instead`,
+    );
   }
 
   #stoppedAll = false;

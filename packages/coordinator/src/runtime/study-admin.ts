@@ -60,6 +60,7 @@ export async function loadStudy(nc: NatsConnection, names: MeshNames, study: str
     metric: spec.metric.name,
     mode: spec.metric.mode,
     timeAttr: spec.scheduler.timeAttr,
+    gpus: spec.resources.gpus,
   });
   for (const { event, from } of await readStudyEvents(nc, names, study)) state.apply(event, from);
   const le = await res.studies.get(names.subjects.leaseKey(study));

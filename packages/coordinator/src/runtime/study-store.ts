@@ -25,6 +25,7 @@ import {
 import { StudySpecChangedError } from "../errors.js";
 import { type StudySpec, specContinuation, specForRecord, specHash } from "../study/index.js";
 import type { CompiledRunOptions } from "./run-options.js";
+import { WorkWaker } from "./work-wake.js";
 
 /**
  * Everything one study's coordinator writes to the mesh, and nothing it decides: the study record,
@@ -43,6 +44,8 @@ export class StudyStore {
   #secret: string | null = null;
   #js!: JetStreamClient;
   #res!: MeshResources;
+  /** Wakes idle agents after orders are stored (work-wake.ts). */
+  #waker: WorkWaker | null = null;
 
   constructor(options: CompiledRunOptions) {
     this.#o = options;
@@ -52,6 +55,17 @@ export class StudyStore {
   async open(): Promise<MeshResources> {
     this.#res = await ensureResources(this.#o.nc, this.#o.names, this.#o.resources);
     this.#js = jetstream(this.#o.nc);
+    const control = this.#res.control;
+    const subjects = this.#o.names.subjects;
+    const warned = new Set<string>();
+    this.#waker = new WorkWaker({
+      write: (pool) => control.put(subjects.workWakeKey(pool), encode({ pool, ts: Date.now() })),
+      onError: (pool, err) => {
+        if (warned.has(pool)) return;
+        warned.add(pool);
+        this.#o.log.debug({ pool, err: err.message }, "cannot write the work wake; agents find the order at their next look");
+      },
+    });
     this.#checkpoints = await ensureCheckpointStore(this.#o.nc, this.#o.names, this.#o.resources).catch((err) => {
       this.#o.log.warn(
         { err: (err as Error).message },
@@ -217,7 +231,13 @@ export class StudyStore {
     const ack = await this.#retrying(`publish the order of ${order.trial} attempt ${order.attempt}`, () =>
       this.#js.publish(this.#o.names.subjects.work(order.pool), data, { msgID, headers: orderHeaders() }),
     );
+    this.#waker?.note(order.pool);
     return { duplicate: ack.duplicate };
+  }
+
+  /** Stops waking agents; waits for the wakes in flight. */
+  async close(): Promise<void> {
+    await this.#waker?.close();
   }
 
   /** Removes a trial's stop key: a paused trial resumes, and its next attempt must not read the pause. */

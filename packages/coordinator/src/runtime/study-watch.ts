@@ -122,6 +122,7 @@ export class StudyWatch {
       metric: this.spec.metric.name,
       mode: this.spec.metric.mode,
       timeAttr: this.spec.scheduler.timeAttr,
+      gpus: this.spec.resources.gpus,
     });
   }
 

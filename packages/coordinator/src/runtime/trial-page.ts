@@ -122,6 +122,7 @@ export async function loadTrialPage(nc: NatsConnection, names: MeshNames, study:
     metric: spec.metric.name,
     mode: spec.metric.mode,
     timeAttr: spec.scheduler.timeAttr,
+    gpus: spec.resources.gpus,
   });
   const events = await readTrialEvents(nc, names, study, trial);
   for (const e of events) state.apply(e.event, e.from);

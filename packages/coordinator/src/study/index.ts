@@ -69,4 +69,12 @@ export type { StoredEvent } from "./stored-event.js";
 export type { PlannedBracket, PlannedRung, PlannedTrialRow, StudyPlan } from "./study-plan.js";
 export { planStudy } from "./study-plan.js";
 export type { EarlyStoppingSavings, StudyOutcome, TrialFailure } from "./summary.js";
-export { earlyStoppingSavings, failureSummary, missingMetricReason, rungFunnel, studyFailures, studyOutcome } from "./summary.js";
+export {
+  earlyStoppingSavings,
+  failureSummary,
+  missingMetricReason,
+  rungFunnel,
+  studyEndState,
+  studyFailures,
+  studyOutcome,
+} from "./summary.js";

@@ -99,6 +99,7 @@ export function redrawSampledTrials(spec: StudySpec, events: readonly StoredEven
     metric: spec.metric.name,
     mode: spec.metric.mode,
     timeAttr: spec.scheduler.timeAttr,
+    gpus: spec.resources.gpus,
   });
   const planned = generateTrials(spec);
   const index = new Map(planned.map((p, i) => [p.trial, i]));

@@ -210,21 +210,27 @@ const SpecInputSchema = strictObject({
     min_delta: z.number().min(0).optional(),
   }).optional(),
   resources: strictObject({
-    gpus: z.number().min(0).optional(),
+    gpus: z
+      .number()
+      .min(0, { error: "must be 0 (a CPU slot), a share of one GPU such as 0.25, or a whole number of GPUs such as 1" })
+      .optional(),
     cpus: z.number().int().min(0).optional(),
     gpu_memory: z.union([z.string(), z.number()]).optional(),
   }).optional(),
   packing: z
-    .union([
-      z.literal("auto"),
-      strictObject({
-        mode: z.literal("auto"),
-        target_busy: num.optional(),
-        memory_margin: num.optional(),
-        max_per_gpu: z.number().int().optional(),
-        slowdown: num.optional(),
-      }),
-    ])
+    .union(
+      [
+        z.literal("auto"),
+        strictObject({
+          mode: z.literal("auto"),
+          target_busy: num.optional(),
+          memory_margin: num.optional(),
+          max_per_gpu: z.number().int().optional(),
+          slowdown: num.optional(),
+        }),
+      ],
+      { error: "must be auto, or a mapping such as { mode: auto, max_per_gpu: 4 }, or left out" },
+    )
     .optional(),
   max_concurrent: z.number().int().min(1).nullable().optional(),
   retries: z.number().int().min(0).optional(),

@@ -191,3 +191,41 @@ describe("StudyState: who may say what", () => {
     expect(s.trial("t1").checkpoints.map((c) => c.ref.object)).toEqual(["s~abc/t1/1/0"]);
   });
 });
+
+describe("StudyState: the GPU time of an attempt", () => {
+  const s = () => new StudyState({ study: "s", metric: "val_acc", mode: "max", timeAttr: "epoch", gpus: 0.25 });
+  const on = (state: StudyState) => (e: Record<string, unknown>, agent?: string) =>
+    state.apply({ v: 1, study: "s", trial: "t1", ...e } as TrialEvent, agent ? { role: "agent", agent } : COORDINATOR);
+  const run = (apply: ReturnType<typeof on>, attempt: number, from: number, to: number, status = "completed") => {
+    apply({ type: "claimed", ts: from, attempt, agent: "a", gpus: [0] }, "a");
+    apply({ type: "started", ts: from, attempt, agent: "a", pid: 1, gpus: [0] }, "a");
+    apply(
+      { type: "finished", ts: to, attempt, agent: "a", status, exitCode: 1, signal: null, reason: "", logTail: [] },
+      "a",
+    );
+  };
+  const seconds = (state: StudyState) =>
+    (state.trials.get("t1")?.attempts ?? []).map((a) => StudyState.attemptGpuSeconds(a, 1_000_000));
+
+  it("is its share of the GPU: also on a redelivery, which has no `queued` of its own; a whole GPU after running out of memory", () => {
+    const state = s();
+    const apply = on(state);
+    apply({ type: "created", ts: 0, params: {}, bracket: null });
+    apply({ type: "queued", ts: 0, attempt: 1 });
+    run(apply, 1, 0, 4000, "failed");
+    // The same order delivered again (attempt 2 of its message): claimed and started, never queued.
+    run(apply, 2, 5000, 9000, "oom");
+    apply({ type: "queued", ts: 9000, attempt: 3 });
+    run(apply, 3, 10_000, 14_000);
+    expect(seconds(state)).toEqual([1, 1, 4]);
+  });
+
+  it("is a whole GPU per GPU held when the study asks for whole GPUs", () => {
+    const state = new StudyState({ study: "s", metric: "val_acc", mode: "max", timeAttr: "epoch", gpus: 1 });
+    const apply = on(state);
+    apply({ type: "created", ts: 0, params: {}, bracket: null });
+    apply({ type: "queued", ts: 0, attempt: 1 });
+    run(apply, 1, 0, 4000);
+    expect(seconds(state)).toEqual([4]);
+  });
+});

@@ -4,13 +4,14 @@ import {
   describeSource,
   type EventSource,
   isAgentSpecificRejection,
+  isFractionalGpus,
   parseCheckpointObject,
   type RejectReason,
   type TrialEvent,
   TrialEventWriter,
 } from "@rung/protocol";
 import type { MetricMode } from "../scheduling/index.js";
-import type { PackingLevel } from "./packing.js";
+import { type PackingLevel, packingShare } from "./packing.js";
 
 /**
  * A study's state as a pure fold of its events. The coordinator keeps one live; `rung study status`,
@@ -104,6 +105,8 @@ export interface AttemptRecord {
   contested: boolean;
   /** `packing: auto`: the level its order was sized at (its `queued` event); null without packing. */
   packing: PackingLevel | null;
+  /** The share of one GPU it holds (0.5, 0.25), from its `queued` event and the spec; null: whole GPUs. */
+  share: number | null;
 }
 
 /** A stored checkpoint of a trial, with when its `checkpoint` event was written. */
@@ -233,11 +236,15 @@ export class StudyState {
   firstTs: number | null = null;
   lastTs: number | null = null;
 
-  constructor(options: { study: string; metric: string; mode: MetricMode; timeAttr: string }) {
+  /** The spec's `resources.gpus` when it is a share of one GPU (0.5, 0.25): what its attempts hold. */
+  readonly gpuShare: number | null;
+
+  constructor(options: { study: string; metric: string; mode: MetricMode; timeAttr: string; gpus?: number }) {
     this.study = options.study;
     this.metric = options.metric;
     this.mode = options.mode;
     this.timeAttr = options.timeAttr;
+    this.gpuShare = options.gpus !== undefined && isFractionalGpus(options.gpus) ? options.gpus : null;
   }
 
   trial(id: string): TrialRecord {
@@ -298,6 +305,9 @@ export class StudyState {
         resumedFrom: null,
         contested: false,
         packing: null,
+        // A redelivered order's attempt has no `queued` of its own: it holds what the order asked for,
+        // i.e. what the attempt before it held (a whole GPU after running out of memory).
+        share: inheritedShare(t, n),
       };
       t.attempts.push(a);
       t.attempts.sort((x, y) => x.attempt - y.attempt);
@@ -425,6 +435,14 @@ export class StudyState {
         a.queuedAt ??= ev.ts;
         a.nonce ??= ev.nonce ?? null;
         a.packing ??= ev.packing ?? null;
+        // The GPU it holds: its packing level's share, else the spec's; a retry after running out of
+        // memory runs alone on a whole GPU (budget.ts counts the same way).
+        const perGpu = a.packing?.perGpu ?? 1;
+        a.share = t.attempts.some((p) => p.attempt < a.attempt && p.status === "oom")
+          ? null
+          : perGpu > 1
+            ? packingShare(perGpu)
+            : this.gpuShare;
         if (ev.promotedTo !== undefined && t.pausedAt !== null) {
           t.pausedAt = null;
           t.promotions.push(ev.promotedTo);
@@ -642,7 +660,8 @@ export class StudyState {
       const stored = t.checkpoints.find((c) => c.ref.object === from.object);
       if (!source || !stored || source.startedAt === null) continue;
       const s =
-        (Math.max(0, stored.ts - source.startedAt) / 1000) * Math.max(1, source.gpus.length) + (saved.get(source.attempt) ?? 0);
+        (Math.max(0, stored.ts - source.startedAt) / 1000) * (source.share ?? Math.max(1, source.gpus.length)) +
+        (saved.get(source.attempt) ?? 0);
       saved.set(a.attempt, s);
       resumed += 1;
       total += s;
@@ -655,6 +674,12 @@ export class StudyState {
     const start = a.startedAt ?? a.claimedAt;
     if (start === null) return 0;
     const end = a.endedAt ?? now;
-    return (Math.max(0, end - start) / 1000) * Math.max(1, a.gpus.length);
+    return (Math.max(0, end - start) / 1000) * (a.share ?? Math.max(1, a.gpus.length));
   }
+}
+
+/** The share the attempt before attempt `n` of `t` held, unless it ran out of memory (its retry runs alone). */
+function inheritedShare(t: TrialRecord, n: number): number | null {
+  const before = t.attempts.filter((x) => x.attempt < n).at(-1);
+  return before && before.status !== "oom" ? before.share : null;
 }

@@ -68,6 +68,14 @@ export function studyOutcome(state: StudyState): StudyOutcome {
   return { kind: "nothing-ran" };
 }
 
+/**
+ * How a run ended, as the study's record says it (and `rung study status` shows it): a run that
+ * completed with every trial failed is `failed`.
+ */
+export function studyEndState<S extends string>(status: S, state: StudyState): S | "failed" {
+  return status === "completed" && studyOutcome(state).kind === "all-failed" ? "failed" : status;
+}
+
 /** "reported accuracy, loss — not val_acc" (or "reported nothing — not val_acc"). */
 export function missingMetricReason(t: TrialRecord, metric: string): string {
   const keys = Object.keys(t.lastMetrics).sort();

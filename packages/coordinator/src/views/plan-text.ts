@@ -43,13 +43,31 @@ function shellWord(s: string): string {
   return /^[\w@%+=:,./-]+$/.test(s) ? s : `'${s.replace(/'/g, "'\\''")}'`;
 }
 
+function fmtMiB(mib: number): string {
+  return mib % 1024 === 0 ? `${mib / 1024} GiB` : `${mib} MiB`;
+}
+
+function budgetLimits(b: { gpuHours: number | null; cost: number | null }): string {
+  return [b.gpuHours === null ? null : `${b.gpuHours} GPU-hours`, b.cost === null ? null : `cost ${b.cost}`]
+    .filter((x) => x !== null)
+    .join(" and ");
+}
+
 export function studyPlanText(plan: StudyPlan): string {
   const { spec } = plan;
   const s = spec.scheduler;
   const unit = s.timeAttr;
   const out: string[] = [];
+  const mem = spec.resources.gpuMemoryMiB === null ? "" : ` with ${fmtMiB(spec.resources.gpuMemoryMiB)} of GPU memory`;
   const gpus =
-    spec.resources.gpus === 0 ? "a CPU slot each" : `${spec.resources.gpus} GPU${spec.resources.gpus === 1 ? "" : "s"} each`;
+    spec.resources.gpus === 0
+      ? "a CPU slot each"
+      : spec.packing !== null
+        ? `1 GPU each at first${mem}, then up to ${spec.packing.maxPerGpu} per GPU (packing: auto)`
+        : spec.resources.gpus < 1
+          ? `${spec.resources.gpus} of a GPU each${mem}`
+          : `${spec.resources.gpus} GPU${spec.resources.gpus === 1 ? "" : "s"} each${mem}`;
+  const budget = spec.budget === null ? [] : [`stops at ${budgetLimits(spec.budget)} (budget)`];
   out.push(
     [
       `study ${spec.name}: ${plan.trials.length} trial${plan.trials.length === 1 ? "" : "s"}`,
@@ -57,6 +75,7 @@ export function studyPlanText(plan: StudyPlan): string {
       `time attribute ${unit}`,
       spec.maxConcurrent === null ? gpus : `${gpus}, at most ${spec.maxConcurrent} at once`,
       `${spec.retries} retr${spec.retries === 1 ? "y" : "ies"}`,
+      ...budget,
     ].join(" · "),
   );
   if (plan.firstArgv)
