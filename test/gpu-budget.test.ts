@@ -56,6 +56,8 @@ describe("a budget the user sets", () => {
     await status.exited;
     expect(status.stdout().toString()).toMatch(/^study spend: budget-spent/);
     expect(status.stdout().toString()).toMatch(/budget: [\d.]+ of 3 spent — spent/);
+    // Each trial the budget ended says so in its row, not as a plain scheduler stop.
+    expect(status.stdout().toString()).toMatch(/ budget@\d+ /);
     const report = rung(["study", "report", "spend", ...flags]);
     procs.push(report);
     await report.exited;

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { type KV, type KvEntry, KvWatchInclude } from "@nats-io/kv";
 import type { QueuedIterator } from "@nats-io/transport-node";
 import {
@@ -50,6 +51,8 @@ export class ControlWatch {
   readonly #stops: Watch;
   readonly #wakeWatch: Watch;
   #closed = false;
+  /** Ends a restart's wait at once when the watch is closed. */
+  readonly #closing = new AbortController();
   /** Work wakes seen so far (`work.wake.<pool>` keys written), the last few of them, and who waits. */
   #wakes = 0;
   readonly #recentWakes: { n: number; pool: string }[] = [];
@@ -90,6 +93,11 @@ export class ControlWatch {
 
   async #start(w: Watch): Promise<void> {
     const iter = await this.#o.kv.watch({ key: w.key, include: KvWatchInclude.UpdatesOnly, ignoreDeletes: true });
+    if (this.#closed) {
+      // Closed while the watch was being made: it would run until the connection closes.
+      iter.stop();
+      return;
+    }
     w.iter = iter;
     w.live = true;
     w.loop = (async () => {
@@ -106,7 +114,7 @@ export class ControlWatch {
   /** A watch ended without being asked to: start another, so stops (and wakes) keep arriving — until it works. */
   async #restart(w: Watch): Promise<void> {
     for (let i = 1; !this.#closed; i++) {
-      await new Promise((r) => setTimeout(r, Math.min(10_000, 1000 * i)));
+      await sleep(Math.min(10_000, 1000 * i), this.#closing.signal).catch(() => {});
       if (this.#closed) return;
       try {
         if (i > 1) await this.#o.onBroken?.();
@@ -214,6 +222,7 @@ export class ControlWatch {
 
   async close(): Promise<void> {
     this.#closed = true;
+    this.#closing.abort();
     for (const w of [this.#stops, this.#wakeWatch]) w.iter?.stop();
     for (const w of [...this.#wakeWaiters]) w.done();
     await Promise.all([this.#stops.loop, this.#wakeWatch.loop]);

@@ -1,6 +1,6 @@
 import { join } from "node:path";
-import type { Consumer, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
+import type { Consumer, ConsumerMessages, JetStreamClient, JetStreamManager, JsMsg } from "@nats-io/jetstream";
+import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   agentIdTag,
   type BadMessageCounter,
@@ -38,6 +38,17 @@ import { safely } from "./work-message.js";
 
 /** How long a pool whose order did not fit memory waits here for room, at most (see #withMemoryRoom). */
 const MEMORY_GATE_MS = 30_000;
+
+/**
+ * Ends a pull given up on: its subscription is drained, not cut — the server stops delivering to it
+ * once it has the unsubscribe, and an order it sent before that still reaches the pull's iterator
+ * (and #late) instead of being dropped by the client and left unacknowledged until its lease ran out.
+ */
+function endPull(iter: ConsumerMessages): void {
+  const sub = (iter as unknown as { sub?: Subscription }).sub;
+  if (sub && !sub.isClosed()) sub.drain().catch(() => iter.stop());
+  else iter.stop();
+}
 
 /** What a pull given up on returns (#pull). */
 const GAVE_UP = "gave up" as const;
@@ -307,6 +318,8 @@ export class ClaimLoop {
         // dispatch waits on no nvidia-smi (#receive hands back one that finds the reading stale).
         if (pool.shareClass !== undefined) await this.#readProcesses(250);
         else if (placed(pool) && this.#wholeWithMemory) await this.#readProcesses(2000);
+        // An order that reached a pull given up on (#late) may have taken the slots meanwhile.
+        if (!this.#fits(pool)) continue;
         // A pull waits up to its expiry. It is given up when claiming stops, and — when it waits on a
         // pool only because orders of it run in the mesh (nothing pending there) — when a coordinator
         // wakes another pool this agent could take now: a new study's first orders need not wait out
@@ -399,12 +412,12 @@ export class ClaimLoop {
       // work for good while it sits idle: give up on it after its expiry plus a margin, as a failed pull.
       got = await Promise.race([withTimeout(first, expires + 5000), giveUp.then(() => GAVE_UP)]);
     } catch (err) {
-      iter.stop();
+      endPull(iter);
       this.#late(first, pool);
       throw err;
     }
     if (got !== GAVE_UP) return got;
-    iter.stop();
+    endPull(iter);
     this.#late(first, pool);
     return null;
   }
@@ -418,12 +431,7 @@ export class ClaimLoop {
     void first.then(
       (m) => {
         if (!m) return;
-        const fits = poolsThatFit(
-          [pool],
-          (kind, k) => this.#o.slots.free(kind, k),
-          () => this.#o.slots.maxFreeShare(),
-        );
-        if (this.claiming && fits.length > 0) {
+        if (this.claiming && this.#fits(pool)) {
           try {
             this.#receive(m, pool);
           } catch {
@@ -431,25 +439,40 @@ export class ClaimLoop {
           }
           return;
         }
-        this.counters.ordersReturned += 1;
-        if (m.info.deliveryCount < this.#o.options.maxDeliver) {
-          safely(() => m.nak());
-          return;
-        }
         const r = decode(WorkOrderSchema, m.data, "order");
         const order = r.ok ? r.value : null;
-        this.#reject(
-          () => safely(() => m.term()),
-          order,
-          "no-room",
-          `it reached a pull this agent had just given up on, on its last delivery (${m.info.deliveryCount} of at most ${this.#o.options.maxDeliver}), and pool ${pool.name} no longer fits here`,
-          order?.signer ?? null,
-          order ? attemptNumber(order, m.info.deliveryCount) : null,
-          false,
-        );
+        const attempt = order ? attemptNumber(order, m.info.deliveryCount) : null;
+        this.#handBack(m, pool, order, attempt, "it reached a pull this agent had just given up on");
       },
       () => {},
     );
+  }
+
+  /** Whether the pool's order fits the slots free now (poolsThatFit, for one pool). */
+  #fits(pool: Pool): boolean {
+    return (
+      poolsThatFit(
+        [pool],
+        (kind, k) => this.#o.slots.free(kind, k),
+        () => this.#o.slots.maxFreeShare(),
+      ).length > 0
+    );
+  }
+
+  /**
+   * An order this agent took but cannot start now: back to the queue in a second — or, on its last
+   * delivery (a nak would leave it in the stream for ever), ended with a `no-room` event, and the
+   * coordinator queues a fresh order.
+   */
+  #handBack(msg: JsMsg, pool: Pool, order: WorkOrder | null, attempt: number | null, why: string): void {
+    const deliveries = msg.info.deliveryCount;
+    if (deliveries < this.#o.options.maxDeliver) {
+      safely(() => msg.nak(1000));
+      this.counters.ordersReturned += 1;
+      return;
+    }
+    const detail = `${why}, on its last delivery (${deliveries} of at most ${this.#o.options.maxDeliver}), and pool ${pool.name} no longer fits here`;
+    this.#reject(() => safely(() => msg.term()), order, "no-room", detail, order?.signer ?? null, attempt, false);
   }
 
   /** Synchronous from pull to slots taken: see the comment at the top. */
@@ -557,8 +580,7 @@ export class ClaimLoop {
     if (!ids) {
       // poolsThatFit said the slots were free: should not happen, but a nak at once would bring the
       // order straight back here in a tight loop.
-      safely(() => msg.nak(1000));
-      this.counters.ordersReturned += 1;
+      this.#handBack(msg, pool, order, attempt, "its slots were taken just before it came");
       return;
     }
     this.counters.ordersClaimed += 1;

@@ -19,6 +19,7 @@ import {
 } from "@rung/protocol";
 import type { Promotion } from "../scheduling/index.js";
 import {
+  BUDGET_SPENT,
   budgetText,
   budgetUse,
   DEFAULT_CHECKPOINTS,
@@ -474,7 +475,7 @@ export class StudyCoordinator {
       }
       if (t.stop !== null) await this.#end(t, "stopped", stopReason(t, this.spec.scheduler.timeAttr));
       else if (ev.reason === "user-stop by budget")
-        await this.#end(t, "stopped", `the study's budget is spent (at ${this.spec.scheduler.timeAttr} ${t.lastT ?? "?"})`);
+        await this.#end(t, "stopped", `${BUDGET_SPENT} (at ${this.spec.scheduler.timeAttr} ${t.lastT ?? "?"})`);
       else await this.#end(t, this.#stopRequested ? "cancelled" : "stopped", ev.reason);
       return;
     }
@@ -982,8 +983,7 @@ export class StudyCoordinator {
       status: this.#stopRequested
         ? "stopped"
         : this.#budget !== "open" &&
-            (created.length < this.planned.length ||
-              created.some((t) => (t.endReason ?? "").startsWith("the study's budget is spent")))
+            (created.length < this.planned.length || created.some((t) => (t.endReason ?? "").startsWith(BUDGET_SPENT)))
           ? "budget-spent"
           : "completed",
       state: this.state,
@@ -1045,12 +1045,12 @@ export class StudyCoordinator {
         );
       for (const t of this.state.inFlight()) {
         if (this.#waiting(t))
-          await this.#end(t, "stopped", `the study's budget is spent (paused at ${this.spec.scheduler.timeAttr} ${t.pausedAt})`);
+          await this.#end(t, "stopped", `${BUDGET_SPENT} (paused at ${this.spec.scheduler.timeAttr} ${t.pausedAt})`);
         else if (t.attempts.every((a) => a.startedAt === null) && t.attempts.some((a) => a.status === "queued")) {
           // Queued and never started: it has cost nothing, and will not start now.
           this.#budgetStopped.add(t.trial);
           await this.#store.writeStop(t.trial, "user-stop", "budget", null);
-          await this.#end(t, "cancelled", "the study's budget is spent before it started");
+          await this.#end(t, "cancelled", `${BUDGET_SPENT} before it started`);
         }
       }
     }

@@ -64,7 +64,7 @@ export {
   trialArgv,
 } from "./spec.js";
 export type { AttemptRecord, AttemptStatus, PhaseCounts, Refusal, StopInfo, TrialRecord } from "./state.js";
-export { isCopyRejection, StudyState, TERMINAL_PHASES, TrialPhase } from "./state.js";
+export { BUDGET_SPENT, isCopyRejection, StudyState, TERMINAL_PHASES, TrialPhase } from "./state.js";
 export type { StoredEvent } from "./stored-event.js";
 export type { PlannedBracket, PlannedRung, PlannedTrialRow, StudyPlan } from "./study-plan.js";
 export { planStudy } from "./study-plan.js";

@@ -222,7 +222,9 @@ describe("spec errors name the field path and what is allowed", () => {
     expect(tweak((s) => (s.scheduler.max_t = "27")).message).toContain('scheduler.max_t: must be a number, got "27"');
     expect(tweak((s) => (s.search.samples = 2.5)).message).toContain("search.samples: must be an integer, got 2.5");
     expect(tweak((s) => (s.search.samples = 0)).message).toContain("search.samples: must be >= 1, got 0");
-    expect(tweak((s) => (s.resources = { gpus: -1 })).message).toContain("resources.gpus: must be 0 (a CPU slot), a share of one GPU such as 0.25, or a whole number of GPUs such as 1, got -1");
+    expect(tweak((s) => (s.resources = { gpus: -1 })).message).toContain(
+      "resources.gpus: must be 0 (a CPU slot), a share of one GPU such as 0.25, or a whole number of GPUs such as 1, got -1",
+    );
     expect(tweak((s) => (s.retries = -1)).message).toContain("retries: must be >= 0, got -1");
     expect(tweak((s) => (s.max_concurrent = 0)).message).toContain("max_concurrent: must be >= 1, got 0");
     expect(tweak((s) => (s.scheduler.stop_last_trials = "yes")).message).toContain(

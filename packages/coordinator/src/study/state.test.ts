@@ -199,10 +199,7 @@ describe("StudyState: the GPU time of an attempt", () => {
   const run = (apply: ReturnType<typeof on>, attempt: number, from: number, to: number, status = "completed") => {
     apply({ type: "claimed", ts: from, attempt, agent: "a", gpus: [0] }, "a");
     apply({ type: "started", ts: from, attempt, agent: "a", pid: 1, gpus: [0] }, "a");
-    apply(
-      { type: "finished", ts: to, attempt, agent: "a", status, exitCode: 1, signal: null, reason: "", logTail: [] },
-      "a",
-    );
+    apply({ type: "finished", ts: to, attempt, agent: "a", status, exitCode: 1, signal: null, reason: "", logTail: [] }, "a");
   };
   const seconds = (state: StudyState) =>
     (state.trials.get("t1")?.attempts ?? []).map((a) => StudyState.attemptGpuSeconds(a, 1_000_000));
@@ -227,5 +224,20 @@ describe("StudyState: the GPU time of an attempt", () => {
     apply({ type: "queued", ts: 0, attempt: 1 });
     run(apply, 1, 0, 4000);
     expect(seconds(state)).toEqual([4]);
+  });
+});
+
+describe("StudyState: an attempt handed back before it started", () => {
+  it("says so, instead of blaming an agent's lost lease", () => {
+    const state = new StudyState({ study: "s", metric: "val_acc", mode: "max", timeAttr: "epoch" });
+    const apply = (e: Record<string, unknown>, agent?: string) =>
+      state.apply({ v: 1, study: "s", trial: "t1", ...e } as TrialEvent, agent ? { role: "agent", agent } : COORDINATOR);
+    apply({ type: "created", ts: 0, params: {}, bracket: null });
+    apply({ type: "queued", ts: 0, attempt: 1 });
+    // An agent handed the order back unclaimed (no room); its next delivery runs as attempt 2.
+    apply({ type: "claimed", ts: 10, attempt: 2, agent: "b", gpus: [0] }, "b");
+    const [first] = state.trials.get("t1")?.attempts ?? [];
+    expect(first?.status).toBe("lost");
+    expect(first?.reason).toBe("never started: its order was handed back and ran again as attempt 2");
   });
 });

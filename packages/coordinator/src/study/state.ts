@@ -459,11 +459,15 @@ export class StudyState {
       case "claimed": {
         const a = this.attempt(t, ev.attempt);
         // An older attempt still open when a newer one is claimed lost its agent: JetStream handed
-        // the order on after the claim lease ran out.
+        // the order on after the claim lease ran out. One never claimed was handed back by an agent
+        // before it started (no room for its memory there, say): its next delivery is the newer one.
         for (const o of t.attempts) {
           if (o.attempt < ev.attempt && (o.status === "claimed" || o.status === "running" || o.status === "queued")) {
+            o.reason ??=
+              o.status === "queued"
+                ? `never started: its order was handed back and ran again as attempt ${ev.attempt}`
+                : "agent lost (claim lease expired)";
             o.status = "lost";
-            o.reason ??= "agent lost (claim lease expired)";
             o.endedAt ??= ev.ts;
           }
         }
@@ -670,6 +674,17 @@ export class StudyState {
   }
 
   /** GPU-seconds an attempt held its GPUs (claimed → ended, or → `now` while it runs). */
+  /**
+   * How a stopped trial reads in a table: `stopped@9` (its scheduler), `diverged@3`, `budget@4` (the
+   * study's budget ran out at epoch 4); null for a trial that was not stopped.
+   */
+  static stoppedLabel(t: TrialRecord, num: (x: number | null) => string = (x) => String(x)): string | null {
+    if (t.phase !== "stopped") return null;
+    if (t.stop) return `${t.stop.by === "divergence" ? "diverged" : "stopped"}@${num(t.stop.rung ?? t.stop.t)}`;
+    if ((t.endReason ?? "").startsWith(BUDGET_SPENT)) return t.lastT === null ? "budget" : `budget@${num(t.lastT)}`;
+    return null;
+  }
+
   static attemptGpuSeconds(a: AttemptRecord, now: number): number {
     const start = a.startedAt ?? a.claimedAt;
     if (start === null) return 0;
@@ -683,3 +698,6 @@ function inheritedShare(t: TrialRecord, n: number): number | null {
   const before = t.attempts.filter((x) => x.attempt < n).at(-1);
   return before && before.status !== "oom" ? before.share : null;
 }
+
+/** How the reason of every trial the study's budget ended begins (the coordinator's, runtime/coordinator.ts). */
+export const BUDGET_SPENT = "the study's budget is spent";

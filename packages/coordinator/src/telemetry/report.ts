@@ -262,7 +262,8 @@ function checkpointSummary(state: StudyState, storedBytes: number | null): Check
 }
 
 function trialState(t: TrialRecord): string {
-  if (t.stop && t.phase === "stopped") return `${t.stop.by === "divergence" ? "diverged" : "stopped"}@${t.stop.rung ?? t.stop.t}`;
+  const stopped = StudyState.stoppedLabel(t);
+  if (stopped !== null) return stopped;
   return StudyState.phaseOf(t) === "paused" ? `paused@${t.pausedAt}` : t.phase;
 }
 

@@ -76,7 +76,8 @@ function axisKind(p: ParamSpec | undefined, values: readonly (string | number | 
 }
 
 function trialWord(t: TrialRecord): string {
-  if (t.stop && t.phase === "stopped") return `${t.stop.by === "divergence" ? "diverged" : "stopped"}@${t.stop.rung ?? t.stop.t}`;
+  const stopped = StudyState.stoppedLabel(t);
+  if (stopped !== null) return stopped;
   const phase = StudyState.phaseOf(t);
   return phase === "paused" ? `paused@${t.pausedAt}` : phase;
 }

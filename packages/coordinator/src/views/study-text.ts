@@ -39,12 +39,7 @@ export function leaderboardTable(state: StudyState, top = 10): string {
     .slice(0, top);
   board.forEach((t, i) => {
     const phase = StudyState.phaseOf(t);
-    const state =
-      t.stop && t.phase === "stopped"
-        ? `${t.stop.by === "divergence" ? "diverged" : "stopped"}@${fmt(t.stop.rung ?? t.stop.t)}`
-        : phase === "paused"
-          ? `paused@${fmt(t.pausedAt)}`
-          : t.phase;
+    const state = StudyState.stoppedLabel(t, fmt) ?? (phase === "paused" ? `paused@${fmt(t.pausedAt)}` : t.phase);
     rows.push([String(i + 1), t.trial, fmt(t.bestValue), fmt(t.bestT), state, paramText(t.params)]);
   });
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
