@@ -89,5 +89,5 @@ export function budgetText(u: BudgetUse): string {
 }
 
 function fmtAmount(x: number): string {
-  return x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toPrecision(2);
+  return x === 0 ? "0" : x >= 100 ? x.toFixed(0) : x >= 1 ? x.toFixed(2) : x.toPrecision(2);
 }

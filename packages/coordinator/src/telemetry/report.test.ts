@@ -1,6 +1,6 @@
 import { type AgentAdvert, type GpuSample, sourceOf, type Telemetry, type TrialEvent } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
-import { buildStudyReport, compileSpec, renderReportMarkdown, renderReportText, StudyState } from "../index.js";
+import { buildStudyReport, compileSpec, leaderboardTable, renderReportMarkdown, renderReportText, StudyState } from "../index.js";
 
 const T0 = 1_700_000_000_000;
 const at = (s: number) => T0 + s * 1000;
@@ -189,6 +189,18 @@ describe("buildStudyReport", () => {
     expect(text).toContain("study digits: completed · 4 of 4 planned trials: 1 completed, 2 stopped early, 1 failed");
     expect(text).toContain("[critical] input-bound: t2 is input-bound");
     expect(text).toMatch(/rung funnel: epoch>=1: 4 · epoch>=3: 2 · epoch>=9: 1/);
+  });
+
+  it("shows a short study's GPU time in significant digits, not as 0.00", () => {
+    const text = renderReportText({ ...r, gpuTime: { ...r.gpuTime, stoppedGpuS: 11 } });
+    expect(text).toMatch(/stopped early\s+0\.0031 GPU-h/);
+  });
+
+  it("says when the leaderboard shows only the top trials, and where to see them all", () => {
+    const table = leaderboardTable(s.loaded.state, 2);
+    expect(table.split("\n")).toHaveLength(4);
+    expect(table).toMatch(/\(the top 2 of 4 trials: "rung study status digits" lists them all\)$/);
+    expect(leaderboardTable(s.loaded.state, 10)).not.toMatch(/the top/);
   });
 
   it("says price unknown when no agent advertised one, and works without telemetry", () => {

@@ -4,7 +4,11 @@ import { failuresText } from "./study-text.js";
 
 /** `rung study report` as text for a terminal and as Markdown for a pull request. */
 
-const hoursText = (s: number) => (s / 3600).toFixed(2);
+/** GPU-hours with two decimals, or two significant digits below 0.01 (a short study: 0.0031, not 0.00). */
+const hoursText = (s: number) => {
+  const h = s / 3600;
+  return h === 0 || h >= 0.01 ? h.toFixed(2) : h.toPrecision(2);
+};
 const shareText = (part: number, whole: number) => (whole > 0 ? `${Math.round((100 * part) / whole)}%` : "-");
 
 function countsText(r: StudyReport): string {

@@ -43,7 +43,13 @@ export function leaderboardTable(state: StudyState, top = 10): string {
     rows.push([String(i + 1), t.trial, fmt(t.bestValue), fmt(t.bestT), state, paramText(t.params)]);
   });
   const widths = rows[0]?.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length))) ?? [];
-  return rows.map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c] ?? 0))).join("  ")).join("\n");
+  const table = rows
+    .map((r) => r.map((cell, c) => (c === r.length - 1 ? cell : cell.padEnd(widths[c] ?? 0))).join("  "))
+    .join("\n");
+  const all = [...state.trials.values()].filter((t) => t.createdAt !== null).length;
+  return board.length < all
+    ? `${table}\n(the top ${board.length} of ${all} trials: "rung study status ${state.study}" lists them all)`
+    : table;
 }
 
 export function bestText(state: StudyState): string {
