@@ -194,6 +194,8 @@ describe("buildStudyReport", () => {
   it("shows a short study's GPU time in significant digits, not as 0.00", () => {
     const text = renderReportText({ ...r, gpuTime: { ...r.gpuTime, stoppedGpuS: 11 } });
     expect(text).toMatch(/stopped early\s+0\.0031 GPU-h/);
+    const unpriced = renderReportText({ ...r, cost: { ...r.cost, total: null, gpuHours: 0.00055 } });
+    expect(unpriced).toContain("cost: 0.00055 GPU-hours, price unknown (no agent advertised one)");
   });
 
   it("says when the leaderboard shows only the top trials, and where to see them all", () => {

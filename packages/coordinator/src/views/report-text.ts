@@ -5,10 +5,8 @@ import { failuresText } from "./study-text.js";
 /** `rung study report` as text for a terminal and as Markdown for a pull request. */
 
 /** GPU-hours with two decimals, or two significant digits below 0.01 (a short study: 0.0031, not 0.00). */
-const hoursText = (s: number) => {
-  const h = s / 3600;
-  return h === 0 || h >= 0.01 ? h.toFixed(2) : h.toPrecision(2);
-};
+const hours = (h: number) => (h === 0 || h >= 0.01 ? h.toFixed(2) : h.toPrecision(2));
+const hoursText = (s: number) => hours(s / 3600);
 const shareText = (part: number, whole: number) => (whole > 0 ? `${Math.round((100 * part) / whole)}%` : "-");
 
 function countsText(r: StudyReport): string {
@@ -24,14 +22,13 @@ function countsText(r: StudyReport): string {
 
 function costText(r: StudyReport): string {
   const c = r.cost;
-  if (c.total === null) return `${c.gpuHours.toFixed(2)} GPU-hours, price unknown (no agent advertised one)`;
+  if (c.total === null) return `${hours(c.gpuHours)} GPU-hours, price unknown (no agent advertised one)`;
   const unpriced = c.unpricedAgents.length
-    ? ` for the priced agents; price unknown for ${c.unpricedAgents.join(", ")} (${c.agents
-        .filter((a) => a.cost === null)
-        .reduce((s, a) => s + a.busyGpuHours + a.idleGpuHours, 0)
-        .toFixed(2)} GPU-hours not included)`
+    ? ` for the priced agents; price unknown for ${c.unpricedAgents.join(", ")} (${hours(
+        c.agents.filter((a) => a.cost === null).reduce((s, a) => s + a.busyGpuHours + a.idleGpuHours, 0),
+      )} GPU-hours not included)`
     : "";
-  return `${c.total.toFixed(2)} for ${c.gpuHours.toFixed(2)} GPU-hours at the agents' advertised prices${unpriced}`;
+  return `${c.total.toFixed(2)} for ${hours(c.gpuHours)} GPU-hours at the agents' advertised prices${unpriced}`;
 }
 
 interface FindingGroup {
@@ -118,7 +115,7 @@ export function renderReportMarkdown(r: StudyReport): string {
   L.push(`## Rung study report: \`${r.study}\``);
   L.push("");
   L.push(
-    `**${r.state}** · ${countsText(r)} · ${r.scheduler} on \`${r.metric.name}\` (${r.metric.mode}) · ${(r.gpuTime.totalGpuS / 3600).toFixed(2)} GPU-hours · ${r.findings.length} finding(s)${critical ? `, ${critical} critical` : ""}`,
+    `**${r.state}** · ${countsText(r)} · ${r.scheduler} on \`${r.metric.name}\` (${r.metric.mode}) · ${hoursText(r.gpuTime.totalGpuS)} GPU-hours · ${r.findings.length} finding(s)${critical ? `, ${critical} critical` : ""}`,
   );
   L.push("");
   if (r.best)
