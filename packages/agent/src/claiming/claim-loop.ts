@@ -50,6 +50,11 @@ function endPull(iter: ConsumerMessages): void {
   else iter.stop();
 }
 
+/** Resolves when the signal aborts (at once if it has). */
+function aborted(signal: AbortSignal): Promise<void> {
+  return signal.aborted ? Promise.resolve() : new Promise((r) => signal.addEventListener("abort", () => r(), { once: true }));
+}
+
 /** What a pull given up on returns (#pull). */
 const GAVE_UP = "gave up" as const;
 
@@ -274,11 +279,7 @@ export class ClaimLoop {
     const signal = this.#stopClaiming.signal;
     let turn = 0;
     while (!signal.aborted) {
-      const fits = poolsThatFit(
-        this.#pools,
-        (kind, k) => this.#o.slots.free(kind, k),
-        () => this.#o.slots.maxFreeShare(),
-      );
+      const fits = this.#fitting(this.#pools);
       if (fits.length === 0) {
         await this.#o.slots.freed(signal);
         continue;
@@ -332,10 +333,7 @@ export class ClaimLoop {
         const pulledFrom = pool.name;
         const giveUp = chosen.parked
           ? control.waitForWork(wakes, Number.POSITIVE_INFINITY, until.signal, (p) => p !== pulledFrom && names.has(p))
-          : new Promise<void>((r) => {
-              if (until.signal.aborted) r();
-              else until.signal.addEventListener("abort", () => r(), { once: true });
-            });
+          : aborted(until.signal);
         try {
           msg = await this.#pull(pool, giveUp);
         } finally {
@@ -448,15 +446,17 @@ export class ClaimLoop {
     );
   }
 
-  /** Whether the pool's order fits the slots free now (poolsThatFit, for one pool). */
-  #fits(pool: Pool): boolean {
-    return (
-      poolsThatFit(
-        [pool],
-        (kind, k) => this.#o.slots.free(kind, k),
-        () => this.#o.slots.maxFreeShare(),
-      ).length > 0
+  /** The pools whose orders fit the slots free now (poolsThatFit). */
+  #fitting(pools: readonly Pool[]): Pool[] {
+    return poolsThatFit(
+      pools,
+      (kind, k) => this.#o.slots.free(kind, k),
+      () => this.#o.slots.maxFreeShare(),
     );
+  }
+
+  #fits(pool: Pool): boolean {
+    return this.#fitting([pool]).length > 0;
   }
 
   /**
