@@ -31,7 +31,8 @@ describe("ensureResources against a real nats-server", () => {
       expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled"]);
       const r = await ensureResources(a, names);
       const [c1, c2] = await Promise.all([ensureWorkConsumer(r.jsm, names, "gpu1"), ensureWorkConsumer(r.jsm, names, "gpu1")]);
-      expect(c1).toBe(c2);
+      expect(c1.durable).toBe(names.workConsumer("gpu1"));
+      expect(c1).toEqual(c2);
     } finally {
       await a.close();
       await b.close();

@@ -171,6 +171,39 @@ describe("delete", () => {
   });
 });
 
+describe("delete takes only the study's own keys", () => {
+  it("deleting a study named like a kind of control key (ckpt) leaves the other studies' checkpoint indexes and work keys", async ({
+    nats,
+    procs,
+  }) => {
+    const prefix = uniquePrefix();
+    const names = new MeshNames(prefix);
+    procs.push(...rungAgents(nats.url, prefix, 1));
+    expect((await run(nats.url, prefix, ["study", "run", spec("ckpt", { qualities: [0.5] })])).code).toBe(0);
+    const nc = await connectNats({ url: nats.url });
+    try {
+      const { Kvm } = await import("@nats-io/kv");
+      const control = await new Kvm(nc).open(names.buckets.control);
+      // Another study's keys of every kind, and one of the study's own stop keys.
+      const others = [
+        names.subjects.checkpointIndexKey("other", "t0001"),
+        names.subjects.claimNoticeKey("other", "t0001"),
+        names.subjects.workWakeKey("gpu1"),
+        names.subjects.controlKey("other", "t0001"),
+      ];
+      for (const k of others) await control.put(k, new TextEncoder().encode("{}"));
+      await control.put(names.subjects.controlKey("ckpt", "t0001"), new TextEncoder().encode("{}"));
+      await control.put(names.subjects.claimNoticeKey("ckpt", "t0001"), new TextEncoder().encode("{}"));
+      expect((await run(nats.url, prefix, ["study", "delete", "ckpt", "--yes"])).code).toBe(0);
+      for (const k of others) expect((await control.get(k))?.operation, k).toBe("PUT");
+      for (const k of [names.subjects.controlKey("ckpt", "t0001"), names.subjects.claimNoticeKey("ckpt", "t0001")])
+        expect((await control.get(k))?.operation ?? "gone", k).not.toBe("PUT");
+    } finally {
+      await nc.close();
+    }
+  });
+});
+
 describe("a study is an incarnation, not a name", () => {
   it("the same spec runs again at once after a delete, as a new study with every trial's value", async ({ nats, procs }) => {
     const prefix = uniquePrefix();

@@ -308,6 +308,7 @@ class AgentImpl implements Agent {
       log: this.#log,
       bad: this.#bad,
       onStop: (c) => this.#loop?.onControl(c),
+      onClaim: (n) => this.#loop?.onClaimNotice(n),
       onBroken: () => repairMesh("the control watch failed"),
     });
     // Without the checkpoint bucket trials still run, from their local checkpoint directory only.

@@ -1,9 +1,9 @@
 import type { KV, KvEntry } from "@nats-io/kv";
-import { BadMessageCounter, MeshNames, silentLogger } from "@rung/protocol";
+import { BadMessageCounter, type ClaimNotice, encode, MeshNames, silentLogger } from "@rung/protocol";
 import { describe, expect, it } from "vitest";
 import { ControlWatch } from "./control-watch.js";
 
-/** A bucket whose watches deliver what the test puts, by key pattern (`*` one token). */
+/** A bucket whose watches deliver what the test puts, by key pattern (`*` one token, `>` the rest). */
 function fakeBucket() {
   const watches: { pattern: RegExp; push(e: KvEntry): void; end(): void }[] = [];
   const kv = {
@@ -11,7 +11,7 @@ function fakeBucket() {
       const queue: KvEntry[] = [];
       let wake: (() => void) | null = null;
       let ended = false;
-      const pattern = new RegExp(`^${o.key.replace(/\./g, "\\.").replace(/\*/g, "[^.]+")}$`);
+      const pattern = new RegExp(`^${o.key.replace(/\./g, "\\.").replace(/\*/g, "[^.]+").replace(/>$/, ".+")}$`);
       watches.push({
         pattern,
         push: (e) => {
@@ -44,8 +44,8 @@ function fakeBucket() {
       };
     },
   } as unknown as KV;
-  const put = (key: string) => {
-    for (const w of watches) if (w.pattern.test(key)) w.push({ key, operation: "PUT", value: new Uint8Array() } as KvEntry);
+  const put = (key: string, value = new Uint8Array()) => {
+    for (const w of watches) if (w.pattern.test(key)) w.push({ key, operation: "PUT", value } as KvEntry);
   };
   return { kv, put };
 }
@@ -103,5 +103,41 @@ describe("work wakes in the control watch", () => {
     await w.close();
     await p;
     expect(other).toBe(true); // closing ends every wait
+  });
+
+  it("hands on the claim notices among the work keys, and only well-formed ones naming the trial of their key", async () => {
+    const { kv, put } = fakeBucket();
+    const names = new MeshNames("w");
+    const bad = new BadMessageCounter(silentLogger());
+    const notices: ClaimNotice[] = [];
+    const w = new ControlWatch({
+      kv,
+      subjects: names.subjects,
+      log: silentLogger(),
+      bad,
+      onStop: () => {},
+      onClaim: (n) => notices.push(n),
+    });
+    await w.start();
+    const notice: ClaimNotice = {
+      v: 1,
+      type: "claim",
+      study: "s",
+      studyId: "abc",
+      trial: "t0002",
+      attempt: 2,
+      agent: "a3",
+      ts: 1,
+    };
+    const wakes = w.wakes;
+    put(names.subjects.claimNoticeKey("s", "t0002"), encode(notice));
+    put(names.subjects.claimNoticeKey("s", "t0003"), encode(notice)); // names another trial than its key
+    put(names.subjects.claimNoticeKey("s", "t0004"), new TextEncoder().encode("{not json"));
+    put(names.subjects.workWakeKey("gpu1"));
+    await tick();
+    expect(notices).toEqual([notice]);
+    expect(bad.total).toBe(1);
+    expect(w.wakes).toBe(wakes + 1); // a notice is no wake; the wake still counts
+    await w.close();
   });
 });

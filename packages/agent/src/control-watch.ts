@@ -5,6 +5,8 @@ import {
   type BadMessageCounter,
   type CheckpointIndex,
   CheckpointIndexSchema,
+  type ClaimNotice,
+  ClaimNoticeSchema,
   type Control,
   ControlSchema,
   decode,
@@ -18,9 +20,12 @@ import {
  * the agent (1) watches the bucket for new decisions, (2) reads the key of each order before starting
  * it, and (3) reads the keys of its running trials again after every reconnect (see the claim loop).
  *
- * A second watch follows the work wakes (`work.wake.<pool>`, written by a coordinator after it queued
- * orders there): an idle claim loop waits for one instead of parking a pull on one of its pools
- * (claim-loop.ts). Losing it loses nothing but speed: the loop then looks for work every second.
+ * A second watch follows the work keys (`work.>`, written by a coordinator): the wakes
+ * (`work.wake.<pool>`, after it queued orders there), for which an idle claim loop waits instead of
+ * parking a pull on one of its pools (claim-loop.ts), and the claim notices
+ * (`work.claim.<study>.<trial>`, when an attempt is claimed while an older one still runs), which make
+ * the agent still running the older copy kill it at once. Losing the watch loses nothing but speed: the
+ * loop then looks for work every second, and an agent's own lease check still finds a lost claim.
  */
 
 export interface ControlWatchOptions {
@@ -29,6 +34,8 @@ export interface ControlWatchOptions {
   log: Logger;
   bad: BadMessageCounter;
   onStop(control: Control): void;
+  /** A claim notice: the attempt that holds a trial's order now (older copies of the trial must go). */
+  onClaim?(notice: ClaimNotice): void;
   /** Called when the watch failed or cannot be started again (the bucket may be gone); may reject. */
   onBroken?(): Promise<void>;
 }
@@ -73,8 +80,8 @@ export class ControlWatch {
     };
     this.#wakeWatch = {
       what: "work wake",
-      key: options.subjects.workWakeAll(),
-      onEntry: (e) => this.#onWake(e.key.slice(e.key.lastIndexOf(".") + 1)),
+      key: options.subjects.workKeysAll(),
+      onEntry: (e) => this.#onWorkKey(e),
       iter: undefined,
       loop: Promise.resolve(),
       live: false,
@@ -172,6 +179,37 @@ export class ControlWatch {
     this.#recentWakes.push({ n: this.#wakes, pool });
     if (this.#recentWakes.length > RECENT_WAKES) this.#recentWakes.shift();
     for (const w of [...this.#wakeWaiters]) if (w.wanted(pool)) w.done();
+  }
+
+  #onWorkKey(e: KvEntry): void {
+    const k = this.#o.subjects.parseWorkKey(e.key);
+    if (k?.kind === "wake") this.#onWake(k.pool);
+    if (k?.kind === "claim") {
+      const n = this.#decodeClaim(e, k);
+      if (n) this.#o.onClaim?.(n);
+    }
+  }
+
+  #decodeClaim(e: KvEntry, k: { study: string; trial: string }): ClaimNotice | null {
+    if (e.operation !== "PUT") return null;
+    const r = decode(ClaimNoticeSchema, e.value, "claim notice");
+    if (!r.ok) {
+      this.#o.bad.record("control", r.error);
+      return null;
+    }
+    // The key says which trial; a value naming another is no notice of this one.
+    return r.value.study === k.study && r.value.trial === k.trial ? r.value : null;
+  }
+
+  /** The trial's claim notice, or null. Never throws: a failed read counts as none. */
+  async readClaim(study: string, trial: string): Promise<ClaimNotice | null> {
+    try {
+      const e = await this.#o.kv.get(this.#o.subjects.claimNoticeKey(study, trial));
+      return e ? this.#decodeClaim(e, { study, trial }) : null;
+    } catch (err) {
+      this.#o.log.warn({ err: (err as Error).message, study, trial }, "cannot read the trial's claim notice");
+      return null;
+    }
   }
 
   #decode(e: KvEntry): Control | null {

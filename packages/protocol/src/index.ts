@@ -43,6 +43,7 @@ export type {
   AgentState,
   CheckpointIndex,
   CheckpointRef,
+  ClaimNotice,
   Control,
   GpuInfo,
   GpuSample,
@@ -65,6 +66,7 @@ export {
   AgentStateSchema,
   CheckpointIndexSchema,
   CheckpointRefSchema,
+  ClaimNoticeSchema,
   ControlSchema,
   Decision,
   GpuInfoSchema,
@@ -141,6 +143,7 @@ export type {
   MeshResources,
   ResourceOptions,
   StreamDefinition,
+  WorkConsumer,
   WorkConsumerOptions,
 } from "./resources.js";
 export {

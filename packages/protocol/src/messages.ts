@@ -255,6 +255,27 @@ export const CheckpointIndexSchema = z.object({
 });
 export type CheckpointIndex = z.infer<typeof CheckpointIndexSchema>;
 
+/**
+ * Which attempt holds a trial's order now (control bucket, `work.claim.<study>.<trial>`): written by the
+ * coordinator when an attempt is claimed while an older one of the same trial still runs. JetStream
+ * handed the order on because the older claim's lease ran out, whether or not its agent noticed; that
+ * agent kills its copy when it reads this, and reports `claim-lost`.
+ */
+export const ClaimNoticeSchema = z.object({
+  v,
+  type: z.literal("claim"),
+  study: token,
+  /** The study's incarnation (orders carry it): a notice of a deleted study's trial is no business of its rerun. */
+  studyId: z.string().nullable(),
+  trial: token,
+  /** The attempt that holds the order now; older attempts of the trial are over. */
+  attempt: z.number().int().positive(),
+  /** The agent that claimed it. */
+  agent: token,
+  ts,
+});
+export type ClaimNotice = z.infer<typeof ClaimNoticeSchema>;
+
 // ---------------------------------------------------------------------------------------------
 // Trial events (stream RUNG_EVENTS, subject rung.events.<study>.<trial>.c or ….a.<agent>)
 

@@ -277,26 +277,49 @@ export interface WorkConsumerOptions {
   maxDeliver?: number;
 }
 
-/** Creates (or finds) the shared durable pull consumer of a pool. Safe to call concurrently. */
+/** A pool's work consumer as it now is: its name and the claim lease the mesh keeps for it. */
+export interface WorkConsumer {
+  durable: string;
+  /** The consumer's ack wait: the longest lease asked of it (never shortened, see ensureWorkConsumer). */
+  ackWaitMs: number;
+}
+
+/**
+ * Creates (or finds) the shared durable pull consumer of a pool. Safe to call concurrently.
+ *
+ * Its ack wait is the claim lease of every agent that pulls from it, and each agent heartbeats at a
+ * third of its own `--lease`. So a lease is only ever lengthened here, never shortened: an agent
+ * started with a shorter lease than the others' would otherwise have the server hand their orders on
+ * between two of their heartbeats, and two copies of a trial would run. (An agent with the shorter
+ * lease only heartbeats more often than needed, and gives up a claim before the server would.)
+ */
 export async function ensureWorkConsumer(
   jsm: JetStreamManager,
   names: MeshNames,
   pool: string,
   options: WorkConsumerOptions = {},
-): Promise<string> {
+): Promise<WorkConsumer> {
   const durable = names.workConsumer(pool);
   const ackWait = nanos(options.ackWaitMs ?? 30_000);
   const maxDeliver = options.maxDeliver ?? 10;
+  let kept = ackWait;
   await withRetry(`consumer ${durable}`, async () => {
     try {
-      const info = await jsm.consumers.info(names.streams.work, durable);
-      if (info.config.ack_wait !== ackWait || info.config.max_deliver !== maxDeliver) {
-        await jsm.consumers.update(names.streams.work, durable, { ack_wait: ackWait, max_deliver: maxDeliver });
+      // Read, then write: two agents starting together may each write what they read. The one whose
+      // lease is the longer reads again until the consumer keeps at least its lease.
+      for (let i = 0; ; i++) {
+        const info = await jsm.consumers.info(names.streams.work, durable);
+        const current = info.config.ack_wait ?? 0;
+        kept = Math.max(current, ackWait);
+        // (max_deliver is written once: agents asking for different ones are not worth a fight.)
+        if (current === kept && (info.config.max_deliver === maxDeliver || i > 0)) return;
+        if (i >= 5) throw new Error(`consumer ${durable} keeps changing its ack wait`);
+        await jsm.consumers.update(names.streams.work, durable, { ack_wait: kept, max_deliver: maxDeliver });
       }
-      return;
     } catch (err) {
       if (!isNotFound(err)) throw err;
     }
+    kept = ackWait;
     await jsm.consumers.add(names.streams.work, {
       durable_name: durable,
       filter_subject: names.subjects.work(pool),
@@ -307,5 +330,5 @@ export async function ensureWorkConsumer(
       max_ack_pending: -1,
     });
   });
-  return durable;
+  return { durable, ackWaitMs: Math.round(kept / 1_000_000) };
 }

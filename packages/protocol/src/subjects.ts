@@ -15,6 +15,8 @@ import { COORDINATOR, type EventSource, sourceOf } from "./trial-events.js";
  *   rung-agents   <agent>                     adverts
  *   rung-control  <study>.<trial>             stop commands
  *   rung-control  ckpt.<study>.<trial>        the checkpoints an attempt may resume from (coordinator)
+ *   rung-control  work.wake.<pool>            orders were queued in a pool: idle agents look at once (coordinator)
+ *   rung-control  work.claim.<study>.<trial>  the attempt that holds a trial's order now (coordinator)
  *   rung-studies  <study>  /  <study>.lease   study record and coordinator lease
  *
  * Every token is checked by {@link validToken}; nothing else in Rung concatenates subjects.
@@ -108,6 +110,32 @@ export class Subjects {
   }
   workWakeAll(): string {
     return "work.wake.*";
+  }
+  /**
+   * The claim notice of a trial in the control bucket (four tokens): which attempt holds the trial's
+   * order now. The coordinator writes it when an attempt is claimed while an older one still runs (its
+   * agent froze, or its lease ran out unnoticed): the older copy's agent, which watches `work.>`,
+   * kills it at once instead of when its own lease check finds out.
+   */
+  claimNoticeKey(study: string, trial: string): string {
+    return `work.claim.${validToken(study, "study")}.${validToken(trial, "trial")}`;
+  }
+  /** The claim notices of one study (to delete with it). */
+  studyClaimNotices(study: string): string {
+    return `work.claim.${validToken(study, "study")}.>`;
+  }
+  /** Every work key of the control bucket: wakes and claim notices, the second watch of every agent. */
+  workKeysAll(): string {
+    return "work.>";
+  }
+  /** What a key under `work.` is: a wake of a pool, a claim notice of a trial, or neither. */
+  parseWorkKey(key: string): { kind: "wake"; pool: string } | { kind: "claim"; study: string; trial: string } | undefined {
+    const parts = key.split(".");
+    if (parts[0] !== "work") return undefined;
+    if (parts.length === 3 && parts[1] === "wake") return { kind: "wake", pool: parts[2] as string };
+    if (parts.length === 4 && parts[1] === "claim")
+      return { kind: "claim", study: parts[2] as string, trial: parts[3] as string };
+    return undefined;
   }
   /** One snapshot's object name: `<study scope>/<trial>/<attempt>/<seq>`, unique per report that asked for it. */
   checkpointObject(scope: string, trial: string, attempt: number, seq: number): string {

@@ -261,6 +261,46 @@ describe("an attempt", () => {
     a.end();
   });
 
+  it("kills its copy at once on a claim notice of a newer attempt of its trial and incarnation, and ends nothing", async () => {
+    const o = { ...order(SLEEPER), studyId: "inc1" };
+    const r = rig();
+    const a = attempt(r, o);
+    const done = a.run();
+    await until("the trial runs", () => a.state === "running" && r.events.some((e) => e.type === "started"));
+    const notice = {
+      v: 1,
+      type: "claim",
+      study: o.study,
+      studyId: "inc1",
+      trial: o.trial,
+      attempt: 2,
+      agent: "other",
+      ts: 1,
+    } as const;
+    // Not ours: another trial, the same attempt, another incarnation of the study.
+    a.onClaimNotice({ ...notice, trial: "t-other" });
+    a.onClaimNotice({ ...notice, attempt: 1 });
+    a.onClaimNotice({ ...notice, studyId: "inc0" });
+    expect(a.state).toBe("running");
+    // A notice from a coordinator that knows no incarnation id still names a newer attempt of this trial.
+    a.onClaimNotice({ ...notice, studyId: null });
+    expect(a.state).toBe("lost");
+    await done;
+    expect(finished(r)).toMatchObject({ status: "stopped", reason: "claim-lost" });
+    // The order is another agent's now: neither acked nor handed back.
+    expect(r.endings).toEqual([]);
+    expect(r.ctx.counters.claimsLost).toBe(1);
+    // Once the trial has exited there is nothing to kill: a late notice changes nothing.
+    const r2 = rig();
+    const b = attempt(r2, { ...order([NODE, "-e", ""]), studyId: "inc1" });
+    await b.run();
+    b.onClaimNotice({ ...notice, trial: b.order.trial });
+    expect(b.state).not.toBe("lost");
+    expect(r2.ctx.counters.claimsLost).toBe(0);
+    a.end();
+    b.end();
+  });
+
   it("drain with requeue stops the trial and hands the order back once, also after a stop decision", async () => {
     const o = order(SLEEPER);
     const r = rig();

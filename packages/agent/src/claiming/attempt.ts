@@ -7,6 +7,7 @@ import {
   agentIdTag,
   type CheckpointIndex,
   type CheckpointRef,
+  type ClaimNotice,
   type Control,
   claimProof,
   type Logger,
@@ -318,6 +319,23 @@ export class Attempt {
   }
 
   /**
+   * A claim notice (the coordinator saw a newer attempt of this trial claimed): JetStream handed the
+   * order on, so this copy is not ours any more, whatever our own lease check says — our last
+   * heartbeat may have reached the server just after the lease ran out there.
+   */
+  onClaimNotice(n: ClaimNotice): void {
+    if (this.order.study !== n.study || this.order.trial !== n.trial || n.attempt <= this.number) return;
+    // Its trial has exited: there is no copy to kill, and the order ended (or ends) the way it said.
+    if (this.#exited) return;
+    // A notice of another incarnation of the study (deleted and run again under its name) is not ours.
+    if (n.studyId !== null && (this.order.studyId ?? null) !== null && n.studyId !== this.order.studyId) return;
+    this.#loseClaim(`attempt ${n.attempt} of this trial was claimed by agent ${n.agent}`, {
+      claimedAttempt: n.attempt,
+      claimedBy: n.agent,
+    });
+  }
+
+  /**
    * Drain with requeue: stop the trial and hand the order back. Not for a lost claim (not ours), nor
    * once the trial has exited: its result stands, and the order ends the way it says.
    */
@@ -599,6 +617,22 @@ export class Attempt {
     }
   }
 
+  /**
+   * The order is not ours any more: kill the trial now and end nothing (the order is another agent's;
+   * `finished` says `claim-lost`). Not once the attempt has ended, nor twice.
+   */
+  #loseClaim(why: string, fields: Record<string, unknown>): void {
+    if (this.state === AttemptState.lost || this.state === AttemptState.ended) return;
+    this.#life.transition(AttemptState.lost);
+    this.#ctx.counters.claimsLost += 1;
+    this.log.warn(fields, `claim lost: ${why}; killing the trial`);
+    // Another agent may be running this trial already: no grace period (a trainer may spend many
+    // seconds saving a checkpoint on SIGTERM), or two copies would run at once for that long.
+    const req: StopRequest = { reason: StopReason.claimLost, detail: "claim-lost" };
+    this.#stop = req;
+    this.#trial?.killNow(req);
+  }
+
   /** One heartbeat: an in-progress ack the server confirms, or the discovery that the claim is lost. */
   #beat(): void {
     const ctx = this.#ctx;
@@ -606,17 +640,7 @@ export class Attempt {
     const now = Date.now();
     if (this.state === AttemptState.lost || this.state === AttemptState.ended) return;
     if (now - this.#lastBeatOkAt > leaseMs) {
-      this.#life.transition(AttemptState.lost);
-      ctx.counters.claimsLost += 1;
-      this.log.warn(
-        { sinceLastHeartbeatMs: now - this.#lastBeatOkAt, leaseMs },
-        "claim lost: no confirmed heartbeat within the lease; killing the trial",
-      );
-      // Another agent may be running this trial already: no grace period (a trainer may spend many
-      // seconds saving a checkpoint on SIGTERM), or two copies would run at once for that long.
-      const req: StopRequest = { reason: StopReason.claimLost, detail: "claim-lost" };
-      this.#stop = req;
-      this.#trial?.killNow(req);
+      this.#loseClaim("no confirmed heartbeat within the lease", { sinceLastHeartbeatMs: now - this.#lastBeatOkAt, leaseMs });
       return;
     }
     if (this.#beating) return;

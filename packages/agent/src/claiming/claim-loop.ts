@@ -4,6 +4,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import {
   agentIdTag,
   type BadMessageCounter,
+  type ClaimNotice,
   type Control,
   claimProof,
   classNeeds,
@@ -173,6 +174,8 @@ export class ClaimLoop {
   readonly #released = new WeakSet<Attempt>();
   /** A pull failed: check (and create again) the work stream and the consumers before the next. */
   #broken = false;
+  /** The mesh keeps a longer claim lease than ours: said once. */
+  #saidMeshLease = false;
   /** The pool this agent's last order came from: where to wait when no pool holds work (#choose). */
   #lastPool: string | null = null;
 
@@ -232,9 +235,26 @@ export class ClaimLoop {
     return this.#refusals.recent;
   }
 
-  /** Creates (or finds) each pool's shared consumer; the agent's lease is the consumer's ack wait. */
+  /**
+   * Creates (or finds) each pool's shared consumer; the agent's lease is the consumer's ack wait, unless
+   * another agent asked for a longer one (the mesh keeps the longest: ensureWorkConsumer).
+   */
   async prepare(): Promise<void> {
     for (const p of this.#pools) await this.#ensureConsumer(p, false);
+  }
+
+  /** Says once that the mesh keeps a longer claim lease than this agent's `--lease`. */
+  #noteMeshLease(pool: string, meshLeaseMs: number): void {
+    const own = this.#o.options.leaseMs;
+    if (meshLeaseMs <= own || this.#saidMeshLease) return;
+    this.#saidMeshLease = true;
+    const secs = (ms: number) => `${Math.round(ms / 100) / 10}s`;
+    this.#o.log.warn(
+      { pool, leaseMs: own, meshLeaseMs },
+      `this agent's --lease ${secs(own)} is shorter than the ${secs(meshLeaseMs)} claim lease the mesh keeps for pool ${pool} (another agent was started with it): ` +
+        `the mesh keeps the longer one so that agent's claims hold between its heartbeats, and an order this agent loses reaches another agent after ${secs(meshLeaseMs)}; ` +
+        "start every agent with the same --lease",
+    );
   }
 
   async #ensureConsumer(p: Pool, check: boolean): Promise<void> {
@@ -251,7 +271,8 @@ export class ClaimLoop {
         );
       }
     }
-    await ensureWorkConsumer(jsm, names, p.name, { ackWaitMs: options.leaseMs, maxDeliver: options.maxDeliver });
+    const kept = await ensureWorkConsumer(jsm, names, p.name, { ackWaitMs: options.leaseMs, maxDeliver: options.maxDeliver });
+    this.#noteMeshLease(p.name, kept.ackWaitMs);
     this.#consumers.set(p.name, await js.consumers.get(names.streams.work, durable));
   }
 
@@ -798,11 +819,18 @@ export class ClaimLoop {
     for (const { attempt } of this.#attempts.values()) attempt.onControl(c);
   }
 
-  /** After a reconnect: decisions made while we were away are in the bucket; read them. */
+  /** A newer attempt of a trial holds its order now: an older copy running here is not ours any more. */
+  onClaimNotice(n: ClaimNotice): void {
+    for (const { attempt } of this.#attempts.values()) attempt.onClaimNotice(n);
+  }
+
+  /** After a reconnect: decisions made (and claims taken) while we were away are in the bucket; read them. */
   async recheckControls(): Promise<void> {
     for (const { attempt } of [...this.#attempts.values()]) {
       const c = await this.#o.control.read(attempt.order.study, attempt.order.trial);
       if (c) this.onControl(c);
+      const n = await this.#o.control.readClaim(attempt.order.study, attempt.order.trial);
+      if (n) attempt.onClaimNotice(n);
     }
   }
 

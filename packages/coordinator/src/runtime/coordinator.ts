@@ -109,6 +109,8 @@ export class StudyCoordinator {
   #budget: "open" | "full" | "spent" = "open";
   /** Trials given a `budget` stop key (no decision event records it, so `t.stop` stays null). */
   readonly #budgetStopped = new Set<string>();
+  /** Trials with a claim notice written by this coordinator: removed when the trial ends (#supersede). */
+  readonly #noticed = new Set<string>();
   /**
    * The device each trial last ran out of memory on, from its agent's advert: its retry alone asks
    * for at least that much memory (gpu-placement.ts). Unknown after a restart once the advert is
@@ -270,6 +272,7 @@ export class StudyCoordinator {
     }
     const forged = this.state.forgeries.length;
     const contests = this.state.contests.length;
+    const superseded = ev.type === "claimed" ? this.#stillOpenBefore(ev.trial, ev.attempt) : undefined;
     if (!this.state.apply(ev, from)) {
       const c = this.state.contests[contests];
       if (c) await this.#onContested(c);
@@ -283,6 +286,8 @@ export class StudyCoordinator {
       return;
     }
     const t = this.state.trial(ev.trial);
+    if (ev.type === "claimed" && superseded && this.#live) await this.#supersede(superseded, ev.attempt, ev.agent);
+    if (ev.type === "ended" && this.#noticed.delete(ev.trial)) await this.#store.deleteClaimNotice(ev.trial);
     if (this.#packing && ev.type === "queued" && ev.packing)
       this.#packing.onQueued(ev.trial, ev.attempt, ev.packing, runsAlone(t));
     if (this.#packing && ev.type === "started") this.#packing.onStarted(ev.trial, ev.attempt, ev.ts);
@@ -342,6 +347,28 @@ export class StudyCoordinator {
     }
     if (ev.type === "started" || ev.type === "report" || ev.type === "claimed") this.#heard.set(ev.trial, Date.now());
     if (ev.type === "started") this.#startedAt.set(ev.trial, Date.now());
+  }
+
+  /** An older attempt of the trial that a claim of `attempt` finds still claimed or running, if any. */
+  #stillOpenBefore(trial: string, attempt: number): { trial: string; attempt: number; agent: string | null } | undefined {
+    const open = this.state.trials
+      .get(trial)
+      ?.attempts.find((a) => a.attempt < attempt && (a.status === "claimed" || a.status === "running"));
+    return open && { trial, attempt: open.attempt, agent: open.agent };
+  }
+
+  /**
+   * A newer attempt claimed the order while an older one still ran: JetStream handed it on because the
+   * older claim's lease ran out. Its agent may not know yet (frozen, or its last heartbeat reached the
+   * server just too late): the claim notice tells it to kill its copy now.
+   */
+  async #supersede(old: { trial: string; attempt: number; agent: string | null }, attempt: number, agent: string): Promise<void> {
+    if (!(await this.#store.writeClaimNotice(old.trial, attempt, agent))) return;
+    this.#noticed.add(old.trial);
+    this.log.warn(
+      { trial: old.trial, attempt, agent, older: old.attempt, olderAgent: old.agent },
+      `${old.trial}: attempt ${attempt} claimed by ${agent} while attempt ${old.attempt} was still running${old.agent ? ` on ${old.agent}` : ""}; told it to stop its copy`,
+    );
   }
 
   /**

@@ -187,8 +187,12 @@ export async function deleteStudy(
   const removedOrders = await removeQueuedOrders(res.jsm, names, study);
   await res.jsm.streams.purge(names.streams.events, { filter: names.subjects.studyEvents(study) });
   await res.jsm.streams.purge(names.streams.logs, { filter: `${names.prefix}.logs.${study}.>` });
-  for (const key of await bucketKeys(res.jsm, names.buckets.control, `${study}.>`)) await res.control.purge(key);
+  // Stop keys have two tokens exactly: `${study}.>` would reach the keys of other kinds (a study named
+  // "ckpt" or "work" would take every checkpoint index or work key with it).
+  for (const key of await bucketKeys(res.jsm, names.buckets.control, `${study}.*`)) await res.control.purge(key);
   for (const key of await bucketKeys(res.jsm, names.buckets.control, `ckpt.${study}.>`)) await res.control.purge(key);
+  for (const key of await bucketKeys(res.jsm, names.buckets.control, names.subjects.studyClaimNotices(study)))
+    await res.control.purge(key);
   const removedCheckpoints = await removeCheckpoints(nc, names, loaded.state);
   await res.studies.purge(names.subjects.studyKey(study));
   await res.studies.purge(names.subjects.leaseKey(study));

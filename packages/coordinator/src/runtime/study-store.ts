@@ -5,6 +5,7 @@ import { headers, type MsgHdrs } from "@nats-io/transport-node";
 import {
   type CheckpointIndex,
   type CheckpointRef,
+  type ClaimNotice,
   type Control,
   decode,
   encode,
@@ -254,6 +255,29 @@ export class StudyStore {
     await this.#retrying(`write the stop of ${trial}`, () =>
       this.#res.control.put(this.#o.names.subjects.controlKey(study, trial), data),
     );
+  }
+
+  /**
+   * Writes a trial's claim notice: attempt `attempt` holds its order now, so the agent still running an
+   * older copy kills it (it watches `work.claim.…`; the notice goes when the trial ends). Best effort, one try: the agent's own lease check is
+   * the rule, this only makes it quicker and closes its blind spot (a heartbeat sent just inside its
+   * lease that reaches the server after it).
+   */
+  async writeClaimNotice(trial: string, attempt: number, agent: string): Promise<boolean> {
+    const study = this.#o.spec.name;
+    const notice: ClaimNotice = { v: 1, type: "claim", study, studyId: this.#studyId, trial, attempt, agent, ts: Date.now() };
+    try {
+      await this.#res.control.put(this.#o.names.subjects.claimNoticeKey(study, trial), encode(notice));
+      return true;
+    } catch (err) {
+      this.#o.log.warn({ trial, attempt, err: (err as Error).message }, `cannot write the claim notice of ${trial}`);
+      return false;
+    }
+  }
+
+  /** Removes a trial's claim notice once the trial has ended: nothing of it runs any more. Best effort. */
+  async deleteClaimNotice(trial: string): Promise<void> {
+    await this.#res.control.purge(this.#o.names.subjects.claimNoticeKey(this.#o.spec.name, trial)).catch(() => {});
   }
 
   /**
