@@ -15,7 +15,9 @@ import { studyEvents } from "./gpu-helpers.js";
  * itself past that lease. Two ways that went wrong, each the user's steps on a real nats-server:
  *  - an agent started with a shorter `--lease` than the agents already running set the shared
  *    consumer's ack wait to its own, so the server handed the others' orders on between two of their
- *    heartbeats, and both copies ran to their end (the older agent's lease check never fired);
+ *    heartbeats, and both copies ran to their end (the older agent's lease check never fired). Now
+ *    agents only lengthen it, and a study's coordinator, which sees each agent's lease in its advert,
+ *    brings it down once no live agent needs it;
  *  - an agent whose claim the server handed on while the agent itself did not notice (an older agent
  *    version changing the ack wait as above, or a heartbeat sent just inside its lease that reached the
  *    server after it) ran its copy on. Now the coordinator, seeing the newer attempt claimed while the
@@ -26,14 +28,14 @@ const it = meshTest.extend("leakGraceMs", 5000);
 const EPOCHS = 30;
 const EPOCH_MS = 500;
 
-function spec(name: string, trials: number): string {
+function spec(name: string, trials: number, epochs = EPOCHS): string {
   const dir = mkdtempSync(join(tmpdir(), "rung-handover-"));
   const file = join(dir, `${name}.json`);
   writeFileSync(
     file,
     JSON.stringify({
       name,
-      command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs ${EPOCHS} --epoch-ms ${EPOCH_MS}`,
+      command: `${process.execPath} test/fixtures/curve-trial.mjs --quality {quality} --epochs ${epochs} --epoch-ms ${EPOCH_MS}`,
       metric: { name: "val_acc", mode: "max" },
       search: { algorithm: "grid", space: { quality: { grid: [0.3, 0.6, 0.9].slice(0, trials) } } },
       scheduler: { type: "fifo" },
@@ -50,13 +52,14 @@ function claims(evs: TrialEvent[]): TrialEventOf<"claimed">[] {
 }
 
 describe("one copy of a trial at a time", () => {
-  it("an agent started with a shorter --lease leaves the running agents' claims alone, and says the mesh keeps the longer lease", async ({
+  it("an agent started with a shorter --lease leaves the running agents' claims alone, says the mesh keeps the longer lease, and the lease comes down once no agent needs it", async ({
     mesh,
     procs,
   }) => {
     const state = mkdtempSync(join(tmpdir(), "rung-handover-agents-"));
     const agent = (name: string, lease: string) => rungAgent(mesh.url, mesh.prefix, { name, stateDir: join(state, name), lease });
-    procs.push(agent("a1", "30s"));
+    const a1 = agent("a1", "30s");
+    procs.push(a1);
     const run = rung(["study", "run", spec("leases", 2), ...mesh.flags]);
     procs.push(run);
     // a1, alone, claims a trial; it heartbeats every 10 s, a third of its lease.
@@ -90,8 +93,16 @@ describe("one copy of a trial at a time", () => {
       "completed",
       "completed",
     ]);
-    const info = await mesh.resources.jsm.consumers.info(mesh.names.streams.work, mesh.names.workConsumer("gpu1"));
-    expect(info.config.ack_wait).toBe(30_000 * 1_000_000);
+    const ackWait = async () =>
+      (await mesh.resources.jsm.consumers.info(mesh.names.streams.work, mesh.names.workConsumer("gpu1"))).config.ack_wait;
+    expect(await ackWait()).toBe(30_000 * 1_000_000);
+
+    // a1 goes: the next study's coordinator sees only 3 s agents and brings the lease down to theirs.
+    await a1.stop();
+    const next = rung(["study", "run", spec("after", 1, 2), ...mesh.flags]);
+    procs.push(next);
+    expect(await next.exited, next.out().slice(-2000)).toBe(0);
+    expect(await ackWait()).toBe(3_000 * 1_000_000);
   });
 
   it("an agent whose claim was handed on without its knowing kills its copy as soon as the newer attempt is claimed", async ({

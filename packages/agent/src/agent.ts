@@ -408,6 +408,7 @@ class AgentImpl implements Agent {
       freeCpuSlots: this.#life.state === "running" ? slots.free("cpu") : 0,
       labels: { ...this.options.labels },
       pricePerGpuHour: this.options.pricePerGpuHour,
+      leaseMs: this.options.leaseMs,
       version: RUNG_VERSION,
       startedAt: this.#startedAt,
       updatedAt: now,

@@ -145,6 +145,12 @@ export const AgentAdvertSchema = z.object({
   freeCpuSlots: z.number().int().nonnegative(),
   labels: z.record(z.string(), z.string()),
   pricePerGpuHour: z.number().nonnegative().nullable(),
+  /**
+   * The agent's claim lease (`--lease`): it heartbeats at a third of it, so the work consumers' ack wait
+   * must be at least this while it runs (a coordinator keeps them at the longest of the live agents').
+   * Optional: adverts of older agents lack it.
+   */
+  leaseMs: z.number().int().positive().optional(),
   version: z.string(),
   startedAt: ts,
   updatedAt: ts,

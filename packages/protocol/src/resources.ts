@@ -291,7 +291,9 @@ export interface WorkConsumer {
  * third of its own `--lease`. So a lease is only ever lengthened here, never shortened: an agent
  * started with a shorter lease than the others' would otherwise have the server hand their orders on
  * between two of their heartbeats, and two copies of a trial would run. (An agent with the shorter
- * lease only heartbeats more often than needed, and gives up a claim before the server would.)
+ * lease only heartbeats more often than needed, and gives up a claim before the server would.) A
+ * coordinator, which sees every agent's lease in its advert, brings it down again when the agent that
+ * asked for it has gone (coordinator runtime/claim-lease.ts).
  */
 export async function ensureWorkConsumer(
   jsm: JetStreamManager,

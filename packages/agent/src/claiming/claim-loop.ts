@@ -251,9 +251,10 @@ export class ClaimLoop {
     const secs = (ms: number) => `${Math.round(ms / 100) / 10}s`;
     this.#o.log.warn(
       { pool, leaseMs: own, meshLeaseMs },
-      `this agent's --lease ${secs(own)} is shorter than the ${secs(meshLeaseMs)} claim lease the mesh keeps for pool ${pool} (another agent was started with it): ` +
-        `the mesh keeps the longer one so that agent's claims hold between its heartbeats, and an order this agent loses reaches another agent after ${secs(meshLeaseMs)}; ` +
-        "start every agent with the same --lease",
+      `this agent's --lease ${secs(own)} is shorter than the ${secs(meshLeaseMs)} claim lease the mesh keeps for pool ${pool}: ` +
+        "an agent started with the longer one may still be running, and its claims must hold between its heartbeats, so the mesh keeps it " +
+        `until a running study's coordinator sees no agent needs it; meanwhile an order this agent loses reaches another agent after ${secs(meshLeaseMs)}. ` +
+        "Give every agent the same --lease",
     );
   }
 

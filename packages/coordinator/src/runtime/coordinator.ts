@@ -50,6 +50,7 @@ import {
   trialArgv,
   trialParams,
 } from "../study/index.js";
+import { ClaimLeaseKeeper } from "./claim-lease.js";
 import { followStudyEvents } from "./event-reader.js";
 import { StudyLease } from "./lease.js";
 import { MeshAdverts } from "./mesh-adverts.js";
@@ -164,9 +165,25 @@ export class StudyCoordinator {
     const detach = new AbortController();
     const onAbort = () => detach.abort();
     o.signal?.addEventListener("abort", onAbort, { once: true });
-    this.#mesh = new MeshAdverts(res.agents, o.advertStaleMs, () => this.#kick(), this.drops);
+    const leases = new ClaimLeaseKeeper({
+      jsm: res.jsm,
+      names: this.names,
+      log: this.log,
+      adverts: () => this.#mesh.adverts.values(),
+      staleAfterMs: o.advertStaleMs,
+    });
+    this.#mesh = new MeshAdverts(
+      res.agents,
+      o.advertStaleMs,
+      () => {
+        leases.poke();
+        this.#kick();
+      },
+      this.drops,
+    );
     const tick = setInterval(() => {
       this.#refreshPacking();
+      leases.poke();
       this.#kick();
     }, 1000);
     try {
@@ -204,6 +221,7 @@ export class StudyCoordinator {
       o.signal?.removeEventListener("abort", onAbort);
       detach.abort();
       this.#mesh.stop();
+      await leases.close();
       await this.#serial.catch(() => {});
       await this.#packingRefresh;
       await this.#store.close();
