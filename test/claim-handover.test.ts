@@ -58,11 +58,11 @@ describe("one copy of a trial at a time", () => {
   }) => {
     const state = mkdtempSync(join(tmpdir(), "rung-handover-agents-"));
     const agent = (name: string, lease: string) => rungAgent(mesh.url, mesh.prefix, { name, stateDir: join(state, name), lease });
-    const a1 = agent("a1", "30s");
+    const a1 = agent("a1", "12s");
     procs.push(a1);
     const run = rung(["study", "run", spec("leases", 2), ...mesh.flags]);
     procs.push(run);
-    // a1, alone, claims a trial; it heartbeats every 10 s, a third of its lease.
+    // a1, alone, claims a trial; it heartbeats every 4 s, a third of its lease.
     const first = await waitFor(
       "a1 to claim a trial",
       async () => claims(await studyEvents(mesh.url, mesh.prefix, "leases"))[0],
@@ -74,7 +74,18 @@ describe("one copy of a trial at a time", () => {
     // if the server hands it on.
     const a2 = agent("a2", "3s");
     procs.push(a2, agent("a3", "3s"));
-    await waitForOutput(a2, /shorter than the 30s claim lease the mesh keeps/, 20_000);
+    await waitForOutput(a2, /shorter than the 12s claim lease the mesh keeps/, 20_000);
+    // The mesh's table says so too, once every agent has advertised.
+    await waitFor(
+      "rung agents to show the leases",
+      async () => {
+        const table = rung(["agents", ...mesh.flags]);
+        await table.exited;
+        return /claim leases differ \(a1 12s, a2 3s, a3 3s\)/.test(table.out());
+      },
+      20_000,
+      300,
+    );
 
     expect(await run.exited, run.out().slice(-2000)).toBe(0);
     const evs = await studyEvents(mesh.url, mesh.prefix, "leases");
@@ -95,11 +106,12 @@ describe("one copy of a trial at a time", () => {
     ]);
     const ackWait = async () =>
       (await mesh.resources.jsm.consumers.info(mesh.names.streams.work, mesh.names.workConsumer("gpu1"))).config.ack_wait;
-    expect(await ackWait()).toBe(30_000 * 1_000_000);
+    expect(await ackWait()).toBe(12_000 * 1_000_000);
 
-    // a1 goes: the next study's coordinator sees only 3 s agents and brings the lease down to theirs.
+    // a1 goes: the next study's coordinator sees only 3 s agents and, once 3 s has been all they needed
+    // for a whole 12 s lease, brings the lease down to theirs.
     await a1.stop();
-    const next = rung(["study", "run", spec("after", 1, 2), ...mesh.flags]);
+    const next = rung(["study", "run", spec("after", 1, 40), ...mesh.flags]);
     procs.push(next);
     expect(await next.exited, next.out().slice(-2000)).toBe(0);
     expect(await ackWait()).toBe(3_000 * 1_000_000);

@@ -181,5 +181,19 @@ export function formatAgentsTable(adverts: readonly AgentAdvert[], now = Date.no
   );
   const footer =
     refused.length > 0 ? `\nrefused orders (handed back for other agents):\n${refused.map((l) => `  ${l}`).join("\n")}\n` : "";
-  return `${[line(header), ...rows.map(line)].join("\n")}\n${footer}`;
+  return `${[line(header), ...rows.map(line)].join("\n")}\n${footer}${leasesLine(adverts)}`;
+}
+
+/**
+ * A line when the agents' claim leases differ (adverts of older agents do not say): a study's
+ * coordinator keeps the work consumers at the longest lease of the running agents, so an order lost by
+ * any agent can wait that long for another.
+ */
+function leasesLine(adverts: readonly AgentAdvert[]): string {
+  const known = adverts.filter((a) => a.leaseMs !== undefined);
+  if (new Set(known.map((a) => a.leaseMs)).size < 2) return "";
+  const secs = (ms: number) => `${Math.round(ms / 100) / 10}s`;
+  const longest = Math.max(...known.map((a) => a.leaseMs as number));
+  const each = known.map((a) => `${a.agent} ${secs(a.leaseMs as number)}`).join(", ");
+  return `\nclaim leases differ (${each}): the mesh's work consumers keep the longest of the running agents', so an order an agent loses can wait up to ${secs(longest)} for another; give every agent the same --lease\n`;
 }

@@ -280,7 +280,7 @@ export interface WorkConsumerOptions {
 /** A pool's work consumer as it now is: its name and the claim lease the mesh keeps for it. */
 export interface WorkConsumer {
   durable: string;
-  /** The consumer's ack wait: the longest lease asked of it (never shortened, see ensureWorkConsumer). */
+  /** The consumer's ack wait: at least the lease asked for (agents never shorten it, see ensureWorkConsumer). */
   ackWaitMs: number;
 }
 
@@ -288,7 +288,7 @@ export interface WorkConsumer {
  * Creates (or finds) the shared durable pull consumer of a pool. Safe to call concurrently.
  *
  * Its ack wait is the claim lease of every agent that pulls from it, and each agent heartbeats at a
- * third of its own `--lease`. So a lease is only ever lengthened here, never shortened: an agent
+ * third of its own `--lease`. So an agent only ever lengthens it here, never shortens it: an agent
  * started with a shorter lease than the others' would otherwise have the server hand their orders on
  * between two of their heartbeats, and two copies of a trial would run. (An agent with the shorter
  * lease only heartbeats more often than needed, and gives up a claim before the server would.) A

@@ -169,7 +169,7 @@ export class StudyCoordinator {
       jsm: res.jsm,
       names: this.names,
       log: this.log,
-      adverts: () => this.#mesh.adverts.values(),
+      adverts: () => this.#mesh.heard(),
       staleAfterMs: o.advertStaleMs,
     });
     this.#mesh = new MeshAdverts(

@@ -8,6 +8,7 @@ import {
   isFractionalGpus,
   sharePercent,
 } from "@rung/protocol";
+import type { HeardAdvert } from "./claim-lease.js";
 
 /**
  * The coordinator's view of the agents: adverts from the agents bucket, kept current by a watch.
@@ -16,6 +17,8 @@ import {
  */
 export class MeshAdverts {
   readonly adverts = new Map<string, AgentAdvert>();
+  /** When each advert last arrived here (this process's clock, not the agent's). */
+  readonly #heardAt = new Map<string, number>();
   #stop: (() => void) | undefined;
 
   constructor(
@@ -32,10 +35,13 @@ export class MeshAdverts {
       for await (const e of iter) {
         if (e.operation !== "PUT") {
           this.adverts.delete(e.key);
+          this.#heardAt.delete(e.key);
         } else {
           const r = decode(AgentAdvertSchema, e.value, "agent advert");
-          if (r.ok) this.adverts.set(e.key, r.value);
-          else this.drops?.record("agents", r.error);
+          if (r.ok) {
+            this.adverts.set(e.key, r.value);
+            this.#heardAt.set(e.key, Date.now());
+          } else this.drops?.record("agents", r.error);
         }
         this.onChange();
       }
@@ -44,6 +50,11 @@ export class MeshAdverts {
 
   stop(): void {
     this.#stop?.();
+  }
+
+  /** Every advert held, with when it last arrived here (the claim lease keeper's input). */
+  heard(): HeardAdvert[] {
+    return [...this.adverts].map(([key, advert]) => ({ advert, heardAt: this.#heardAt.get(key) ?? 0 }));
   }
 
   live(now = Date.now()): AgentAdvert[] {
