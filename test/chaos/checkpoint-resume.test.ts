@@ -17,8 +17,11 @@ describe("chaos 1b: agents killed with SIGKILL mid-trial, trials that checkpoint
   }) => {
     const m = await openChaos({ scenario: "1b agent kill -9, checkpoints", url: nats.url, study: "ckptkill" });
     m.startAgents(3);
+    // Epochs of 500 ms: a trial is a candidate for only an epoch or a few (between rungs, after a stored
+    // snapshot), and the events are polled every 400 ms; with 300 ms epochs a promoted trial could pass
+    // its whole window between two polls, and the study end before a third victim came along.
     m.startStudy(
-      chaosSpec("ckptkill", { qualities: QUALITIES, epochMs: 300, maxConcurrent: 3, flags: ["--checkpoint"], maxT: MAX_T }),
+      chaosSpec("ckptkill", { qualities: QUALITIES, epochMs: 500, maxConcurrent: 3, flags: ["--checkpoint"], maxT: MAX_T }),
     );
     const victims: string[] = [];
     for (let k = 0; k < KILLS; k++) {
