@@ -7,6 +7,7 @@ import {
   type BadMessageCounter,
   bucketKeys,
   decode,
+  durationText,
   encode,
   type Logger,
   type MeshNames,
@@ -192,8 +193,7 @@ export function formatAgentsTable(adverts: readonly AgentAdvert[], now = Date.no
 function leasesLine(adverts: readonly AgentAdvert[]): string {
   const known = adverts.filter((a) => a.leaseMs !== undefined);
   if (new Set(known.map((a) => a.leaseMs)).size < 2) return "";
-  const secs = (ms: number) => `${Math.round(ms / 100) / 10}s`;
   const longest = Math.max(...known.map((a) => a.leaseMs as number));
-  const each = known.map((a) => `${a.agent} ${secs(a.leaseMs as number)}`).join(", ");
-  return `\nclaim leases differ (${each}): the mesh's work consumers keep the longest of the running agents', so an order an agent loses can wait up to ${secs(longest)} for another; give every agent the same --lease\n`;
+  const each = known.map((a) => `${a.agent} ${durationText(a.leaseMs as number)}`).join(", ");
+  return `\nclaim leases differ (${each}): the mesh's work consumers keep the longest of the running agents', so an order an agent loses can wait up to ${durationText(longest)} for another; give every agent the same --lease\n`;
 }

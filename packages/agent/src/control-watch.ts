@@ -56,7 +56,7 @@ interface Watch {
 export class ControlWatch {
   readonly #o: ControlWatchOptions;
   readonly #stops: Watch;
-  readonly #wakeWatch: Watch;
+  readonly #workWatch: Watch;
   #closed = false;
   /** Ends a restart's wait at once when the watch is closed. */
   readonly #closing = new AbortController();
@@ -78,8 +78,8 @@ export class ControlWatch {
       loop: Promise.resolve(),
       live: false,
     };
-    this.#wakeWatch = {
-      what: "work wake",
+    this.#workWatch = {
+      what: "work keys",
       key: options.subjects.workKeysAll(),
       onEntry: (e) => this.#onWorkKey(e),
       iter: undefined,
@@ -92,9 +92,12 @@ export class ControlWatch {
     await this.#start(this.#stops);
     // Without wakes the claim loop looks for work every second, as it did before them: no reason to
     // stop the agent, and the watch is started again like the other.
-    await this.#start(this.#wakeWatch).catch((err) => {
-      this.#o.log.warn({ err: (err as Error).message }, "cannot watch for work wakes; looking for work every second instead");
-      this.#wakeWatch.loop = this.#restart(this.#wakeWatch);
+    await this.#start(this.#workWatch).catch((err) => {
+      this.#o.log.warn(
+        { err: (err as Error).message },
+        "cannot watch the work keys (wakes, claim notices); looking for work every second instead",
+      );
+      this.#workWatch.loop = this.#restart(this.#workWatch);
     });
   }
 
@@ -141,7 +144,7 @@ export class ControlWatch {
 
   /** True while work wakes arrive (the watch runs): an idle claim loop may wait for them. */
   get watchingWork(): boolean {
-    return this.#wakeWatch.live;
+    return this.#workWatch.live;
   }
 
   /**
@@ -261,8 +264,8 @@ export class ControlWatch {
   async close(): Promise<void> {
     this.#closed = true;
     this.#closing.abort();
-    for (const w of [this.#stops, this.#wakeWatch]) w.iter?.stop();
+    for (const w of [this.#stops, this.#workWatch]) w.iter?.stop();
     for (const w of [...this.#wakeWaiters]) w.done();
-    await Promise.all([this.#stops.loop, this.#wakeWatch.loop]);
+    await Promise.all([this.#stops.loop, this.#workWatch.loop]);
   }
 }

@@ -15,6 +15,16 @@ export function parseDuration(value: string | number, what = "duration"): number
   return Math.round(n * (UNITS[unit] as number));
 }
 
+/**
+ * 30000 → `"30s"`: a duration as a user writes it in a flag or spec (`parseDuration` reads it back),
+ * in whole hours or minutes when it is one, else in seconds to a tenth.
+ */
+export function durationText(ms: number): string {
+  if (ms > 0 && ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
+  if (ms > 0 && ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return `${Math.round(ms / 100) / 10}s`;
+}
+
 /** Milliseconds to JetStream nanoseconds. */
 export function nanos(ms: number): number {
   return Math.round(ms * 1_000_000);

@@ -11,7 +11,7 @@ export { BadMessageCounter, DecodeError, DecodeErrorKind, decode, encode, MAX_ME
 export { CommandTemplateError, placeholders, renderArgv, splitCommand } from "./command-template.js";
 export type { NatsCredentials, NatsOptions } from "./connect.js";
 export { connectNats, DEFAULT_NATS_URL, inboxPrefixFor, inboxPrefixOf, natsUrl, readNatsCredentials } from "./connect.js";
-export { nanos, parseDuration } from "./durations.js";
+export { durationText, nanos, parseDuration } from "./durations.js";
 export {
   DurationError,
   InvalidTokenError,

@@ -49,6 +49,10 @@ export class MeshNames {
   workConsumer(pool: string): string {
     return `${this.prefix}-work-${validToken(pool, "pool")}`;
   }
+  /** Whether a consumer of the work stream is one of the pools' ({@link workConsumer}). */
+  isWorkConsumer(name: string): boolean {
+    return name.startsWith(`${this.prefix}-work-`);
+  }
 }
 
 /** Retention and sizing of the mesh's resources; every field has a default. */

@@ -103,13 +103,10 @@ export class Subjects {
   /**
    * The work wake of a pool in the control bucket (three tokens, so the stop-key watch `*.*` of any
    * agent, old or new, never sees it): the coordinator writes it after queueing orders there, and idle
-   * agents, which watch `work.wake.*`, look for work at once instead of at their next poll.
+   * agents, which watch `work.>` ({@link workKeysAll}), look for work at once instead of at their next poll.
    */
   workWakeKey(pool: string): string {
     return `work.wake.${validToken(pool, "pool")}`;
-  }
-  workWakeAll(): string {
-    return "work.wake.*";
   }
   /**
    * The claim notice of a trial in the control bucket (four tokens): which attempt holds the trial's

@@ -9,6 +9,7 @@ import {
   claimProof,
   classNeeds,
   decode,
+  durationText,
   ensureWorkConsumer,
   isAgentSpecificRejection,
   isConsumerNotFound,
@@ -248,12 +249,11 @@ export class ClaimLoop {
     const own = this.#o.options.leaseMs;
     if (meshLeaseMs <= own || this.#saidMeshLease) return;
     this.#saidMeshLease = true;
-    const secs = (ms: number) => `${Math.round(ms / 100) / 10}s`;
     this.#o.log.warn(
       { pool, leaseMs: own, meshLeaseMs },
-      `this agent's --lease ${secs(own)} is shorter than the ${secs(meshLeaseMs)} claim lease the mesh keeps for pool ${pool}: ` +
+      `this agent's --lease ${durationText(own)} is shorter than the ${durationText(meshLeaseMs)} claim lease the mesh keeps for pool ${pool}: ` +
         "an agent started with the longer one may still be running, and its claims must hold between its heartbeats, so the mesh keeps it " +
-        `until a running study's coordinator sees no agent needs it; meanwhile an order this agent loses reaches another agent after ${secs(meshLeaseMs)}. ` +
+        `until a running study's coordinator sees no agent needs it; meanwhile an order this agent loses reaches another agent after ${durationText(meshLeaseMs)}. ` +
         "Give every agent the same --lease",
     );
   }

@@ -1,5 +1,5 @@
 import type { JetStreamManager } from "@nats-io/jetstream";
-import type { AgentAdvert, Logger, MeshNames } from "@rung/protocol";
+import { type AgentAdvert, durationText, type Logger, type MeshNames } from "@rung/protocol";
 
 /**
  * Keeps the mesh's claim lease — every pool's work consumer's ack wait — at the longest `--lease` of
@@ -105,12 +105,11 @@ export class ClaimLeaseKeeper {
     }
     if (want === null || now < this.#nextCheckAt) return;
     const { jsm, names, log } = this.#o;
-    const prefix = names.workConsumer("x").slice(0, -1);
     let next = now + (this.#o.recheckMs ?? 30_000);
     try {
       for await (const c of jsm.consumers.list(names.streams.work)) {
         if (this.#closed) return;
-        if (!c.name.startsWith(prefix)) continue;
+        if (!names.isWorkConsumer(c.name)) continue;
         const has = Math.round((c.config.ack_wait ?? 0) / 1_000_000);
         if (has === want) continue;
         if (want < has && now - this.#wantSince < has) {
@@ -125,7 +124,7 @@ export class ClaimLeaseKeeper {
         await jsm.consumers.update(names.streams.work, c.name, { ack_wait: want * 1_000_000 });
         log.info(
           { consumer: c.name, leaseMs: want, wasMs: has },
-          `claim lease of ${c.name} set to ${seconds(want)} (was ${seconds(has)}): the longest --lease of the agents running`,
+          `claim lease of ${c.name} set to ${durationText(want)} (was ${durationText(has)}): the longest --lease of the agents running`,
         );
       }
       this.#nextCheckAt = next;
@@ -137,8 +136,4 @@ export class ClaimLeaseKeeper {
       this.#warned = true;
     }
   }
-}
-
-function seconds(ms: number): string {
-  return `${Math.round(ms / 100) / 10}s`;
 }

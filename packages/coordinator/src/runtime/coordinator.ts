@@ -4,6 +4,7 @@ import {
   type CheckpointRef,
   COORDINATOR,
   DecodeError,
+  durationText,
   isAgentSpecificRejection,
   isFractionalGpus,
   type Logger,
@@ -963,7 +964,7 @@ export class StudyCoordinator {
       return;
     }
     const sizes = this.#mesh.sizes();
-    if (gpus === 0 || !sizes.some((n) => n > 0)) return;
+    if (!sizes.some((n) => n > 0)) return;
     const largest = Math.max(...sizes);
     // A share needs an agent that places shares (its advert says `shareInUse`); older agents do not.
     const fits = isFractionalGpus(gpus) ? this.#mesh.agentsFitting(gpus).length > 0 : largest >= gpus;
@@ -1116,12 +1117,6 @@ export class DetachedError extends Error {
 
 /** Distinct agents whose refusals fail a trial even while other live agents have not seen it. */
 const MAX_REFUSING_AGENTS = 3;
-
-function durationText(ms: number): string {
-  if (ms % 3_600_000 === 0) return `${ms / 3_600_000}h`;
-  if (ms % 60_000 === 0) return `${ms / 60_000}m`;
-  return `${Math.round(ms / 1000)}s`;
-}
 
 /** The end reason of a timed-out trial after a coordinator restart (the stop key says which limit). */
 function timeoutReason(spec: StudySpec, reason: string): string {

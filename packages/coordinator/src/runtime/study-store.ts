@@ -259,9 +259,9 @@ export class StudyStore {
 
   /**
    * Writes a trial's claim notice: attempt `attempt` holds its order now, so the agent still running an
-   * older copy kills it (it watches `work.claim.…`; the notice goes when the trial ends). Best effort, one try: the agent's own lease check is
-   * the rule, this only makes it quicker and closes its blind spot (a heartbeat sent just inside its
-   * lease that reaches the server after it).
+   * older copy kills it (it watches `work.claim.…`; the notice goes when the trial ends). Best effort,
+   * one try: the agent's own lease check is the rule, this only makes it quicker and closes its blind
+   * spot (a heartbeat sent just inside its lease that reaches the server after it).
    */
   async writeClaimNotice(trial: string, attempt: number, agent: string): Promise<boolean> {
     const study = this.#o.spec.name;
