@@ -11,9 +11,21 @@ import { createServer, type Server, type Socket } from "node:net";
  * A line that is not such an object is counted and skipped — never a reason to stop the trial. A line
  * longer than {@link MAX_REPORT_LINE} bytes is skipped too, so a trial cannot make the agent buffer
  * without bound.
+ *
+ * Reads rest: after each read a connection stops reading until the next tick of one shared timer
+ * (every {@link READ_REST_MS}), and the lines written meanwhile wait in the kernel and come in one
+ * read. A trial that reports now and then is read the moment it writes; one that reports 50 times a
+ * second is read 20 times a second, a few lines a read — the wakeup and read of each line were most of
+ * an agent's CPU per result (docs/benchmarks.md, "Agent CPU per result"). A line waits one tick at
+ * most. A paused Node socket keeps reading from the kernel into its own buffer, so the rest stops and
+ * starts the connection's handle itself, as Node's own pause does for a socket that reads into a
+ * buffer of its caller's (`restHandle`); where a Node lacks that handle, a one-byte high-water mark
+ * still stops the reads one chunk after the pause, and a line waits up to two ticks.
  */
 
 export const MAX_REPORT_LINE = 64 * 1024;
+/** How long a connection rests after a read (see above). */
+export const READ_REST_MS = 50;
 const MAX_KEYS = 256;
 const MAX_CONNECTIONS = 16;
 
@@ -58,6 +70,54 @@ export interface ReportHandlers {
   onMalformed(why: string, line: string): void;
 }
 
+/** The libuv handle under a connection, where this Node has it: what the rest stops and starts. */
+interface ReadHandle {
+  reading: boolean;
+  readStop(): number;
+  readStart(): number;
+}
+
+function restHandle(socket: Socket): ReadHandle | null {
+  const h = (socket as unknown as { _handle?: Partial<ReadHandle> | null })._handle;
+  return h && typeof h.reading === "boolean" && typeof h.readStop === "function" && typeof h.readStart === "function"
+    ? (h as ReadHandle)
+    : null;
+}
+
+/** Connections resting after a read, and the one timer that wakes them all (running only while some rest). */
+const resting = new Set<Socket>();
+let restTimer: NodeJS.Timeout | null = null;
+
+function rest(socket: Socket): void {
+  socket.pause();
+  const h = restHandle(socket);
+  if (h?.reading) {
+    h.reading = false;
+    h.readStop();
+  }
+  resting.add(socket);
+  restTimer ??= setInterval(wake, READ_REST_MS).unref(); // the agent's own work keeps it alive, never a rest
+}
+
+function wake(): void {
+  if (resting.size === 0) {
+    clearInterval(restTimer as NodeJS.Timeout);
+    restTimer = null;
+    return;
+  }
+  const due = [...resting];
+  resting.clear();
+  for (const s of due) {
+    if (s.destroyed) continue;
+    s.resume();
+    const h = restHandle(s);
+    if (h && !h.reading) {
+      h.reading = true;
+      if (h.readStart() !== 0) s.destroy();
+    }
+  }
+}
+
 export class ReportSocket {
   readonly path: string;
   readonly #server: Server;
@@ -72,7 +132,8 @@ export class ReportSocket {
   /** Listens on `path` (removed first if a stale socket is there). */
   static listen(path: string, handlers: ReportHandlers): Promise<ReportSocket> {
     rmSync(path, { force: true });
-    const server = createServer({ allowHalfOpen: false });
+    // A one-byte high-water mark: without its handle, a paused connection stops reading one chunk later (see the top).
+    const server = createServer({ allowHalfOpen: false, highWaterMark: 1 });
     const rs = new ReportSocket(path, server);
     server.maxConnections = MAX_CONNECTIONS;
     server.on("connection", (socket) => rs.#accept(socket, handlers));
@@ -113,13 +174,17 @@ export class ReportSocket {
         skipping = true;
         buf = "";
       }
+      rest(socket);
     });
     socket.on("end", () => {
       if (buf && !skipping) take(buf);
       buf = "";
     });
     socket.on("error", () => {});
-    socket.on("close", () => this.#sockets.delete(socket));
+    socket.on("close", () => {
+      this.#sockets.delete(socket);
+      resting.delete(socket);
+    });
   }
 
   /**
